@@ -1,0 +1,93 @@
+"""RetryPolicy: which failures are worth another attempt, and how long to wait.
+
+Built on tenacity: full-jitter exponential backoff (``wait_random_exponential``),
+bounded by a number of attempts and by an overall deadline. The policy re-runs
+a *whole* unit of work; it never re-runs a single statement.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tenacity import (
+    stop_after_attempt,
+    stop_before_delay,
+    stop_never,
+    wait_exponential,
+    wait_random_exponential,
+)
+from tenacity.stop import stop_base
+from tenacity.wait import wait_base
+
+from portfolio_core.errors import (
+    ConnectionLostError,
+    DeadlockException,
+    PessimisticLockException,
+    SerializationFailureError,
+    StaleDataException,
+    ValidationError,
+)
+
+RETRYABLE_CONFLICTS = (StaleDataException, SerializationFailureError)
+"""Optimistic conflicts: the unit of work read data another one changed."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a unit of work is retried.
+
+    ``max_retries=N`` allows N retries after the first attempt (N+1 attempts).
+    The wait before retry k (1-based) is uniform in
+    ``[0, min(max_delay, base_delay * backoff_factor ** (k - 1))]`` with
+    ``jitter`` (full jitter), or exactly that bound without it. ``deadline``
+    (seconds, None for none) stops retrying when the next wait would pass it.
+    ``retry_lock_not_available`` decides whether a lock not obtained (55P03,
+    SKIP LOCKED) is retried. ``sleep`` is injectable so tests never wait.
+    """
+
+    max_retries: int = 3
+    base_delay: float = 0.1  # float-ok: seconds
+    max_delay: float = 5.0  # float-ok: seconds
+    backoff_factor: float = 2.0  # float-ok: a ratio
+    jitter: bool = True
+    deadline: float | None = 30.0  # float-ok: seconds
+    retry_lock_not_available: bool = True
+    sleep: Callable[[float], None] = field(default=time.sleep, compare=False)  # float-ok
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int):
+            raise ValidationError("max_retries", self.max_retries, "must be an int")
+        if self.max_retries < 0:
+            raise ValidationError("max_retries", self.max_retries, "must be >= 0")
+        for name in ("base_delay", "max_delay"):
+            if getattr(self, name) < 0:
+                raise ValidationError(name, getattr(self, name), "must be >= 0")
+        if self.backoff_factor < 1:
+            raise ValidationError("backoff_factor", self.backoff_factor, "must be >= 1")
+        if self.deadline is not None and self.deadline <= 0:
+            raise ValidationError("deadline", self.deadline, "must be > 0 or None")
+
+    def is_retryable(self, error: BaseException) -> bool:
+        """Whether ``error`` ended an attempt that may be re-run from scratch."""
+        if isinstance(error, PessimisticLockException):
+            return self.retry_lock_not_available
+        return isinstance(error, (*RETRYABLE_CONFLICTS, DeadlockException, ConnectionLostError))
+
+    def stop(self) -> stop_base:
+        """tenacity stop condition: attempts, then deadline."""
+        attempts = stop_after_attempt(self.max_retries + 1)
+        if self.deadline is None:
+            return attempts | stop_never
+        return attempts | stop_before_delay(self.deadline)
+
+    def wait(self) -> wait_base:
+        """tenacity wait strategy: (full-jitter) exponential backoff."""
+        if self.jitter:
+            return wait_random_exponential(
+                multiplier=self.base_delay, max=self.max_delay, exp_base=self.backoff_factor
+            )
+        return wait_exponential(
+            multiplier=self.base_delay, max=self.max_delay, exp_base=self.backoff_factor
+        )

@@ -1,0 +1,246 @@
+"""Portfolio: the aggregate root that owns cash, realized P&L and positions.
+
+Rules kept here, in plain Python, before anything reaches the database:
+
+* amounts are Decimals that fit NUMERIC(24, 8) and are never rounded silently;
+* cash never goes negative (InsufficientFundsError);
+* positions are long only; one open position per symbol, bought again at the
+  weighted-average price;
+* ``cash_balance + sum(open cost_basis) - realized_pnl`` always equals
+  ``initial_cash + total_deposits - total_withdrawals``, exactly.
+
+``version`` belongs to persistence: it is read-only here and is bumped once per
+committed unit of work by the mapper (see ``portfolio_core.persistence``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID, uuid4
+
+from portfolio_core.domain import money
+from portfolio_core.domain.position import Position, PositionRequest, utcnow
+from portfolio_core.errors import (
+    InsufficientFundsError,
+    PositionNotFoundError,
+    StaleDataException,
+)
+
+
+class Portfolio:
+    """A trading portfolio: cash, realized P&L, open positions and their history."""
+
+    id: UUID
+    name: str
+    cash_balance: Decimal
+    realized_pnl: Decimal
+    initial_cash: Decimal
+    total_deposits: Decimal
+    total_withdrawals: Decimal
+    created_at: datetime
+    last_updated: datetime
+    _version: int
+    _positions: list[Position]
+    _closed: list[Position]
+
+    def __init__(
+        self,
+        name: str,
+        cash_balance: money.AmountLike = 0,
+        *,
+        id: UUID | None = None,
+    ) -> None:
+        self.id = id or uuid4()
+        self.name = money.validate_name(name)
+        self.cash_balance = money.non_negative(cash_balance, "cash_balance")
+        self.initial_cash = self.cash_balance
+        self.realized_pnl = Decimal(0)
+        self.total_deposits = Decimal(0)
+        self.total_withdrawals = Decimal(0)
+        self.created_at = self.last_updated = utcnow()
+        self._version = 1
+        self._positions = []
+        self._closed = []
+
+    # -- read side -----------------------------------------------------------
+
+    @property
+    def version(self) -> int:
+        """Committed-change counter, managed by persistence (read-only)."""
+        return self._version
+
+    @version.setter
+    def version(self, value: Any) -> None:
+        raise AttributeError("version is managed by persistence and cannot be set")
+
+    @property
+    def positions(self) -> dict[str, Position]:
+        """Open positions keyed by symbol."""
+        return {p.symbol: p for p in self._positions if p.is_open}
+
+    @property
+    def closed_positions(self) -> list[Position]:
+        """Closed positions, oldest first: the stored history plus those closed now."""
+        history = list(self._closed)
+        seen = {p.id for p in history}
+        history.extend(p for p in self._positions if not p.is_open and p.id not in seen)
+        return history
+
+    @property
+    def total_cost_basis(self) -> Decimal:
+        """Exact sum of the open positions' cost basis."""
+        total = Decimal(0)
+        for position in self._positions:
+            if position.is_open:
+                total = money.add(total, position.cost_basis)
+        return total
+
+    @property
+    def market_value(self) -> Decimal:
+        """Exact sum of the open positions' market value."""
+        total = Decimal(0)
+        for position in self.positions.values():
+            total = money.add(total, position.market_value)
+        return total
+
+    @property
+    def total_value(self) -> Decimal:
+        """Cash plus the market value of open positions."""
+        return money.add(self.cash_balance, self.market_value)
+
+    @property
+    def net_contributions(self) -> Decimal:
+        """initial_cash + total_deposits - total_withdrawals."""
+        return money.sub(money.add(self.initial_cash, self.total_deposits), self.total_withdrawals)
+
+    def money_invariant_holds(self) -> bool:
+        """cash + open cost basis - realized P&L == net contributions, exactly."""
+        left = money.sub(money.add(self.cash_balance, self.total_cost_basis), self.realized_pnl)
+        return left == self.net_contributions
+
+    def check_version(self, expected_version: int) -> None:
+        """Raise StaleDataException unless this copy is at ``expected_version``."""
+        if self._version != expected_version:
+            raise StaleDataException("Portfolio", self.id, expected_version, self._version)
+
+    # -- commands ------------------------------------------------------------
+
+    def open_position(self, request: PositionRequest) -> Position:
+        """Buy: debit quantity x entry_price; add to an open symbol at the weighted average."""
+        cost = request.cost
+        if cost > self.cash_balance:
+            raise InsufficientFundsError(self.id, cost, self.cash_balance)
+        existing = self.positions.get(request.symbol)
+        if existing is not None:
+            existing._add(request, cost)
+            position = existing
+        else:
+            position = Position(
+                request.symbol,
+                request.quantity,
+                cost,
+                request.entry_price,
+                portfolio_id=self.id,
+            )
+            self._positions.append(position)
+        self._debit(cost)
+        self._touch()
+        return position
+
+    def close_position(
+        self,
+        symbol: str,
+        exit_price: money.AmountLike,
+        quantity: money.AmountLike | None = None,
+    ) -> Decimal:
+        """Sell all (or ``quantity``) of ``symbol`` at ``exit_price``; return the realized profit.
+
+        Cash is credited with the exact proceeds; realized P&L is measured
+        against the exact share of cost basis being closed.
+        """
+        position = self._open_position(symbol)
+        price = money.non_negative(exit_price, "exit_price")
+        amount = position.quantity if quantity is None else money.positive(quantity, "quantity")
+        # Every figure is computed and checked before anything changes.
+        closed_cost = position._closing_cost(amount)
+        proceeds = money.checked_result(money.mul(amount, price), "proceeds")
+        profit = money.sub(proceeds, closed_cost)
+        cash = money.checked_result(money.add(self.cash_balance, proceeds), "cash_balance")
+        realized = money.checked_result(money.add(self.realized_pnl, profit), "realized_pnl")
+        position._apply_close(amount, price, closed_cost, profit)
+        self.cash_balance = cash
+        self.realized_pnl = realized
+        self._touch()
+        return profit
+
+    def update_position_price(self, symbol: str, price: money.AmountLike) -> None:
+        """Re-price one open position."""
+        position = self._open_position(symbol)
+        position.current_price = money.non_negative(price, "price")
+        self._touch()
+
+    def update_all_prices(self, prices: Mapping[str, money.AmountLike]) -> int:
+        """Re-price every open position found in ``prices``; return how many changed.
+
+        All prices are validated before any is applied. Symbols the portfolio
+        does not hold are ignored (a price feed usually covers more).
+        """
+        validated = {
+            money.validate_symbol(symbol): money.non_negative(price, f"prices[{symbol!r}]")
+            for symbol, price in prices.items()
+        }
+        updated = 0
+        for position in self._positions:
+            if position.is_open and position.symbol in validated:
+                position.current_price = validated[position.symbol]
+                updated += 1
+        if updated:
+            self._touch()
+        return updated
+
+    def deposit(self, amount: money.AmountLike) -> None:
+        """Add cash."""
+        value = money.positive(amount, "amount")
+        self.cash_balance = money.checked_result(
+            money.add(self.cash_balance, value), "cash_balance"
+        )
+        self.total_deposits = money.checked_result(
+            money.add(self.total_deposits, value), "total_deposits"
+        )
+        self._touch()
+
+    def withdraw(self, amount: money.AmountLike) -> None:
+        """Take cash out; InsufficientFundsError if there is not enough."""
+        value = money.positive(amount, "amount")
+        self._debit(value)
+        self.total_withdrawals = money.checked_result(
+            money.add(self.total_withdrawals, value), "total_withdrawals"
+        )
+        self._touch()
+
+    # -- internals -----------------------------------------------------------
+
+    def _debit(self, amount: Decimal) -> None:
+        if amount > self.cash_balance:
+            raise InsufficientFundsError(self.id, amount, self.cash_balance)
+        self.cash_balance = money.sub(self.cash_balance, amount)
+
+    def _open_position(self, symbol: str) -> Position:
+        money.validate_symbol(symbol)
+        position = self.positions.get(symbol)
+        if position is None:
+            raise PositionNotFoundError(self.id, symbol)
+        return position
+
+    def _touch(self) -> None:
+        self.last_updated = utcnow()
+
+    def __repr__(self) -> str:
+        return (
+            f"Portfolio(id={self.id}, name={self.name!r}, cash_balance={self.cash_balance}, "
+            f"realized_pnl={self.realized_pnl}, version={self._version}, "
+            f"positions={sorted(self.positions)})"
+        )

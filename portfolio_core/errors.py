@@ -1,0 +1,232 @@
+"""The exception tree of portfolio_core.
+
+Every error the library raises on purpose is a :class:`PortfolioCoreError`;
+driver and SQLAlchemy errors are translated once, at the persistence boundary
+(``portfolio_core.persistence.errors``), and chained with ``raise ... from``.
+Errors carry the objects they concern as attributes, not only as text::
+
+    PortfolioCoreError
+    ├── ConfigurationError            no database URL, bad URL, bad settings
+    ├── ValidationError(ValueError)   field, value, reason: rejected before any SQL
+    ├── InsufficientFundsError        portfolio_id, requested, available
+    ├── PortfolioNotFoundError(LookupError)   portfolio_id
+    ├── PositionNotFoundError(LookupError)    portfolio_id, symbol
+    ├── DatabaseConnectionError       the database could not be reached
+    │   └── ConnectionLostError       the connection broke before COMMIT (retryable)
+    └── ConcurrencyException          entity_type, entity_id
+        ├── StaleDataException        expected_version, actual_version (re-read)
+        ├── SerializationFailureError SQLSTATE 40001 (retryable)
+        ├── OptimisticLockException   retries, last_error: conflicts outlasted the policy
+        ├── PessimisticLockException  sqlstate, timeout: a row or advisory lock not obtained
+        ├── DeadlockException         entities: PostgreSQL chose this transaction as victim
+        └── CommitOutcomeUnknownError the connection died during COMMIT: it may have committed
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+from uuid import UUID
+
+__all__ = [
+    "CommitOutcomeUnknownError",
+    "ConcurrencyException",
+    "ConfigurationError",
+    "ConnectionLostError",
+    "DatabaseConnectionError",
+    "DeadlockException",
+    "InsufficientFundsError",
+    "OptimisticLockException",
+    "PessimisticLockException",
+    "PortfolioCoreError",
+    "PortfolioNotFoundError",
+    "PositionNotFoundError",
+    "SerializationFailureError",
+    "StaleDataException",
+    "ValidationError",
+]
+
+
+class PortfolioCoreError(Exception):
+    """Base class of every error raised by portfolio_core."""
+
+
+class ConfigurationError(PortfolioCoreError):
+    """The library was given no usable configuration (for example no database URL)."""
+
+
+class ValidationError(PortfolioCoreError, ValueError):
+    """An input was rejected before any SQL ran.
+
+    ``field`` names the argument, ``value`` is what was given and ``reason``
+    says what is wrong with it.
+    """
+
+    def __init__(self, field: str, value: object, reason: str) -> None:
+        self.field = field
+        self.value = value
+        self.reason = reason
+        super().__init__(f"{field}={value!r} {reason}")
+
+
+class InsufficientFundsError(PortfolioCoreError):
+    """A debit larger than the portfolio's cash balance."""
+
+    def __init__(self, portfolio_id: UUID, requested: Decimal, available: Decimal) -> None:
+        self.portfolio_id = portfolio_id
+        self.requested = requested
+        self.available = available
+        super().__init__(f"portfolio {portfolio_id} has {available} in cash, {requested} is needed")
+
+
+class PortfolioNotFoundError(PortfolioCoreError, LookupError):
+    """No portfolio with this id exists."""
+
+    def __init__(self, portfolio_id: UUID) -> None:
+        self.portfolio_id = portfolio_id
+        super().__init__(f"portfolio {portfolio_id} not found")
+
+
+class PositionNotFoundError(PortfolioCoreError, LookupError):
+    """The portfolio holds no open position in this symbol."""
+
+    def __init__(self, portfolio_id: UUID, symbol: str) -> None:
+        self.portfolio_id = portfolio_id
+        self.symbol = symbol
+        super().__init__(f"portfolio {portfolio_id} has no open position in {symbol}")
+
+
+class DatabaseConnectionError(PortfolioCoreError):
+    """The database stayed unreachable for every attempt the retry policy allowed."""
+
+    def __init__(self, message: str, *, attempts: int = 1) -> None:
+        self.attempts = attempts
+        super().__init__(message)
+
+
+class ConnectionLostError(DatabaseConnectionError):
+    """The connection broke before COMMIT was sent: nothing was committed; retryable."""
+
+
+class ConcurrencyException(PortfolioCoreError):
+    """Base class of the errors caused by concurrent access to an entity."""
+
+    def __init__(
+        self, message: str, *, entity_type: str | None = None, entity_id: object = None
+    ) -> None:
+        self.entity_type = entity_type
+        self.entity_id = entity_id
+        super().__init__(message)
+
+
+class StaleDataException(ConcurrencyException):
+    """A writer's copy of an entity was older than the committed one.
+
+    ``expected_version`` is the version the writer loaded; ``actual_version``
+    is re-read from the database after the conflict (None if the row is gone).
+    """
+
+    def __init__(
+        self,
+        entity_type: str,
+        entity_id: object,
+        expected_version: int | None,
+        actual_version: int | None,
+    ) -> None:
+        self.expected_version = expected_version
+        self.actual_version = actual_version
+        super().__init__(
+            f"{entity_type} {entity_id} is stale: expected version {expected_version}, "
+            f"database has {actual_version}",
+            entity_type=entity_type,
+            entity_id=entity_id,
+        )
+
+
+class SerializationFailureError(ConcurrencyException):
+    """PostgreSQL could not serialize the transaction (SQLSTATE 40001); retryable."""
+
+    sqlstate = "40001"
+
+
+class OptimisticLockException(ConcurrencyException):
+    """Version conflicts (or serialization failures) outlasted the retry policy.
+
+    ``retries`` is how many times the unit of work was re-run after its first
+    attempt; ``last_error`` is the conflict that ended the last attempt.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retries: int,
+        entity_type: str | None = None,
+        entity_id: object = None,
+        last_error: BaseException | None = None,
+    ) -> None:
+        self.retries = retries
+        self.last_error = last_error
+        super().__init__(message, entity_type=entity_type, entity_id=entity_id)
+
+
+class PessimisticLockException(ConcurrencyException):
+    """A row lock or advisory lock was not obtained (NOWAIT, SKIP LOCKED or timeout).
+
+    ``sqlstate`` is PostgreSQL's code (55P03 for lock_not_available) when the
+    database reported it; ``timeout`` the lock timeout in seconds, if any.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        entity_type: str | None = None,
+        entity_id: object = None,
+        sqlstate: str | None = None,
+        timeout: float | None = None,  # float-ok: seconds, not money
+        retries: int = 0,
+    ) -> None:
+        self.sqlstate = sqlstate
+        self.timeout = timeout
+        self.retries = retries
+        super().__init__(message, entity_type=entity_type, entity_id=entity_id)
+
+
+class DeadlockException(ConcurrencyException):
+    """PostgreSQL detected a deadlock (SQLSTATE 40P01) and aborted this transaction.
+
+    ``entities`` lists what the unit of work was working on, as
+    ``(entity_type, entity_id)`` pairs.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        entities: Sequence[tuple[str, object]] = (),
+        retries: int = 0,
+    ) -> None:
+        self.entities = tuple(entities)
+        self.retries = retries
+        first = self.entities[0] if self.entities else (None, None)
+        super().__init__(message, entity_type=first[0], entity_id=first[1])
+
+
+class CommitOutcomeUnknownError(ConcurrencyException):
+    """The connection was lost while COMMIT was in flight.
+
+    The transaction may or may not have committed, so it is never retried
+    blindly.  ``idempotency_key`` is set when the operation carried one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        entity_type: str | None = None,
+        entity_id: object = None,
+        idempotency_key: str | None = None,
+    ) -> None:
+        self.idempotency_key = idempotency_key
+        super().__init__(message, entity_type=entity_type, entity_id=entity_id)

@@ -1,0 +1,148 @@
+"""Driver errors -> portfolio_core errors, in one place, for psycopg2 and asyncpg alike.
+
+PostgreSQL reports what went wrong as a SQLSTATE.  psycopg2 exposes it as
+``pgcode``, asyncpg as ``sqlstate``; SQLAlchemy wraps either in a
+``DBAPIError`` whose ``orig`` carries it (its asyncpg adapter copies
+``sqlstate`` to ``pgcode`` too).  Lost connections carry no SQLSTATE: SQLAlchemy
+marks them with ``connection_invalidated``.
+
+========  =============================  =====================================
+SQLSTATE  meaning                        becomes
+========  =============================  =====================================
+40001     serialization_failure          SerializationFailureError (retryable)
+40P01     deadlock_detected              DeadlockException (retryable)
+55P03     lock_not_available             PessimisticLockException (policy)
+08xxx,    connection failure, server     ConnectionLostError (retryable) or,
+57P01-03  shutting down                  during COMMIT, CommitOutcomeUnknownError
+========  =============================  =====================================
+
+Everything else propagates unchanged.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Final
+
+from sqlalchemy.exc import DBAPIError
+
+from portfolio_core.errors import (
+    CommitOutcomeUnknownError,
+    ConnectionLostError,
+    DeadlockException,
+    PessimisticLockException,
+    SerializationFailureError,
+)
+
+SERIALIZATION_FAILURE: Final = "40001"
+DEADLOCK_DETECTED: Final = "40P01"
+LOCK_NOT_AVAILABLE: Final = "55P03"
+QUERY_CANCELED: Final = "57014"
+_SERVER_GONE: Final = frozenset({"57P01", "57P02", "57P03"})
+
+
+class Failure(enum.Enum):
+    """What kind of failure a database error is."""
+
+    SERIALIZATION = "serialization_failure"
+    DEADLOCK = "deadlock"
+    LOCK_NOT_AVAILABLE = "lock_not_available"
+    CONNECTION_LOST = "connection_lost"
+    OTHER = "other"
+
+
+def sqlstate_of(error: BaseException) -> str | None:
+    """The SQLSTATE of a driver error, wrapped by SQLAlchemy or not (None if it has none)."""
+    candidates: list[object] = [error]
+    if isinstance(error, DBAPIError):
+        candidates.insert(0, error.orig)
+    for candidate in candidates:
+        for attribute in ("pgcode", "sqlstate"):
+            code = getattr(candidate, attribute, None)
+            if isinstance(code, str) and code:
+                return code
+    return None
+
+
+def classify(error: BaseException) -> Failure:
+    """Classify a SQLAlchemy/driver error by SQLSTATE or connection loss."""
+    code = sqlstate_of(error)
+    if code == SERIALIZATION_FAILURE:
+        return Failure.SERIALIZATION
+    if code == DEADLOCK_DETECTED:
+        return Failure.DEADLOCK
+    if code == LOCK_NOT_AVAILABLE:
+        return Failure.LOCK_NOT_AVAILABLE
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return Failure.CONNECTION_LOST
+    if code is not None and (code.startswith("08") or code in _SERVER_GONE):
+        return Failure.CONNECTION_LOST
+    return Failure.OTHER
+
+
+def translate(
+    error: DBAPIError,
+    *,
+    entity_type: str | None = None,
+    entity_id: object = None,
+    during_commit: bool = False,
+    lock_timeout: float | None = None,  # float-ok: seconds
+) -> Exception | None:
+    """The portfolio_core error for ``error``, or None if it is not one we translate."""
+    failure = classify(error)
+    code = sqlstate_of(error)
+    if failure is Failure.CONNECTION_LOST:
+        if during_commit:
+            return CommitOutcomeUnknownError(
+                f"connection lost during COMMIT of {entity_type} {entity_id}: "
+                "the transaction may or may not have committed",
+                entity_type=entity_type,
+                entity_id=entity_id,
+            )
+        return ConnectionLostError(f"connection lost before COMMIT ({code or 'no SQLSTATE'})")
+    if failure is Failure.DEADLOCK:
+        return DeadlockException(
+            f"deadlock detected on {entity_type} {entity_id} (SQLSTATE {code})",
+            entities=[(entity_type or "unknown", entity_id)],
+        )
+    if failure is Failure.SERIALIZATION:
+        return SerializationFailureError(
+            f"could not serialize access to {entity_type} {entity_id} (SQLSTATE {code})",
+            entity_type=entity_type,
+            entity_id=entity_id,
+        )
+    if failure is Failure.LOCK_NOT_AVAILABLE:
+        return PessimisticLockException(
+            f"lock on {entity_type} {entity_id} not available (SQLSTATE {code})",
+            entity_type=entity_type,
+            entity_id=entity_id,
+            sqlstate=code,
+            timeout=lock_timeout,
+        )
+    return None
+
+
+@contextmanager
+def translated(
+    *,
+    entity_type: str | None = None,
+    entity_id: object = None,
+    during_commit: bool = False,
+    lock_timeout: float | None = None,  # float-ok: seconds
+) -> Iterator[None]:
+    """Run a block, re-raising classified driver errors as portfolio_core errors."""
+    try:
+        yield
+    except DBAPIError as error:
+        mapped = translate(
+            error,
+            entity_type=entity_type,
+            entity_id=entity_id,
+            during_commit=during_commit,
+            lock_timeout=lock_timeout,
+        )
+        if mapped is None:
+            raise
+        raise mapped from error

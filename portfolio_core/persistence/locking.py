@@ -1,0 +1,78 @@
+"""Lock attempts that fail cleanly: lock_timeout per statement, savepoint protection.
+
+A failed lock attempt (NOWAIT, lock_timeout) aborts the PostgreSQL
+transaction it ran in. :func:`guarded_lock_attempt` keeps the caller's unit of
+work usable: a transaction that has done nothing yet is simply rolled back
+(nothing is lost, no savepoint round trips are paid); one that holds work gets
+a savepoint around the attempt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Final, Protocol
+
+from sqlalchemy import text
+
+from portfolio_core.errors import PessimisticLockException, ValidationError
+from portfolio_core.persistence.mapping import DB_WORK_KEY, PortfolioSession
+
+_SET_LOCK_TIMEOUT: Final = text(
+    "SELECT current_setting('lock_timeout'), set_config('lock_timeout', :t, true)"
+)
+_RESTORE_LOCK_TIMEOUT: Final = text("SELECT set_config('lock_timeout', :t, true)")
+
+
+class Executes(Protocol):
+    """A Session or Connection: anything with ``execute(statement, params)``."""
+
+    def execute(self, statement: Any, params: Any = ..., /) -> Any: ...
+
+
+def lock_timeout_setting(seconds: float) -> str:  # float-ok: seconds
+    """PostgreSQL's lock_timeout text for ``seconds`` (> 0), in whole milliseconds."""
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
+        raise ValidationError("lock_timeout", seconds, "must be a number of seconds > 0")
+    return f"{max(1, round(seconds * 1000))}ms"
+
+
+@contextmanager
+def local_lock_timeout(executor: Executes, seconds: float | None) -> Iterator[None]:  # float-ok
+    """``SET LOCAL lock_timeout`` for the block only; the previous value comes back after."""
+    if seconds is None:
+        yield
+        return
+    previous = executor.execute(_SET_LOCK_TIMEOUT, {"t": lock_timeout_setting(seconds)}).one()[0]
+    yield
+    executor.execute(_RESTORE_LOCK_TIMEOUT, {"t": previous})
+
+
+@contextmanager
+def guarded_lock_attempt(session: PortfolioSession) -> Iterator[None]:
+    """Run a lock attempt so that PessimisticLockException leaves ``session`` usable."""
+    fresh = not session.info.get(DB_WORK_KEY) and not (
+        session.new or session.dirty or session.deleted
+    )
+    savepoint = None if fresh else session.begin_nested()
+    try:
+        yield
+    except PessimisticLockException:
+        if savepoint is not None:
+            savepoint.rollback()
+        else:
+            session.rollback()
+        raise
+    if savepoint is not None:
+        savepoint.commit()
+
+
+def advisory_key(entity_type: str, entity_id: object) -> int:
+    """A stable signed 64-bit advisory-lock key for an entity, the same in every process.
+
+    A collision only makes two entities share a lock (more waiting, never
+    less safety): correctness comes from the version check, not the lock.
+    """
+    digest = hashlib.blake2b(f"{entity_type}:{entity_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
