@@ -1,8 +1,12 @@
 """portfolio_core: concurrency-safe persistence of trading portfolios in PostgreSQL.
 
-Start with :class:`PortfolioStore`; see README.md. Nothing here connects to a
-database at import time.
+Start with :class:`PortfolioStore` (or :class:`AsyncPortfolioStore` in asyncio
+code); see README.md. Nothing here connects to a database at import time.
+The async names need the ``async`` extra and are imported on first use, so the
+sync API works without greenlet and asyncpg installed.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from portfolio_core.concurrency import ConcurrencyMetrics, ConcurrencyService, RetryPolicy
 from portfolio_core.domain import Portfolio, Position, PositionRequest
@@ -25,12 +29,40 @@ from portfolio_core.errors import (
 )
 from portfolio_core.migrations import migrate
 from portfolio_core.persistence import PostgreSQLPortfolioRepository, create_engine
+from portfolio_core.persistence.engine import create_async_engine
 from portfolio_core.store import PortfolioStore
 from portfolio_core.unit_of_work import UnitOfWork
 
+if TYPE_CHECKING:
+    from portfolio_core.async_store import AsyncPortfolioStore
+    from portfolio_core.async_unit_of_work import AsyncUnitOfWork
+    from portfolio_core.persistence.async_repository import AsyncPostgreSQLPortfolioRepository
+
 __version__ = "0.1.0"
 
+_ASYNC_NAMES = {
+    "AsyncPortfolioStore": "portfolio_core.async_store",
+    "AsyncUnitOfWork": "portfolio_core.async_unit_of_work",
+    "AsyncPostgreSQLPortfolioRepository": "portfolio_core.persistence.async_repository",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the async API on first use (it needs the ``async`` extra)."""
+    module = _ASYNC_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'portfolio_core' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
+    "AsyncPortfolioStore",
+    "AsyncPostgreSQLPortfolioRepository",
+    "AsyncUnitOfWork",
     "CommitOutcomeUnknownError",
     "ConcurrencyException",
     "ConcurrencyMetrics",
@@ -56,6 +88,7 @@ __all__ = [
     "UnitOfWork",
     "ValidationError",
     "__version__",
+    "create_async_engine",
     "create_engine",
     "migrate",
 ]

@@ -13,22 +13,22 @@ a conflict re-runs the whole thing (fresh session, reload, re-apply, commit).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Literal, TypeVar
+from typing import TypeVar
 from uuid import UUID
 
 from sqlalchemy import Engine
 
+from portfolio_core import operations
 from portfolio_core.concurrency.service import ConcurrencyService
 from portfolio_core.domain import money
 from portfolio_core.domain.portfolio import Portfolio
-from portfolio_core.errors import ValidationError
-from portfolio_core.persistence.repository import as_portfolio_id
+from portfolio_core.operations import LOCK_MODES, LockMode
+from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository, as_portfolio_id
 from portfolio_core.unit_of_work import UnitOfWork
 
 T = TypeVar("T")
 
-LockMode = Literal["optimistic", "nowait", "wait"]
-LOCK_MODES: tuple[LockMode, ...] = ("optimistic", "nowait", "wait")
+__all__ = ["LOCK_MODES", "LockMode", "PortfolioStore"]
 
 
 class PortfolioStore:
@@ -49,29 +49,40 @@ class PortfolioStore:
         """A new UnitOfWork on this store's engine and concurrency service."""
         return UnitOfWork(self.engine, concurrency_service=self.concurrency)
 
+    def _run(
+        self,
+        body: Callable[[PostgreSQLPortfolioRepository], T],
+        entity_id: object,
+        *,
+        commit: bool = True,
+    ) -> T:
+        """Run ``body`` in a unit of work (committed), retried as a whole per the policy."""
+
+        def work() -> T:
+            with self.unit_of_work() as uow:
+                result = body(uow.portfolios)
+                if commit:
+                    uow.commit()
+            return result
+
+        return self.concurrency.run(work, entity_type="Portfolio", entity_id=entity_id)
+
     def create_portfolio(self, name: str, cash_balance: money.AmountLike = 0) -> UUID:
         """Create a portfolio with an opening cash balance; return its id."""
         portfolio = Portfolio(name, cash_balance)
 
-        def work() -> UUID:
-            with self.unit_of_work() as uow:
-                uow.portfolios.add(portfolio)
-                uow.commit()
+        def body(repository: PostgreSQLPortfolioRepository) -> UUID:
+            repository.add(portfolio)
             return portfolio.id
 
-        return self.concurrency.run(work, entity_type="Portfolio", entity_id=portfolio.id)
+        return self._run(body, portfolio.id)
 
     def get(self, portfolio_id: UUID) -> Portfolio:
         """A detached snapshot: the portfolio with its open and closed positions."""
         pid = as_portfolio_id(portfolio_id)
-
-        def work() -> Portfolio:
-            with self.unit_of_work() as uow:
-                portfolio = uow.portfolios.get_snapshot(pid)
-                uow.session.expunge_all()
-            return portfolio
-
-        return self.concurrency.run(work, entity_type="Portfolio", entity_id=pid)
+        return self._run(
+            lambda repository: operations.detached_snapshot(repository, pid), pid, commit=False
+        )
 
     def execute(
         self,
@@ -87,22 +98,8 @@ class PortfolioStore:
         ``operation`` must be safe to call again (it only touches the portfolio).
         """
         pid = as_portfolio_id(portfolio_id)
-        if lock not in LOCK_MODES:
-            raise ValidationError("lock", lock, f"must be one of {LOCK_MODES}")
-
-        def work() -> T:
-            with self.unit_of_work() as uow:
-                if lock == "optimistic":
-                    portfolio = uow.portfolios.get(pid)
-                else:
-                    portfolio = uow.portfolios.get_portfolio_for_update(
-                        pid, nowait=lock == "nowait", lock_timeout=lock_timeout
-                    )
-                result = operation(portfolio)
-                uow.commit()
-            return result
-
-        return self.concurrency.run(work, entity_type="Portfolio", entity_id=pid)
+        mode = operations.checked_lock_mode(lock)
+        return self._run(operations.apply_operation(pid, operation, mode, lock_timeout), pid)
 
     def transfer(self, from_id: UUID, to_id: UUID, amount: money.AmountLike) -> None:
         """Move cash between two portfolios atomically.
@@ -110,44 +107,17 @@ class PortfolioStore:
         Both rows are locked in primary-key order, so transfers in opposite
         directions queue up instead of deadlocking.
         """
-        source, target = as_portfolio_id(from_id), as_portfolio_id(to_id)
-        if source == target:
-            raise ValidationError("to_id", to_id, "must differ from from_id")
-        value = money.positive(amount, "amount")
-
-        def work() -> None:
-            with self.unit_of_work() as uow:
-                locked = {
-                    p.id: p for p in uow.portfolios.get_portfolios_for_update([source, target])
-                }
-                locked[source].withdraw(value)
-                locked[target].deposit(value)
-                uow.commit()
-
-        self.concurrency.run(work, entity_type="Portfolio", entity_id=(source, target))
+        source, target, value = operations.transfer_arguments(from_id, to_id, amount)
+        self._run(operations.transfer_cash(source, target, value), (source, target))
 
     def update_all_prices(self, portfolio_id: UUID, prices: Mapping[str, money.AmountLike]) -> int:
         """Re-price every open position found in ``prices`` (constant statements, one bump)."""
         pid = as_portfolio_id(portfolio_id)
-
-        def work() -> int:
-            with self.unit_of_work() as uow:
-                updated = uow.portfolios.update_all_prices(pid, prices)
-                uow.commit()
-            return updated
-
-        return self.concurrency.run(work, entity_type="Portfolio", entity_id=pid)
+        return self._run(operations.reprice(pid, prices), pid)
 
     def batch_update(self, updates: Mapping[UUID, Callable[[Portfolio], T]]) -> dict[UUID, T]:
         """Apply one operation per portfolio in one unit of work: all commit or none."""
-
-        def work() -> dict[UUID, T]:
-            with self.unit_of_work() as uow:
-                results = uow.portfolios.batch_update_portfolios(updates)
-                uow.commit()
-            return results
-
-        return self.concurrency.run(work, entity_type="Portfolio", entity_id=tuple(updates))
+        return self._run(operations.batch(updates), tuple(updates))
 
     def metrics(self) -> dict[str, int]:
         """The concurrency service's counters (same keys as get_metrics())."""

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Final, TypeVar
 from uuid import UUID
 
 from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from portfolio_core.errors import PortfolioCoreError, StaleDataException
@@ -42,6 +43,45 @@ _VERSION_QUERIES: Final = {
     "Portfolio": text("SELECT version FROM portfolios WHERE id = :id"),
     "Position": text("SELECT version FROM positions WHERE id = :id"),
 }
+
+
+def commit_session(session: Session) -> None:
+    """Flush (StaleDataError -> StaleDataException with versions re-read), then COMMIT.
+
+    The one commit path of both unit-of-work flavours: AsyncUnitOfWork runs
+    it on its session's sync side (``AsyncSession.run_sync``).
+    """
+    try:
+        with translated():
+            session.flush()
+    except StaleDataError as error:
+        flushed = session.info.pop(FLUSHED_VERSIONS_KEY, [])
+        session.rollback()
+        raise stale_conflict(session, flushed) from error
+    with translated(during_commit=True):
+        session.commit()
+
+
+def stale_conflict(session: Session, flushed: list[tuple[str, object, int]]) -> StaleDataException:
+    """Re-read the versions of the rows just flushed; name the first that moved on.
+
+    Runs in a fresh transaction of ``session`` (its failed one was rolled
+    back) and rolls that back too, leaving the session clean.
+    """
+    try:
+        with translated():
+            for entity_type, entity_id, expected in flushed:
+                actual = session.execute(
+                    _VERSION_QUERIES[entity_type], {"id": entity_id}
+                ).scalar_one_or_none()
+                if actual != expected:
+                    return StaleDataException(entity_type, entity_id, expected, actual)
+    finally:
+        session.rollback()
+    if not flushed:
+        return StaleDataException("Portfolio", None, None, None)
+    entity_type, entity_id, expected = flushed[0]
+    return StaleDataException(entity_type, entity_id, expected, expected)
 
 
 class UnitOfWork:
@@ -84,34 +124,11 @@ class UnitOfWork:
         lost while COMMIT itself was in flight raises CommitOutcomeUnknownError:
         the transaction may have committed, so it must not be retried blindly.
         """
-        session = self.session
-        try:
-            with translated():
-                session.flush()
-        except StaleDataError as error:
-            flushed = session.info.get(FLUSHED_VERSIONS_KEY, [])
-            session.rollback()
-            raise self._stale(flushed) from error
-        with translated(during_commit=True):
-            session.commit()
+        commit_session(self.session)
 
     def rollback(self) -> None:
         """Discard everything not committed."""
         self.session.rollback()
-
-    def _stale(self, flushed: list[tuple[str, object, int]]) -> StaleDataException:
-        """Re-read the versions of the rows just flushed; name the first that moved on."""
-        with self.engine.connect() as connection:
-            for entity_type, entity_id, expected in flushed:
-                actual = connection.execute(
-                    _VERSION_QUERIES[entity_type], {"id": entity_id}
-                ).scalar_one_or_none()
-                if actual != expected:
-                    return StaleDataException(entity_type, entity_id, expected, actual)
-        if not flushed:
-            return StaleDataException("Portfolio", None, None, None)
-        entity_type, entity_id, expected = flushed[0]
-        return StaleDataException(entity_type, entity_id, expected, expected)
 
     def _run_in_new_unit_of_work(
         self, work: Callable[[PostgreSQLPortfolioRepository], T], entity_id: UUID

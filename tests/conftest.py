@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import pytest_asyncio
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from portfolio_core import PortfolioStore, create_engine, migrate
+from portfolio_core import PortfolioStore, create_async_engine, create_engine, migrate
 from portfolio_core.concurrency import ConcurrencyService
 from portfolio_core.persistence.engine import DATABASE_URL_ENV
 
@@ -103,3 +105,13 @@ def service(engine: Engine, no_sleep: list[float]) -> ConcurrencyService:
 def store(engine: Engine, service: ConcurrencyService) -> PortfolioStore:
     """A PortfolioStore on this test's database."""
     return PortfolioStore(engine, service)
+
+
+@pytest_asyncio.fixture
+async def async_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """An asyncpg engine on this test's database (pool of 10 + 10, as create_engine)."""
+    created = create_async_engine(database_url)
+    try:
+        yield created
+    finally:
+        await created.dispose()

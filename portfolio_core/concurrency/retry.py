@@ -7,8 +7,9 @@ a *whole* unit of work; it never re-runs a single statement.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from tenacity import (
@@ -44,7 +45,8 @@ class RetryPolicy:
     ``jitter`` (full jitter), or exactly that bound without it. ``deadline``
     (seconds, None for none) stops retrying when the next wait would pass it.
     ``retry_lock_not_available`` decides whether a lock not obtained (55P03,
-    SKIP LOCKED) is retried. ``sleep`` is injectable so tests never wait.
+    SKIP LOCKED) is retried. ``sleep`` (and ``async_sleep`` for the asyncio
+    path) are injectable so tests never wait.
     """
 
     max_retries: int = 3
@@ -55,6 +57,9 @@ class RetryPolicy:
     deadline: float | None = 30.0  # float-ok: seconds
     retry_lock_not_available: bool = True
     sleep: Callable[[float], None] = field(default=time.sleep, compare=False)  # float-ok
+    async_sleep: Callable[[float], Awaitable[None]] | None = field(  # float-ok: seconds
+        default=None, compare=False
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int):
@@ -74,6 +79,24 @@ class RetryPolicy:
         if isinstance(error, PessimisticLockException):
             return self.retry_lock_not_available
         return isinstance(error, (*RETRYABLE_CONFLICTS, DeadlockException, ConnectionLostError))
+
+    def async_sleeper(self) -> Callable[[float], Awaitable[None]]:  # float-ok: seconds
+        """How the asyncio path waits: ``async_sleep``, else asyncio.sleep.
+
+        A ``sleep`` injected without an ``async_sleep`` (tests recording the
+        waits) is honoured on the asyncio path too, called in place of
+        asyncio.sleep, so one injected function governs both paths.
+        """
+        if self.async_sleep is not None:
+            return self.async_sleep
+        if self.sleep is time.sleep:
+            return asyncio.sleep
+        sleep = self.sleep
+
+        async def injected(seconds: float) -> None:  # float-ok: seconds
+            sleep(seconds)
+
+        return injected
 
     def stop(self) -> stop_base:
         """tenacity stop condition: attempts, then deadline."""

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any, Final, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
-from tenacity import RetryCallState, Retrying, retry_if_exception
+from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception
 
 from portfolio_core.concurrency.metrics import ConcurrencyMetrics, log_event
 from portfolio_core.concurrency.retry import RETRYABLE_CONFLICTS, RetryPolicy
@@ -33,6 +33,10 @@ from portfolio_core.persistence.locking import (
 )
 from portfolio_core.persistence.mapping import PortfolioSession
 
+if TYPE_CHECKING:
+    # Only with the 'async' extra (greenlet); never imported at run time from here.
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
 T = TypeVar("T")
 
 _TRY_LOCK: Final = text("SELECT pg_try_advisory_xact_lock(:key)")
@@ -50,7 +54,7 @@ class ConcurrencyService:
 
     def __init__(
         self,
-        engine: Engine | None = None,
+        engine: Engine | AsyncEngine | None = None,
         max_retries: int = 3,
         base_delay: float = 0.1,  # float-ok: seconds
         max_delay: float = 5.0,  # float-ok: seconds
@@ -60,12 +64,21 @@ class ConcurrencyService:
         deadline: float | None = 30.0,  # float-ok: seconds
         retry_lock_not_available: bool = True,
         sleep: Callable[[float], None] | None = None,  # float-ok: seconds
+        async_sleep: Callable[[float], Awaitable[None]] | None = None,  # float-ok: seconds
         policy: RetryPolicy | None = None,
         metrics: ConcurrencyMetrics | None = None,
+        async_engine: AsyncEngine | None = None,
     ) -> None:
+        if engine is not None and not isinstance(engine, Engine):  # an AsyncEngine
+            if async_engine is not None and async_engine is not engine:
+                raise ConfigurationError("pass one AsyncEngine: engine= or async_engine=")
+            engine, async_engine = None, engine
         self.engine = engine
+        self.async_engine = async_engine
         if policy is None:
             extra: dict[str, Any] = {} if sleep is None else {"sleep": sleep}
+            if async_sleep is not None:
+                extra["async_sleep"] = async_sleep
             policy = RetryPolicy(
                 max_retries=max_retries,
                 base_delay=base_delay,
@@ -86,6 +99,14 @@ class ConcurrencyService:
             before_sleep=self._before_sleep,
             reraise=True,
         )
+        self._async_retrying = AsyncRetrying(
+            stop=policy.stop(),
+            wait=policy.wait(),
+            retry=retry_if_exception(policy.is_retryable),
+            sleep=policy.async_sleeper(),
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
 
     # -- retries ---------------------------------------------------------------
 
@@ -103,26 +124,35 @@ class ConcurrencyService:
         DeadlockException, PessimisticLockException or DatabaseConnectionError
         with ``retries`` set, chained to the last failure.
         """
-        retrying = self._retrying.copy()
         attempt_number = 0
-        try:
-            for attempt in retrying:
+        with self._outcome(entity_type, entity_id, lambda: attempt_number):
+            for attempt in self._retrying.copy():
                 attempt_number = attempt.retry_state.attempt_number
-                with attempt:
-                    result = self._attempt(work, entity_type, entity_id, attempt_number)
-        except Exception as error:
-            # A retryable error can only get out of the loop once the policy stops.
-            if self.policy.is_retryable(error):
-                raise self._exhausted(error, attempt_number, entity_type, entity_id) from error
-            raise
-        if attempt_number > 1:
-            self.metrics.increment("successful_retries")
-            log_event(
-                "retry_succeeded",
-                entity_type=entity_type,
-                entity_id=entity_id,
-                attempt=attempt_number,
-            )
+                with attempt, self._classified(entity_type, entity_id, attempt_number):
+                    result = work()
+        self._succeeded(entity_type, entity_id, attempt_number)
+        return result
+
+    async def run_async(
+        self,
+        work: Callable[[], Awaitable[T]],
+        *,
+        entity_type: str = "Portfolio",
+        entity_id: object = None,
+    ) -> T:
+        """:meth:`run` for asyncio: await ``work()`` until it succeeds or the policy runs out.
+
+        The same classification, metrics, backoff (slept with the policy's
+        async sleep, never blocking the event loop) and exhaustion errors as
+        :meth:`run`; ``work`` must be a whole async unit of work.
+        """
+        attempt_number = 0
+        with self._outcome(entity_type, entity_id, lambda: attempt_number):
+            async for attempt in self._async_retrying.copy():
+                attempt_number = attempt.retry_state.attempt_number
+                with attempt, self._classified(entity_type, entity_id, attempt_number):
+                    result = await work()
+        self._succeeded(entity_type, entity_id, attempt_number)
         return result
 
     def retry_on_version_conflict(
@@ -131,11 +161,34 @@ class ConcurrencyService:
         """The seed's name for :meth:`run`: retry ``operation`` (a whole unit of work)."""
         return self.run(operation, entity_type=entity_type, entity_id=entity_id)
 
-    def _attempt(
-        self, work: Callable[[], T], entity_type: str, entity_id: object, attempt: int
-    ) -> T:
+    @contextmanager
+    def _outcome(
+        self, entity_type: str, entity_id: object, attempts: Callable[[], int]
+    ) -> Iterator[None]:
+        """Map a retryable error that got out of the retry loop to its exhaustion error."""
         try:
-            return work()
+            yield
+        except Exception as error:
+            # A retryable error can only get out of the loop once the policy stops.
+            if self.policy.is_retryable(error):
+                raise self._exhausted(error, attempts(), entity_type, entity_id) from error
+            raise
+
+    def _succeeded(self, entity_type: str, entity_id: object, attempt_number: int) -> None:
+        if attempt_number > 1:
+            self.metrics.increment("successful_retries")
+            log_event(
+                "retry_succeeded",
+                entity_type=entity_type,
+                entity_id=entity_id,
+                attempt=attempt_number,
+            )
+
+    @contextmanager
+    def _classified(self, entity_type: str, entity_id: object, attempt: int) -> Iterator[None]:
+        """Translate, count and log the failure of one attempt (sync and async alike)."""
+        try:
+            yield
         except StaleDataError as error:
             # Raw ORM staleness from a caller's own session: same meaning.
             conflict = StaleDataException(entity_type, entity_id, None, None)
@@ -250,11 +303,7 @@ class ConcurrencyService:
         """
         key = advisory_key(entity_type, entity_id)
         if session is not None:
-            if isinstance(session, PortfolioSession):
-                with guarded_lock_attempt(session):
-                    self._acquire(session, key, timeout, entity_type, entity_id)
-            else:
-                self._acquire(session, key, timeout, entity_type, entity_id)
+            self._lock_in_session(session, key, timeout, entity_type, entity_id)
             yield
             return
         if self.engine is None:
@@ -264,6 +313,50 @@ class ConcurrencyService:
         with self.engine.connect() as connection, connection.begin():
             self._acquire(connection, key, timeout, entity_type, entity_id)
             yield
+
+    @asynccontextmanager
+    async def async_entity_lock(
+        self,
+        entity_type: str,
+        entity_id: object,
+        *,
+        timeout: float | None = None,  # float-ok: seconds
+        session: AsyncSession | None = None,
+    ) -> AsyncIterator[None]:
+        """:meth:`entity_lock` for asyncio, ``async with``: the same advisory xact lock.
+
+        Given an AsyncSession (e.g. ``AsyncUnitOfWork.session``) the lock joins
+        its transaction; otherwise a connection of the service's AsyncEngine
+        (``ConcurrencyService(engine=async_engine)`` or ``async_engine=``)
+        holds a transaction open for the block. ``timeout`` as in entity_lock.
+        """
+        key = advisory_key(entity_type, entity_id)
+        if session is not None:
+            await session.run_sync(self._lock_in_session, key, timeout, entity_type, entity_id)
+            yield
+            return
+        if self.async_engine is None:
+            raise ConfigurationError(
+                "async_entity_lock without a session needs an AsyncEngine: "
+                "ConcurrencyService(engine=async_engine) or async_engine=..."
+            )
+        async with self.async_engine.connect() as connection, connection.begin():
+            await connection.run_sync(self._acquire, key, timeout, entity_type, entity_id)
+            yield
+
+    def _lock_in_session(
+        self,
+        session: Session,
+        key: int,
+        timeout: float | None,  # float-ok: seconds
+        entity_type: str,
+        entity_id: object,
+    ) -> None:
+        if isinstance(session, PortfolioSession):
+            with guarded_lock_attempt(session):
+                self._acquire(session, key, timeout, entity_type, entity_id)
+        else:
+            self._acquire(session, key, timeout, entity_type, entity_id)
 
     def _acquire(
         self,

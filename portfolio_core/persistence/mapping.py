@@ -146,8 +146,15 @@ def _end_of_transaction(session: Session, *args: Any) -> None:
         session.info.pop(key, None)
 
 
+def _after_rollback(session: Session, *args: Any) -> None:
+    # A failed flush rolls back before the unit of work sees the StaleDataError:
+    # keep the flushed versions for it to re-read (each flush replaces them).
+    for key in (START_VERSIONS_KEY, DB_WORK_KEY):
+        session.info.pop(key, None)
+
+
 event.listen(PortfolioSession, "after_commit", _end_of_transaction)
-event.listen(PortfolioSession, "after_rollback", _end_of_transaction)
+event.listen(PortfolioSession, "after_rollback", _after_rollback)
 
 
 start_mappers()

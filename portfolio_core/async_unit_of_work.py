@@ -1,0 +1,115 @@
+"""AsyncUnitOfWork: UnitOfWork for asyncio, on asyncpg, with the same semantics.
+
+::
+
+    async with AsyncUnitOfWork(async_engine) as uow:
+        portfolio = await uow.portfolios.get(portfolio_id)
+        portfolio.deposit(Decimal("100"))
+        await uow.commit()
+
+The session is an AsyncSession whose sync side is a PortfolioSession, so the
+version bump hook, the flush/stale translation and the COMMIT translation
+(:func:`portfolio_core.unit_of_work.commit_session`) are the sync ones, run
+through ``run_sync``. Leaving the block rolls back what was not committed,
+also when the task is cancelled: the connection goes back to the pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, TypeVar
+from uuid import UUID
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from portfolio_core.errors import PortfolioCoreError
+from portfolio_core.persistence.async_repository import AsyncPostgreSQLPortfolioRepository
+from portfolio_core.persistence.mapping import PortfolioSession
+from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository
+from portfolio_core.unit_of_work import commit_session
+
+if TYPE_CHECKING:
+    from portfolio_core.concurrency.service import ConcurrencyService
+
+T = TypeVar("T")
+
+
+class AsyncUnitOfWork:
+    """A transaction with an AsyncPostgreSQLPortfolioRepository, used with ``async with``."""
+
+    portfolios: AsyncPostgreSQLPortfolioRepository
+    session: AsyncSession
+
+    def __init__(
+        self, engine: AsyncEngine, *, concurrency_service: ConcurrencyService | None = None
+    ) -> None:
+        self.engine = engine
+        self._service = concurrency_service
+        self._active = False
+
+    async def __aenter__(self) -> AsyncUnitOfWork:
+        if self._active:
+            raise PortfolioCoreError("an AsyncUnitOfWork cannot be entered twice at once")
+        self.session = AsyncSession(
+            bind=self.engine,
+            sync_session_class=PortfolioSession,
+            autoflush=False,
+            expire_on_commit=False,
+        )
+        self.portfolios = AsyncPostgreSQLPortfolioRepository(
+            self.session, self._run_in_new_unit_of_work
+        )
+        self._active = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            await self.session.rollback()
+        finally:
+            # close() releases the connection even if the rollback failed (a
+            # cancelled query leaves asyncpg mid-protocol: the pool resets or
+            # terminates that connection rather than losing it).
+            await self.session.close()
+            self._active = False
+
+    async def commit(self) -> None:
+        """Flush every change (bumping and checking versions), then COMMIT.
+
+        As UnitOfWork.commit: StaleDataException with the versions re-read on
+        a conflict; CommitOutcomeUnknownError if the connection died during
+        COMMIT itself (never retried blindly).
+        """
+        await self.session.run_sync(commit_session)
+
+    async def rollback(self) -> None:
+        """Discard everything not committed."""
+        await self.session.rollback()
+
+    async def run_sync(self, function: Callable[[PostgreSQLPortfolioRepository], T]) -> T:
+        """Call ``function(sync_repository)`` on this unit of work's session.
+
+        The way to run sync domain code that may lazy-load (closed positions,
+        say) against this transaction; see AsyncPostgreSQLPortfolioRepository.
+        """
+        return await self.portfolios.run_sync(function)
+
+    async def _run_in_new_unit_of_work(
+        self, work: Callable[[PostgreSQLPortfolioRepository], T], entity_id: UUID
+    ) -> T:
+        from portfolio_core.concurrency.service import default_service
+
+        service = self._service or default_service()
+
+        async def attempt() -> T:
+            async with AsyncUnitOfWork(self.engine, concurrency_service=self._service) as uow:
+                result = await uow.run_sync(work)
+                await uow.commit()
+                return result
+
+        return await service.run_async(attempt, entity_type="Portfolio", entity_id=entity_id)
