@@ -34,7 +34,7 @@ demo: $(STAMP)
 	$(BIN)/portfolio-core demo
 
 bench: $(STAMP)
-	$(BIN)/portfolio-core bench
+	$(BIN)/python -m portfolio_core.bench
 
 ci: test
 

@@ -1,0 +1,109 @@
+"""``python -m portfolio_core.bench``: the library next to raw psycopg2, on one database.
+
+Three scenarios, each run by both contenders with the same worker counts in
+the same process (see ``scenarios``):
+
+a. uncontended: 8 workers on 64 portfolios, ``PortfolioStore.execute(deposit)``
+   vs SELECT + versioned UPDATE + COMMIT;
+b. hot portfolio: 8 and 32 workers on ONE portfolio, each lock mode, vs
+   SELECT ... FOR UPDATE + UPDATE + COMMIT;
+c. ``update_all_prices`` on 10,000 positions vs UPDATE ... FROM (VALUES ...).
+
+With no ``--url`` (and no $PORTFOLIO_CORE_DATABASE_URL) a private embedded
+PostgreSQL is started and a fresh database migrated. Prints a table and writes
+every number, the ratios and the targets to a JSON file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from collections.abc import Sequence
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy
+
+from portfolio_core.bench.report import TARGETS, render_table, targets_met
+from portfolio_core.bench.scenarios import QUICK, Bench, Sizes
+from portfolio_core.errors import PortfolioCoreError
+from portfolio_core.migrations import migrate
+from portfolio_core.persistence.engine import DATABASE_URL_ENV, create_engine, resolve_url
+
+__all__ = ["main", "run"]
+
+MAX_WORKERS = 32
+
+
+def run(url: str, sizes: Sizes) -> dict[str, Any]:
+    """Run every scenario against the (migrated) database at ``url``; return the results."""
+    engine = create_engine(url, pool_size=MAX_WORKERS + 2, max_overflow=4)
+    from portfolio_core.bench import raw
+
+    try:
+        with raw.connection_pool(engine.url, MAX_WORKERS) as connections:
+            bench = Bench(engine, connections, sizes)
+            try:
+                scenarios = {
+                    "uncontended": bench.uncontended(),
+                    "hot_8": bench.hot(8),
+                    "hot_32": bench.hot(32),
+                    "reprice": bench.reprice(),
+                }
+            finally:
+                bench.close()
+    finally:
+        engine.dispose()
+    return {
+        "meta": {
+            "started": datetime.now(UTC).isoformat(timespec="seconds"),
+            "python": platform.python_version(),
+            "sqlalchemy": sqlalchemy.__version__,
+            "cpus": os.cpu_count(),
+            "quick": sizes == QUICK,
+            "sizes": sizes.__dict__,
+        },
+        "scenarios": scenarios,
+        "targets": TARGETS,
+        "targets_met": targets_met(scenarios),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; print a table, write the JSON file; 0 on success."""
+    parser = argparse.ArgumentParser(
+        prog="portfolio-core bench", description=__doc__.splitlines()[0] if __doc__ else None
+    )
+    parser.add_argument(
+        "--url", help=f"database URL (default: ${DATABASE_URL_ENV}, else an embedded PostgreSQL)"
+    )
+    parser.add_argument(
+        "--json", default="bench-results.json", help="where to write the results (JSON)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a few operations per scenario (a smoke run)"
+    )
+    arguments = parser.parse_args(argv)
+    sizes = QUICK if arguments.quick else Sizes()
+    try:
+        with ExitStack() as stack:
+            url = arguments.url or os.environ.get(DATABASE_URL_ENV) or None
+            if url is None:
+                from portfolio_core.embedded import EmbeddedPostgres
+
+                url = stack.enter_context(EmbeddedPostgres()).url
+            url = resolve_url(url).render_as_string(hide_password=False)
+            migrate(url)
+            results = run(url, sizes)
+    except PortfolioCoreError as error:
+        print(f"portfolio-core bench: error: {error}", file=sys.stderr)
+        return 1
+    print(render_table(results))
+    Path(arguments.json).write_text(json.dumps(results, indent=2) + "\n")
+    print(f"results written to {arguments.json}")
+    return 0

@@ -1,0 +1,7 @@
+"""``python -m portfolio_core.bench``."""
+
+import sys
+
+from portfolio_core.bench import main
+
+sys.exit(main())

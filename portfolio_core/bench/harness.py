@@ -1,0 +1,107 @@
+"""Timing harness: N threads, a fixed number of operations each, latencies and attempts.
+
+Every worker waits on a barrier, then runs its share of operations back to
+back; the wall time runs from the barrier's release to the last worker's
+finish. An operation returns how many attempts it took (1 when it committed
+first time), so "attempts per commit" is measured, not guessed.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+Operation = Callable[[int, int], int]
+"""``operation(worker, index) -> attempts``: one committed operation."""
+
+
+@dataclass(frozen=True)
+class Stats:
+    """What one run of one contender measured."""
+
+    workers: int
+    commits: int
+    attempts: int
+    seconds: float  # float-ok: a measured duration
+    ops_per_s: float  # float-ok: a measured rate
+    p50_ms: float  # float-ok: a measured latency
+    p99_ms: float  # float-ok: a measured latency
+
+    @property
+    def attempts_per_commit(self) -> float:  # float-ok: a ratio
+        """Attempts (first tries plus retries) per committed operation."""
+        return self.attempts / self.commits if self.commits else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every field plus attempts_per_commit, for the JSON report."""
+        return {**asdict(self), "attempts_per_commit": round(self.attempts_per_commit, 4)}
+
+
+def percentile(values: list[float], fraction: float) -> float:  # float-ok: timings
+    """The ``fraction`` quantile (0..1) of ``values`` by the inclusive method (0 if empty)."""
+    if not values:
+        return 0.0
+    if len(values) == 1:
+        return values[0]
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    index = min(98, max(0, round(fraction * 100) - 1))
+    return cuts[index]
+
+
+def summarize(
+    workers: int,
+    latencies: list[float],
+    attempts: int,
+    seconds: float,  # float-ok: timings
+) -> Stats:
+    """Stats from per-operation latencies (seconds) and the run's wall time."""
+    ordered = sorted(latencies)
+    commits = len(ordered)
+    return Stats(
+        workers=workers,
+        commits=commits,
+        attempts=attempts,
+        seconds=round(seconds, 4),
+        ops_per_s=round(commits / seconds, 1) if seconds > 0 else 0.0,
+        p50_ms=round(percentile(ordered, 0.50) * 1000, 3),
+        p99_ms=round(percentile(ordered, 0.99) * 1000, 3),
+    )
+
+
+def run_workers(workers: int, ops_per_worker: int, operation: Operation) -> Stats:
+    """Run ``operation`` ``ops_per_worker`` times in each of ``workers`` threads; time it."""
+    barrier = threading.Barrier(workers + 1)
+    latencies: list[list[float]] = [[] for _ in range(workers)]
+    attempts = [0] * workers
+    errors: list[BaseException] = []
+    finished = [0.0] * workers
+
+    def worker(number: int) -> None:
+        barrier.wait()
+        own = latencies[number]
+        try:
+            for index in range(ops_per_worker):
+                started = time.perf_counter()
+                attempts[number] += operation(number, index)
+                own.append(time.perf_counter() - started)
+        except BaseException as error:  # reported by the caller, never swallowed
+            errors.append(error)
+        finished[number] = time.perf_counter()
+
+    threads = [
+        threading.Thread(target=worker, args=(n,), name=f"bench-{n}") for n in range(workers)
+    ]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    every = [latency for own in latencies for latency in own]
+    return summarize(workers, every, sum(attempts), max(finished) - started)

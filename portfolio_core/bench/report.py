@@ -1,0 +1,93 @@
+"""The benchmark's targets and its plain-text table (no extra dependency)."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+TARGETS: Final[dict[str, float]] = {
+    "uncontended_ratio": 0.35,
+    "hot_ratio": 0.4,
+    "hot_attempts_per_commit": 1.3,
+    "reprice_ratio": 0.8,
+}
+"""Library throughput as a fraction of raw psycopg2's (and the retry budget when hot)."""
+
+_COLUMNS: Final = (
+    ("scenario", 12),
+    ("contender", 18),
+    ("workers", 7),
+    ("commits", 7),
+    ("ops/s", 9),
+    ("att/commit", 10),
+    ("p50 ms", 8),
+    ("p99 ms", 8),
+    ("x raw", 6),
+)
+
+
+def targets_met(scenarios: dict[str, Any]) -> dict[str, bool]:
+    """Whether each scenario met its target (the hot ones in their best lock mode)."""
+    met = {
+        "uncontended": scenarios["uncontended"]["ratio"] >= TARGETS["uncontended_ratio"],
+        "reprice": scenarios["reprice"]["ratio"] >= TARGETS["reprice_ratio"]
+        and scenarios["reprice"]["library"]["version_bumps"]
+        == [1] * scenarios["reprice"]["rounds"],
+    }
+    for name in ("hot_8", "hot_32"):
+        hot = scenarios[name]
+        met[name] = (
+            hot["ratio"] >= TARGETS["hot_ratio"]
+            and hot["best_attempts_per_commit"] <= TARGETS["hot_attempts_per_commit"]
+        )
+    return met
+
+
+def _row(scenario: str, contender: str, stats: dict[str, Any], ratio: object = "") -> str:
+    cells = (
+        scenario,
+        contender,
+        stats["workers"],
+        stats["commits"],
+        f"{stats['ops_per_s']:.1f}",
+        f"{stats['attempts_per_commit']:.2f}",
+        f"{stats['p50_ms']:.2f}",
+        f"{stats['p99_ms']:.2f}",
+        f"{ratio:.3f}" if isinstance(ratio, float) else ratio,
+    )
+    return "  ".join(
+        str(cell).ljust(width) if index < 2 else str(cell).rjust(width)
+        for index, (cell, (_, width)) in enumerate(zip(cells, _COLUMNS, strict=True))
+    )
+
+
+def render_table(results: dict[str, Any]) -> str:
+    """Every contender of every scenario, one line each, then the targets."""
+    header = "  ".join(
+        name.ljust(width) if index < 2 else name.rjust(width)
+        for index, (name, width) in enumerate(_COLUMNS)
+    )
+    lines = [header, "-" * len(header)]
+    scenarios = results["scenarios"]
+    for name in ("uncontended", "hot_8", "hot_32", "reprice"):
+        scenario = scenarios[name]
+        lines.append(_row(name, "raw psycopg2", scenario["raw"]))
+        library = scenario["library"]
+        if "ops_per_s" in library:
+            lines.append(_row(name, "library", library, scenario["ratio"]))
+        else:
+            for mode, stats in library.items():
+                best = " *" if mode == scenario["best_mode"] else ""
+                lines.append(_row(name, f"library {mode}{best}", stats, stats["ratio"]))
+    lines.append("")
+    reprice = scenarios["reprice"]
+    lines.append(
+        f"reprice: {reprice['positions']} positions per call, library version bumps per call: "
+        f"{reprice['library']['version_bumps']}"
+    )
+    met = results["targets_met"]
+    lines.append(
+        "targets: "
+        + ", ".join(f"{name} {'met' if ok else 'MISSED'}" for name, ok in met.items())
+        + f"  ({', '.join(f'{key} {value}' for key, value in TARGETS.items())})"
+    )
+    return "\n".join(lines)

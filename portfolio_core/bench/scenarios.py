@@ -1,0 +1,258 @@
+"""The three benchmark scenarios, library next to raw psycopg2 on one database.
+
+Every contender works on portfolios of its own, so what each one committed can
+be checked afterwards against the database: the version moved by exactly the
+number of commits and the cash by exactly the sum deposited (for re-pricing:
+exactly one version bump per call). A mismatch is an error, not a number.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import Any, Final
+from uuid import UUID
+
+from sqlalchemy import Engine
+
+from portfolio_core.bench import raw
+from portfolio_core.bench.harness import Stats, run_workers, summarize
+from portfolio_core.concurrency.service import ConcurrencyService
+from portfolio_core.domain.portfolio import Portfolio
+from portfolio_core.store import LOCK_MODES, PortfolioStore
+
+AMOUNT: Final = Decimal("1.25")
+OPENING_CASH: Final = Decimal("1000000")
+_FAILED_ATTEMPT_METRICS: Final = ("version_conflicts", "lock_timeouts", "deadlocks_detected")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much work each scenario does (``quick`` shrinks it for the smoke test)."""
+
+    uncontended_ops: int = 300
+    hot_ops: int = 1600
+    reprice_positions: int = 10_000
+    reprice_rounds: int = 8
+    warmup_ops: int = 20
+
+
+QUICK: Final = Sizes(
+    uncontended_ops=4, hot_ops=64, reprice_positions=300, reprice_rounds=2, warmup_ops=2
+)
+
+
+class Bench:
+    """One database, one engine, one raw pool: runs the scenarios and checks the outcome."""
+
+    def __init__(self, engine: Engine, connections: Sequence[raw.Connection], sizes: Sizes):
+        self.engine = engine
+        self.connections = connections
+        self.sizes = sizes
+        # Retries with small, jittered delays: enough that every optimistic and
+        # NOWAIT operation eventually commits, as the scenario requires.
+        self.service = ConcurrencyService(
+            engine, max_retries=100_000, base_delay=0.0005, max_delay=0.01, deadline=300.0
+        )
+        self.store = PortfolioStore(engine, self.service)
+        self.admin = raw.connect(engine.url)
+        self.admin.autocommit = True
+        self.created: list[str] = []
+
+    def close(self) -> None:
+        """Delete every portfolio the run created (positions cascade) and disconnect."""
+        with self.admin.cursor() as cursor:
+            cursor.execute("DELETE FROM portfolios WHERE id = ANY(%s::uuid[])", (self.created,))
+        self.admin.close()
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _portfolios(self, count: int) -> list[str]:
+        ids = [str(self.store.create_portfolio(f"bench-{n}", OPENING_CASH)) for n in range(count)]
+        self.created.extend(ids)
+        return ids
+
+    def _state(self, ids: Sequence[str]) -> tuple[int, Decimal]:
+        with self.admin.cursor() as cursor:
+            cursor.execute(
+                "SELECT coalesce(sum(version), 0), coalesce(sum(cash_balance), 0) "
+                "FROM portfolios WHERE id = ANY(%s::uuid[])",
+                (list(ids),),
+            )
+            versions, cash = raw.fetch_row(cursor)
+        return int(versions), Decimal(cash)
+
+    @contextmanager
+    def _verified(self, ids: Sequence[str], report: dict[str, Any]) -> Iterator[None]:
+        """Check after the block that versions and cash moved by exactly the commits."""
+        versions, cash = self._state(ids)
+        yield
+        after_versions, after_cash = self._state(ids)
+        commits = report["commits"]
+        report["verified"] = {
+            "version_delta": after_versions - versions,
+            "cash_delta": str(after_cash - cash),
+            "expected_cash_delta": str(AMOUNT * commits),
+        }
+        if after_versions - versions != commits or after_cash - cash != AMOUNT * commits:
+            raise AssertionError(f"committed work does not match the counts: {report}")
+
+    def _library(self, workers: int, ops: int, run: Callable[[int, int], object]) -> Stats:
+        before = self.service.get_metrics()
+
+        def operation(worker: int, index: int) -> int:
+            run(worker, index)
+            return 1
+
+        stats = run_workers(workers, ops, operation)
+        after = self.service.get_metrics()
+        failed = sum(after[name] - before[name] for name in _FAILED_ATTEMPT_METRICS)
+        return replace(stats, attempts=stats.commits + failed)
+
+    @staticmethod
+    def _deposit(portfolio: Portfolio) -> None:
+        portfolio.deposit(AMOUNT)
+
+    # -- (a) uncontended --------------------------------------------------------
+
+    def uncontended(self, workers: int = 8, portfolio_count: int = 64) -> dict[str, Any]:
+        """``workers`` threads, each on its own slice of ``portfolio_count`` portfolios."""
+        ops, per_worker = self.sizes.uncontended_ops, portfolio_count // workers
+        result: dict[str, Any] = {"workers": workers, "portfolios": portfolio_count}
+
+        raw_ids = self._portfolios(portfolio_count)
+        conns = self.connections
+
+        def raw_op(worker: int, index: int) -> int:
+            pid = raw_ids[worker * per_worker + index % per_worker]
+            return raw.deposit_optimistic(conns[worker], pid, AMOUNT)
+
+        run_workers(workers, self.sizes.warmup_ops, raw_op)
+        report: dict[str, Any] = {}
+        with self._verified(raw_ids, report):
+            report.update(run_workers(workers, ops, raw_op).as_dict())
+        result["raw"] = report
+
+        lib_ids = [UUID(pid) for pid in self._portfolios(portfolio_count)]
+        store, deposit = self.store, self._deposit
+
+        def lib_op(worker: int, index: int) -> None:
+            store.execute(lib_ids[worker * per_worker + index % per_worker], deposit)
+
+        self._library(workers, self.sizes.warmup_ops, lib_op)
+        report = {}
+        with self._verified([str(pid) for pid in lib_ids], report):
+            report.update(self._library(workers, ops, lib_op).as_dict())
+        result["library"] = report
+        result["ratio"] = round(result["library"]["ops_per_s"] / result["raw"]["ops_per_s"], 3)
+        return result
+
+    # -- (b) one hot portfolio ------------------------------------------------------
+
+    def hot(self, workers: int) -> dict[str, Any]:
+        """``workers`` threads on ONE portfolio: raw FOR UPDATE, then each lock mode."""
+        ops = max(1, self.sizes.hot_ops // workers)
+        result: dict[str, Any] = {"workers": workers, "ops_per_worker": ops}
+        conns = self.connections
+
+        (raw_id,) = self._portfolios(1)
+
+        def raw_op(worker: int, index: int) -> int:
+            return raw.deposit_locked(conns[worker], raw_id, AMOUNT)
+
+        run_workers(workers, self.sizes.warmup_ops, raw_op)
+        report: dict[str, Any] = {}
+        with self._verified([raw_id], report):
+            report.update(run_workers(workers, ops, raw_op).as_dict())
+        result["raw"] = report
+
+        store, deposit = self.store, self._deposit
+        modes: dict[str, Any] = {}
+        for mode in LOCK_MODES:
+            (text_id,) = self._portfolios(1)
+            pid = UUID(text_id)
+
+            def lib_op(worker: int, index: int, pid: UUID = pid, mode: Any = mode) -> None:
+                store.execute(pid, deposit, lock=mode)
+
+            self._library(workers, self.sizes.warmup_ops, lib_op)
+            report = {}
+            with self._verified([text_id], report):
+                report.update(self._library(workers, ops, lib_op).as_dict())
+            report["ratio"] = round(report["ops_per_s"] / result["raw"]["ops_per_s"], 3)
+            modes[mode] = report
+        result["library"] = modes
+        best = max(modes, key=lambda name: modes[name]["ops_per_s"])
+        result["best_mode"] = best
+        result["ratio"] = modes[best]["ratio"]
+        result["best_attempts_per_commit"] = modes[best]["attempts_per_commit"]
+        return result
+
+    # -- (c) re-pricing a big portfolio ------------------------------------------------
+
+    def _big_portfolio(self, positions: int) -> str:
+        (pid,) = self._portfolios(1)
+        with self.admin.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO positions (portfolio_id, id, symbol, quantity, cost_basis, "
+                "current_price, version) SELECT %s, gen_random_uuid(), "
+                "'S' || lpad(g::text, 6, '0'), 1, 10, 10, 1 FROM generate_series(1, %s) AS g",
+                (pid, positions),
+            )
+            # Keep the money invariant true: the positions were bought with opening cash.
+            cursor.execute(
+                "UPDATE portfolios SET initial_cash = initial_cash + %s WHERE id = %s",
+                (Decimal(10) * positions, pid),
+            )
+            cursor.execute("ANALYZE positions")
+        return pid
+
+    def _version(self, pid: str) -> int:
+        with self.admin.cursor() as cursor:
+            cursor.execute("SELECT version FROM portfolios WHERE id = %s", (pid,))
+            return int(raw.fetch_row(cursor)[0])
+
+    def reprice(self) -> dict[str, Any]:
+        """update_all_prices on every position vs raw UPDATE ... FROM (VALUES ...)."""
+        count, rounds = self.sizes.reprice_positions, self.sizes.reprice_rounds
+        symbols = [f"S{n:06d}" for n in range(1, count + 1)]
+        price_lists = [
+            [(symbol, Decimal(f"{11 + r}.{n % 97:02d}")) for n, symbol in enumerate(symbols)]
+            for r in range(rounds + 1)
+        ]
+        result: dict[str, Any] = {"positions": count, "rounds": rounds}
+        conn = self.connections[0]
+        raw_id, lib_id = self._big_portfolio(count), self._big_portfolio(count)
+        store = self.store
+
+        # What a caller would pass is built before any timing, for both.
+        price_maps = [dict(prices) for prices in price_lists]
+        lib_uuid = UUID(lib_id)
+        contenders: dict[str, Callable[[int], int]] = {
+            "raw": lambda r: raw.reprice(conn, raw_id, price_lists[r]),
+            "library": lambda r: store.update_all_prices(lib_uuid, price_maps[r]),
+        }
+        for name, pid in (("raw", raw_id), ("library", lib_id)):
+            call = contenders[name]
+            call(rounds)  # warm-up (caches, compiled statements)
+            latencies: list[float] = []
+            bumps: list[int] = []
+            for r in range(rounds):
+                before = self._version(pid)
+                started = time.perf_counter()
+                changed = call(r)
+                latencies.append(time.perf_counter() - started)
+                bumps.append(self._version(pid) - before)
+                if changed != count:
+                    raise AssertionError(f"{name} re-priced {changed} of {count} positions")
+            if bumps != [1] * rounds:
+                raise AssertionError(f"{name} bumped the version {bumps}, not once per call")
+            report = summarize(1, latencies, rounds, sum(latencies)).as_dict()
+            report["version_bumps"] = bumps
+            report["positions_repriced_per_call"] = count
+            result[name] = report
+        result["ratio"] = round(result["library"]["ops_per_s"] / result["raw"]["ops_per_s"], 3)
+        return result
