@@ -9,6 +9,10 @@ b. hot portfolio: 8 and 32 workers on ONE portfolio, each lock mode, vs
    SELECT ... FOR UPDATE + UPDATE + COMMIT;
 c. ``update_all_prices`` on 10,000 positions vs UPDATE ... FROM (VALUES ...).
 
+With the ``async`` extra installed, the same scenarios run again on asyncio
+tasks: AsyncPortfolioStore next to raw asyncpg (``async_scenarios``), under
+the results' ``async`` key.
+
 With no ``--url`` (and no $PORTFOLIO_CORE_DATABASE_URL) a private embedded
 PostgreSQL is started and a fresh database migrated. Prints a table and writes
 every number, the ratios and the targets to a JSON file.
@@ -17,6 +21,7 @@ every number, the ratios and the targets to a JSON file.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -55,6 +60,7 @@ def run(url: str, sizes: Sizes) -> dict[str, Any]:
                     "hot_32": bench.hot(32),
                     "reprice": bench.reprice(),
                 }
+                async_scenarios = _async_column(url, bench)
             finally:
                 bench.close()
     finally:
@@ -69,9 +75,20 @@ def run(url: str, sizes: Sizes) -> dict[str, Any]:
             "sizes": sizes.__dict__,
         },
         "scenarios": scenarios,
+        **({"async": async_scenarios} if async_scenarios is not None else {}),
         "targets": TARGETS,
         "targets_met": targets_met(scenarios),
     }
+
+
+def _async_column(url: str, bench: Bench) -> dict[str, Any] | None:
+    """The same scenarios on asyncio tasks (AsyncPortfolioStore vs raw asyncpg), if installed."""
+    if not all(importlib.util.find_spec(name) for name in ("asyncpg", "greenlet")):
+        print("async column skipped: install the 'async' extra", file=sys.stderr)
+        return None
+    from portfolio_core.bench.async_scenarios import run_async_scenarios
+
+    return run_async_scenarios(url, bench, MAX_WORKERS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

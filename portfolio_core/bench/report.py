@@ -60,6 +60,21 @@ def _row(scenario: str, contender: str, stats: dict[str, Any], ratio: object = "
     )
 
 
+def _scenario_rows(scenarios: dict[str, Any], raw_name: str, library_name: str) -> list[str]:
+    lines = []
+    for name in ("uncontended", "hot_8", "hot_32", "reprice"):
+        scenario = scenarios[name]
+        lines.append(_row(name, raw_name, scenario["raw"]))
+        library = scenario["library"]
+        if "ops_per_s" in library:
+            lines.append(_row(name, library_name, library, scenario["ratio"]))
+        else:
+            for mode, stats in library.items():
+                best = " *" if mode == scenario["best_mode"] else ""
+                lines.append(_row(name, f"{library_name} {mode}{best}", stats, stats["ratio"]))
+    return lines
+
+
 def render_table(results: dict[str, Any]) -> str:
     """Every contender of every scenario, one line each, then the targets."""
     header = "  ".join(
@@ -68,16 +83,10 @@ def render_table(results: dict[str, Any]) -> str:
     )
     lines = [header, "-" * len(header)]
     scenarios = results["scenarios"]
-    for name in ("uncontended", "hot_8", "hot_32", "reprice"):
-        scenario = scenarios[name]
-        lines.append(_row(name, "raw psycopg2", scenario["raw"]))
-        library = scenario["library"]
-        if "ops_per_s" in library:
-            lines.append(_row(name, "library", library, scenario["ratio"]))
-        else:
-            for mode, stats in library.items():
-                best = " *" if mode == scenario["best_mode"] else ""
-                lines.append(_row(name, f"library {mode}{best}", stats, stats["ratio"]))
+    lines += _scenario_rows(scenarios, "raw psycopg2", "library")
+    if "async" in results:
+        lines += ["", "asyncio tasks instead of threads (x raw = vs raw asyncpg):"]
+        lines += _scenario_rows(results["async"], "raw asyncpg", "async")
     lines.append("")
     reprice = scenarios["reprice"]
     lines.append(
