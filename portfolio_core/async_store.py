@@ -29,6 +29,7 @@ from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.errors import ConfigurationError
 from portfolio_core.operations import LockMode
 from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository, as_portfolio_id
+from portfolio_core.unit_of_work import commit_session
 
 T = TypeVar("T")
 
@@ -66,12 +67,16 @@ class AsyncPortfolioStore:
     ) -> T:
         """Run ``body`` in an AsyncUnitOfWork (committed), retried as a whole per the policy."""
 
+        def body_then_commit(repository: PostgreSQLPortfolioRepository) -> T:
+            # One trip to the sync side per attempt, not two.
+            result = body(repository)
+            if commit:
+                commit_session(repository.session)
+            return result
+
         async def work() -> T:
             async with self.unit_of_work() as uow:
-                result = await uow.run_sync(body)
-                if commit:
-                    await uow.commit()
-            return result
+                return await uow.run_sync(body_then_commit)
 
         return await self.concurrency.run_async(work, entity_type="Portfolio", entity_id=entity_id)
 
