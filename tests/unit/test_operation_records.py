@@ -94,7 +94,8 @@ def test_replay_applies_events_through_the_domain() -> None:
 
     at_two, latest = replay(pid, events, 2), replay(pid, events)
 
-    assert (at_two.version, at_two.cash_balance, at_two.total_withdrawals) == (2, Decimal(120), Decimal(30))
+    assert (at_two.version, at_two.cash_balance) == (2, Decimal(120))
+    assert at_two.total_withdrawals == Decimal(30)
     assert (latest.version, latest.name, latest.id) == (3, "b", pid)
     assert latest.money_invariant_holds()
     assert latest.pending_operations() == ()
