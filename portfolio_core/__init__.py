@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from portfolio_core.concurrency import ConcurrencyMetrics, ConcurrencyService, RetryPolicy
 from portfolio_core.domain import Portfolio, Position, PositionRequest
+from portfolio_core.domain.events import PortfolioEvent, PortfolioOperation
 from portfolio_core.errors import (
     CommitOutcomeUnknownError,
     ConcurrencyException,
@@ -17,6 +18,7 @@ from portfolio_core.errors import (
     ConnectionLostError,
     DatabaseConnectionError,
     DeadlockException,
+    IdempotencyConflictError,
     InsufficientFundsError,
     OptimisticLockException,
     PessimisticLockException,
@@ -71,12 +73,15 @@ __all__ = [
     "ConnectionLostError",
     "DatabaseConnectionError",
     "DeadlockException",
+    "IdempotencyConflictError",
     "InsufficientFundsError",
     "OptimisticLockException",
     "PessimisticLockException",
     "Portfolio",
     "PortfolioCoreError",
+    "PortfolioEvent",
     "PortfolioNotFoundError",
+    "PortfolioOperation",
     "PortfolioStore",
     "Position",
     "PositionNotFoundError",

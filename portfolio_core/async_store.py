@@ -10,12 +10,15 @@ Each method is one AsyncUnitOfWork running the same unit-of-work body as
 PortfolioStore (portfolio_core.operations) on the session's sync side, retried
 as a whole by ``ConcurrencyService.run_async`` (same classification, metrics
 and exhaustion errors as the sync store). ``operation`` callables are plain
-sync functions of the portfolio, as in PortfolioStore.
+sync functions of the portfolio, as in PortfolioStore. Idempotency keys, the
+audit trail (``history``/``replay``) and the resolution of a lost COMMIT work
+as in PortfolioStore: the events are written by the same commit path.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from typing import TypeVar
 from uuid import UUID
 
@@ -25,9 +28,12 @@ from portfolio_core import operations
 from portfolio_core.async_unit_of_work import AsyncUnitOfWork
 from portfolio_core.concurrency.service import ConcurrencyService
 from portfolio_core.domain import money
+from portfolio_core.domain.events import PortfolioEvent
 from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.errors import ConfigurationError
+from portfolio_core.exactly_once import run_resolving_outcome_async
 from portfolio_core.operations import LockMode
+from portfolio_core.persistence import idempotency
 from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository, as_portfolio_id
 from portfolio_core.unit_of_work import commit_session
 
@@ -64,8 +70,14 @@ class AsyncPortfolioStore:
         entity_id: object,
         *,
         commit: bool = True,
+        key: str | None = None,
+        fingerprint: list[str] | None = None,
     ) -> T:
-        """Run ``body`` in an AsyncUnitOfWork (committed), retried as a whole per the policy."""
+        """Run ``body`` in an AsyncUnitOfWork (committed), retried as a whole per the policy.
+
+        With ``key``, a COMMIT whose outcome was lost is resolved through the
+        key, as PortfolioStore does (``portfolio_core.exactly_once``).
+        """
 
         def body_then_commit(repository: PostgreSQLPortfolioRepository) -> T:
             # One trip to the sync side per attempt, not two.
@@ -78,7 +90,14 @@ class AsyncPortfolioStore:
             async with self.unit_of_work() as uow:
                 return await uow.run_sync(body_then_commit)
 
-        return await self.concurrency.run_async(work, entity_type="Portfolio", entity_id=entity_id)
+        return await run_resolving_outcome_async(
+            lambda: self.concurrency.run_async(work, entity_type="Portfolio", entity_id=entity_id),
+            engine=self.engine,
+            policy=self.concurrency.policy,
+            key=key,
+            request_fingerprint=lambda: fingerprint[0] if fingerprint else None,
+            entity_id=entity_id,
+        )
 
     async def create_portfolio(self, name: str, cash_balance: money.AmountLike = 0) -> UUID:
         """Create a portfolio with an opening cash balance; return its id."""
@@ -104,27 +123,70 @@ class AsyncPortfolioStore:
         *,
         lock: LockMode = "optimistic",
         lock_timeout: float | None = None,  # float-ok: seconds
+        idempotency_key: str | None = None,
     ) -> T:
         """Run ``operation(portfolio)`` in a unit of work, commit, and return its result.
 
         ``operation`` is a sync function (domain calls); it runs where lazy
         loads may do I/O, and is called again on each retry.
+        ``idempotency_key`` as in PortfolioStore.execute.
         """
         pid = as_portfolio_id(portfolio_id)
         mode = operations.checked_lock_mode(lock)
-        return await self._run(operations.apply_operation(pid, operation, mode, lock_timeout), pid)
+        key = operations.checked_key(idempotency_key)
+        fingerprint: list[str] = []
+        body = operations.apply_operation(pid, operation, mode, lock_timeout, key, fingerprint)
+        return await self._run(body, pid, key=key, fingerprint=fingerprint)
 
-    async def transfer(self, from_id: UUID, to_id: UUID, amount: money.AmountLike) -> None:
+    async def transfer(
+        self,
+        from_id: UUID,
+        to_id: UUID,
+        amount: money.AmountLike,
+        *,
+        idempotency_key: str | None = None,
+    ) -> None:
         """Move cash between two portfolios atomically (rows locked in primary-key order)."""
         source, target, value = operations.transfer_arguments(from_id, to_id, amount)
-        await self._run(operations.transfer_cash(source, target, value), (source, target))
+        key = operations.checked_key(idempotency_key)
+        request = operations.transfer_request(source, target, value)
+        body = operations.transfer_cash(source, target, value, key, request)
+        await self._run(body, (source, target), key=key, fingerprint=[request])
 
     async def update_all_prices(
-        self, portfolio_id: UUID, prices: Mapping[str, money.AmountLike]
+        self,
+        portfolio_id: UUID,
+        prices: Mapping[str, money.AmountLike],
+        *,
+        idempotency_key: str | None = None,
     ) -> int:
         """Re-price every open position found in ``prices`` (constant statements, one bump)."""
         pid = as_portfolio_id(portfolio_id)
-        return await self._run(operations.reprice(pid, prices), pid)
+        key = operations.checked_key(idempotency_key)
+        request = "" if key is None else operations.reprice_request(pid, prices)
+        body = operations.reprice(pid, prices, key, request)
+        return await self._run(body, pid, key=key, fingerprint=[request])
+
+    async def history(
+        self, portfolio_id: UUID, since_version: int | None = None
+    ) -> list[PortfolioEvent]:
+        """The portfolio's audit trail after ``since_version`` (all if None), oldest first."""
+        pid = as_portfolio_id(portfolio_id)
+        return await self._run(operations.history(pid, since_version), pid, commit=False)
+
+    async def replay(self, portfolio_id: UUID, version: int | None = None) -> Portfolio:
+        """The portfolio at ``version`` (default: latest) rebuilt from its events alone."""
+        pid = as_portfolio_id(portfolio_id)
+        return await self._run(operations.replay(pid, version), pid, commit=False)
+
+    async def purge_idempotency_keys(self, older_than: timedelta) -> int:
+        """Delete idempotency keys created more than ``older_than`` ago; return how many."""
+
+        async def work() -> int:
+            async with self.engine.begin() as connection:
+                return await connection.run_sync(idempotency.purge_keys, older_than)
+
+        return await self.concurrency.run_async(work, entity_type="IdempotencyKey")
 
     async def batch_update(self, updates: Mapping[UUID, Callable[[Portfolio], T]]) -> dict[UUID, T]:
         """Apply one operation per portfolio in one unit of work: all commit or none."""

@@ -2,19 +2,28 @@
 
 PortfolioStore runs each inside a UnitOfWork; AsyncPortfolioStore runs the
 very same function inside an AsyncUnitOfWork (``run_sync``), so the two stores
-cannot drift apart: which rows are locked, in which order, and how.
+cannot drift apart: which rows are locked, in which order, and how, and
+what an idempotency key stores and checks.
+
+A body that finds its idempotency key already used returns the stored
+result after *discarding* the unit of work (rolling its session back), so the
+commit its runner performs next has nothing to write.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from decimal import Decimal
-from typing import Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 from uuid import UUID
 
+from portfolio_core.domain import events as domain_events
 from portfolio_core.domain import money
 from portfolio_core.domain.portfolio import Portfolio
-from portfolio_core.errors import ValidationError
+from portfolio_core.errors import IdempotencyConflictError, PortfolioCoreError, ValidationError
+from portfolio_core.persistence import idempotency
+from portfolio_core.persistence.events import events_with_key, load_history
+from portfolio_core.persistence.idempotency import StoredKey
 from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository, as_portfolio_id
 
 T = TypeVar("T")
@@ -45,16 +54,43 @@ def load_for_change(
     )
 
 
+def checked_key(idempotency_key: str | None) -> str | None:
+    """The validated idempotency key (None stays None)."""
+    return None if idempotency_key is None else idempotency.validate_key(idempotency_key)
+
+
 def apply_operation(
     portfolio_id: UUID,
     operation: Callable[[Portfolio], T],
     lock: LockMode,
     lock_timeout: float | None,  # float-ok: seconds
+    key: str | None = None,
+    fingerprint: list[str] | None = None,
 ) -> Callable[[PostgreSQLPortfolioRepository], T]:
-    """The unit of work of ``execute``: load per ``lock``, call ``operation``."""
+    """The unit of work of ``execute``: load per ``lock``, call ``operation``.
+
+    With ``key``: a key already stored returns its result (after checking the
+    request, see :func:`repeated_execute`); otherwise the operations
+    ``operation`` performed are fingerprinted (into ``fingerprint``, for
+    commit outcome resolution) and the key is claimed in the same transaction.
+    """
 
     def body(repository: PostgreSQLPortfolioRepository) -> T:
-        return operation(load_for_change(repository, portfolio_id, lock, lock_timeout))
+        portfolio = load_for_change(repository, portfolio_id, lock, lock_timeout)
+        if key is not None:
+            stored = idempotency.find_key(repository.session, key)
+            if stored is not None:
+                result = repeated_execute(repository, stored, portfolio_id, portfolio, operation)
+                discard(repository)
+                return result
+        result = operation(portfolio)
+        if key is not None:
+            request = idempotency.operations_request(portfolio_id, portfolio.pending_operations())
+            claimed = idempotency.fingerprint(request)
+            if fingerprint is not None:
+                fingerprint[:] = [claimed]
+            idempotency.claim_key(repository.session, key, claimed, result, [portfolio_id])
+        return result
 
     return body
 
@@ -69,15 +105,31 @@ def transfer_arguments(
     return source, target, money.positive(amount, "amount")
 
 
+def transfer_request(source: UUID, target: UUID, amount: Decimal) -> str:
+    """The fingerprint an idempotency key of a transfer is stored with."""
+    return idempotency.fingerprint(
+        {"request": "transfer", "from": source, "to": target, "amount": amount}
+    )
+
+
 def transfer_cash(
-    source: UUID, target: UUID, amount: Decimal
+    source: UUID, target: UUID, amount: Decimal, key: str | None = None, request: str = ""
 ) -> Callable[[PostgreSQLPortfolioRepository], None]:
-    """The unit of work of ``transfer``: both rows locked in primary-key order, then moved."""
+    """The unit of work of ``transfer``: both rows locked in primary-key order, then moved.
+
+    The legs are recorded as ``transfer_out``/``transfer_in``. With ``key``
+    (fingerprinted as ``request``) a transfer already made is not made again.
+    """
 
     def body(repository: PostgreSQLPortfolioRepository) -> None:
         locked = {p.id: p for p in repository.get_portfolios_for_update([source, target])}
-        locked[source].withdraw(amount)
-        locked[target].deposit(amount)
+        if key is not None and stored_result(repository, key, request) is not MISSING:
+            discard(repository)
+            return
+        locked[source].transfer_out(amount, target)
+        locked[target].transfer_in(amount, source)
+        if key is not None:
+            idempotency.claim_key(repository.session, key, request, None, [source, target])
 
     return body
 
@@ -89,11 +141,37 @@ def detached_snapshot(repository: PostgreSQLPortfolioRepository, portfolio_id: U
     return portfolio
 
 
+def reprice_request(portfolio_id: UUID, prices: Mapping[str, money.AmountLike]) -> str:
+    """The fingerprint an idempotency key of ``update_all_prices`` is stored with."""
+    validated = {
+        money.validate_symbol(symbol): money.non_negative(price, f"prices[{symbol!r}]")
+        for symbol, price in prices.items()
+    }
+    return idempotency.fingerprint(
+        {"request": "update_all_prices", "portfolio_id": portfolio_id, "prices": validated}
+    )
+
+
 def reprice(
-    portfolio_id: UUID, prices: Mapping[str, money.AmountLike]
+    portfolio_id: UUID,
+    prices: Mapping[str, money.AmountLike],
+    key: str | None = None,
+    request: str = "",
 ) -> Callable[[PostgreSQLPortfolioRepository], int]:
-    """The unit of work of ``update_all_prices``."""
-    return lambda repository: repository.update_all_prices(portfolio_id, prices)
+    """The unit of work of ``update_all_prices`` (a repeated key returns the stored count)."""
+
+    def body(repository: PostgreSQLPortfolioRepository) -> int:
+        if key is not None:
+            stored = stored_result(repository, key, request)
+            if stored is not MISSING:
+                discard(repository)
+                return int(stored)
+        updated = repository.update_all_prices(portfolio_id, prices)
+        if key is not None:
+            idempotency.claim_key(repository.session, key, request, updated, [portfolio_id])
+        return updated
+
+    return body
 
 
 def batch(
@@ -101,3 +179,91 @@ def batch(
 ) -> Callable[[PostgreSQLPortfolioRepository], dict[UUID, T]]:
     """The unit of work of ``batch_update``: every portfolio locked in key order, all or nothing."""
     return lambda repository: repository.batch_update_portfolios(updates)
+
+
+def history(
+    portfolio_id: UUID, since_version: int | None
+) -> Callable[[PostgreSQLPortfolioRepository], list[domain_events.PortfolioEvent]]:
+    """The read of ``history``: the audit trail after ``since_version``."""
+    return lambda repository: repository.history(portfolio_id, since_version)
+
+
+def replay(
+    portfolio_id: UUID, version: int | None
+) -> Callable[[PostgreSQLPortfolioRepository], Portfolio]:
+    """The read of ``replay``: the portfolio rebuilt from its events up to ``version``."""
+    return lambda repository: repository.replay(portfolio_id, version)
+
+
+# -- idempotency keys -------------------------------------------------------------------
+
+MISSING: Final[Any] = object()
+"""stored_result's answer when the key was never used."""
+
+
+def discard(repository: PostgreSQLPortfolioRepository) -> None:
+    """Roll the unit of work back: a repeated request must change nothing."""
+    repository.session.rollback()
+
+
+def stored_result(repository: PostgreSQLPortfolioRepository, key: str, request: str) -> Any:
+    """The stored result for ``key`` if it was used for this request, else MISSING.
+
+    IdempotencyConflictError if the key was used for another request.
+    """
+    stored = idempotency.find_key(repository.session, key)
+    if stored is None:
+        return MISSING
+    if stored.fingerprint != request:
+        raise IdempotencyConflictError(
+            key, stored_fingerprint=stored.fingerprint, request_fingerprint=request
+        )
+    return stored.result
+
+
+def repeated_execute(
+    repository: PostgreSQLPortfolioRepository,
+    stored: StoredKey,
+    pid: UUID,
+    current: Portfolio,
+    operation: Callable[[Portfolio], T],
+) -> T:
+    """The stored result of a repeated ``execute`` key, once the request is known to match.
+
+    The callable is applied again, to the portfolio as it stood just before
+    the keyed change (replayed from the audit trail; the current state if the
+    change recorded no event), and the operations it performs are
+    fingerprinted. The caller discards the unit of work: nothing changes.
+    """
+    if pid not in stored.portfolio_ids:
+        raise IdempotencyConflictError(
+            stored.key, stored_fingerprint=stored.fingerprint, reason="another portfolio"
+        )
+    session = repository.session
+    versions = [
+        version for event_pid, version in events_with_key(session, stored.key) if event_pid == pid
+    ]
+    if versions:
+        before = versions[0] - 1
+        portfolio = domain_events.replay(
+            pid, load_history(session, pid, until_version=before), before
+        )
+    else:
+        portfolio = current
+    baseline = len(portfolio.pending_operations())
+    try:
+        operation(portfolio)
+    except PortfolioCoreError as error:
+        raise IdempotencyConflictError(
+            stored.key,
+            stored_fingerprint=stored.fingerprint,
+            reason=f"a request that now fails ({type(error).__name__})",
+        ) from error
+    performed = portfolio.pending_operations()[baseline:]
+    request = idempotency.fingerprint(idempotency.operations_request(pid, performed))
+    if request != stored.fingerprint:
+        raise IdempotencyConflictError(
+            stored.key, stored_fingerprint=stored.fingerprint, request_fingerprint=request
+        )
+    result: T = stored.result
+    return result

@@ -8,11 +8,20 @@ a conflict re-runs the whole thing (fresh session, reload, re-apply, commit).
     pid = store.create_portfolio("alpha", Decimal("10000"))
     store.execute(pid, lambda p: p.deposit(Decimal("250")))
     store.execute(pid, lambda p: p.open_position(PositionRequest("AAPL", 10, "150")), lock="wait")
+
+``execute``, ``transfer`` and ``update_all_prices`` take an ``idempotency_key``:
+the first call with a key applies the change and stores the key, the request's
+fingerprint and the result in the same transaction; a later call with the same
+key and request returns the stored result and changes nothing; with another
+request it raises IdempotencyConflictError. A COMMIT whose reply was lost is
+resolved through the key (``portfolio_core.exactly_once``). Every committed
+change is in the audit trail: ``history`` and ``replay``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from typing import TypeVar
 from uuid import UUID
 
@@ -21,8 +30,11 @@ from sqlalchemy import Engine
 from portfolio_core import operations
 from portfolio_core.concurrency.service import ConcurrencyService
 from portfolio_core.domain import money
+from portfolio_core.domain.events import PortfolioEvent
 from portfolio_core.domain.portfolio import Portfolio
+from portfolio_core.exactly_once import run_resolving_outcome
 from portfolio_core.operations import LOCK_MODES, LockMode
+from portfolio_core.persistence import idempotency
 from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository, as_portfolio_id
 from portfolio_core.unit_of_work import UnitOfWork
 
@@ -55,8 +67,14 @@ class PortfolioStore:
         entity_id: object,
         *,
         commit: bool = True,
+        key: str | None = None,
+        fingerprint: list[str] | None = None,
     ) -> T:
-        """Run ``body`` in a unit of work (committed), retried as a whole per the policy."""
+        """Run ``body`` in a unit of work (committed), retried as a whole per the policy.
+
+        With ``key``, a COMMIT whose outcome was lost is resolved through the
+        key (``fingerprint`` holds what the last attempt stored with it).
+        """
 
         def work() -> T:
             with self.unit_of_work() as uow:
@@ -65,7 +83,14 @@ class PortfolioStore:
                     uow.commit()
             return result
 
-        return self.concurrency.run(work, entity_type="Portfolio", entity_id=entity_id)
+        return run_resolving_outcome(
+            lambda: self.concurrency.run(work, entity_type="Portfolio", entity_id=entity_id),
+            engine=self.engine,
+            policy=self.concurrency.policy,
+            key=key,
+            request_fingerprint=lambda: fingerprint[0] if fingerprint else None,
+            entity_id=entity_id,
+        )
 
     def create_portfolio(self, name: str, cash_balance: money.AmountLike = 0) -> UUID:
         """Create a portfolio with an opening cash balance; return its id."""
@@ -91,29 +116,80 @@ class PortfolioStore:
         *,
         lock: LockMode = "optimistic",
         lock_timeout: float | None = None,  # float-ok: seconds
+        idempotency_key: str | None = None,
     ) -> T:
         """Run ``operation(portfolio)`` in a unit of work, commit, and return its result.
 
         Retried as a whole per the concurrency service's policy, so
         ``operation`` must be safe to call again (it only touches the portfolio).
+        With ``idempotency_key`` the result must be JSON-able (see
+        ``persistence.idempotency``) and the request is fingerprinted by the
+        operations ``operation`` performs; a repeated key re-applies
+        ``operation`` to the portfolio as it stood before the keyed change
+        (replayed from the audit trail), compares, and changes nothing.
         """
         pid = as_portfolio_id(portfolio_id)
         mode = operations.checked_lock_mode(lock)
-        return self._run(operations.apply_operation(pid, operation, mode, lock_timeout), pid)
+        key = operations.checked_key(idempotency_key)
+        fingerprint: list[str] = []
+        body = operations.apply_operation(pid, operation, mode, lock_timeout, key, fingerprint)
+        return self._run(body, pid, key=key, fingerprint=fingerprint)
 
-    def transfer(self, from_id: UUID, to_id: UUID, amount: money.AmountLike) -> None:
+    def transfer(
+        self,
+        from_id: UUID,
+        to_id: UUID,
+        amount: money.AmountLike,
+        *,
+        idempotency_key: str | None = None,
+    ) -> None:
         """Move cash between two portfolios atomically.
 
         Both rows are locked in primary-key order, so transfers in opposite
-        directions queue up instead of deadlocking.
+        directions queue up instead of deadlocking. The legs are recorded as
+        ``transfer_out``/``transfer_in`` (booked as a withdrawal and a deposit).
         """
         source, target, value = operations.transfer_arguments(from_id, to_id, amount)
-        self._run(operations.transfer_cash(source, target, value), (source, target))
+        key = operations.checked_key(idempotency_key)
+        request = operations.transfer_request(source, target, value)
+        body = operations.transfer_cash(source, target, value, key, request)
+        self._run(body, (source, target), key=key, fingerprint=[request])
 
-    def update_all_prices(self, portfolio_id: UUID, prices: Mapping[str, money.AmountLike]) -> int:
+    def update_all_prices(
+        self,
+        portfolio_id: UUID,
+        prices: Mapping[str, money.AmountLike],
+        *,
+        idempotency_key: str | None = None,
+    ) -> int:
         """Re-price every open position found in ``prices`` (constant statements, one bump)."""
         pid = as_portfolio_id(portfolio_id)
-        return self._run(operations.reprice(pid, prices), pid)
+        key = operations.checked_key(idempotency_key)
+        request = "" if key is None else operations.reprice_request(pid, prices)
+        body = operations.reprice(pid, prices, key, request)
+        return self._run(body, pid, key=key, fingerprint=[request])
+
+    def history(self, portfolio_id: UUID, since_version: int | None = None) -> list[PortfolioEvent]:
+        """The portfolio's audit trail after ``since_version`` (all if None), oldest first."""
+        pid = as_portfolio_id(portfolio_id)
+        return self._run(operations.history(pid, since_version), pid, commit=False)
+
+    def replay(self, portfolio_id: UUID, version: int | None = None) -> Portfolio:
+        """The portfolio at ``version`` (default: latest) rebuilt from its events alone."""
+        pid = as_portfolio_id(portfolio_id)
+        return self._run(operations.replay(pid, version), pid, commit=False)
+
+    def purge_idempotency_keys(self, older_than: timedelta) -> int:
+        """Delete idempotency keys created more than ``older_than`` ago; return how many.
+
+        A purged key can be used again: keep keys longer than clients retry.
+        """
+
+        def work() -> int:
+            with self.engine.begin() as connection:
+                return idempotency.purge_keys(connection, older_than)
+
+        return self.concurrency.run(work, entity_type="IdempotencyKey")
 
     def batch_update(self, updates: Mapping[UUID, Callable[[Portfolio], T]]) -> dict[UUID, T]:
         """Apply one operation per portfolio in one unit of work: all commit or none."""

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from portfolio_core.domain import money
+from portfolio_core.domain.events import PortfolioEvent
 from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.domain.position import Position, PositionRequest
 from portfolio_core.errors import ValidationError
@@ -91,6 +92,18 @@ class AsyncPostgreSQLPortfolioRepository:
     async def update_portfolio(self, portfolio: Portfolio) -> Portfolio:
         """Persist a detached copy; StaleDataException if the stored one moved on."""
         return await self.run_sync(lambda repo: _with_positions(repo.update_portfolio(portfolio)))
+
+    # -- audit trail -------------------------------------------------------------
+
+    async def history(
+        self, portfolio_id: UUID, since_version: int | None = None
+    ) -> builtins.list[PortfolioEvent]:
+        """The portfolio's committed events after ``since_version`` (all if None), oldest first."""
+        return await self.run_sync(lambda repo: repo.history(portfolio_id, since_version))
+
+    async def replay(self, portfolio_id: UUID, version: int | None = None) -> Portfolio:
+        """The portfolio as it stood at ``version`` (default: latest), rebuilt from events alone."""
+        return await self.run_sync(lambda repo: repo.replay(portfolio_id, version))
 
     # -- pessimistic locking ---------------------------------------------------
 

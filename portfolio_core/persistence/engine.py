@@ -123,4 +123,25 @@ def create_async_engine(url: str | URL | None = None, **kwargs: Any) -> AsyncEng
     if connect_args:
         options["connect_args"] = connect_args
     options.update(kwargs)
-    return sa_asyncio.create_async_engine(resolved, **options)
+    engine = sa_asyncio.create_async_engine(resolved, **options)
+    sqlalchemy.event.listen(engine.sync_engine, "do_connect", _connect_or_sqlstate_08001)
+    return engine
+
+
+def _connect_or_sqlstate_08001(
+    dialect: Any, connection_record: Any, cargs: Any, cparams: Any
+) -> Any:
+    """Connect; a refused or timed-out connection becomes a DBAPI error with SQLSTATE 08001.
+
+    psycopg2 reports a server it cannot reach as OperationalError; asyncpg
+    raises the bare OSError (or TimeoutError), which SQLAlchemy passes on
+    unwrapped, so the retry policy and commit outcome resolution would not
+    see a lost connection. SQLSTATE 08001 (sqlclient_unable_to_establish_
+    sqlconnection) makes it one, classified like psycopg2's.
+    """
+    try:
+        return dialect.connect(*cargs, **cparams)
+    except (OSError, TimeoutError) as error:
+        failure = dialect.loaded_dbapi.OperationalError(f"cannot connect to PostgreSQL: {error}")
+        failure.pgcode = failure.sqlstate = "08001"
+        raise failure from error

@@ -142,6 +142,10 @@ def _note_db_work(session: Session, transaction: Any, connection: Any) -> None:
 
 
 def _end_of_transaction(session: Session, *args: Any) -> None:
+    # A savepoint's release or rollback fires these events too, but the
+    # transaction (and its one bump per portfolio) goes on.
+    if session.in_nested_transaction():
+        return
     for key in (START_VERSIONS_KEY, FLUSHED_VERSIONS_KEY, DB_WORK_KEY):
         session.info.pop(key, None)
 
@@ -149,6 +153,8 @@ def _end_of_transaction(session: Session, *args: Any) -> None:
 def _after_rollback(session: Session, *args: Any) -> None:
     # A failed flush rolls back before the unit of work sees the StaleDataError:
     # keep the flushed versions for it to re-read (each flush replaces them).
+    if session.in_nested_transaction():
+        return
     for key in (START_VERSIONS_KEY, DB_WORK_KEY):
         session.info.pop(key, None)
 

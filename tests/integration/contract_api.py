@@ -19,6 +19,7 @@ from portfolio_core import (
     AsyncPortfolioStore,
     ConcurrencyService,
     Portfolio,
+    PortfolioEvent,
     PortfolioStore,
     Position,
     PositionRequest,
@@ -96,11 +97,27 @@ class ContractStore(Protocol):
         *,
         lock: LockMode = "optimistic",
         lock_timeout: float | None = None,
+        idempotency_key: str | None = None,
     ) -> T: ...
-    async def transfer(self, from_id: UUID, to_id: UUID, amount: AmountLike) -> None: ...
+    async def transfer(
+        self,
+        from_id: UUID,
+        to_id: UUID,
+        amount: AmountLike,
+        *,
+        idempotency_key: str | None = None,
+    ) -> None: ...
     async def update_all_prices(
-        self, portfolio_id: UUID, prices: Mapping[str, AmountLike]
+        self,
+        portfolio_id: UUID,
+        prices: Mapping[str, AmountLike],
+        *,
+        idempotency_key: str | None = None,
     ) -> int: ...
+    async def history(
+        self, portfolio_id: UUID, since_version: int | None = None
+    ) -> list[PortfolioEvent]: ...
+    async def replay(self, portfolio_id: UUID, version: int | None = None) -> Portfolio: ...
     async def batch_update(
         self, updates: Mapping[UUID, Callable[[Portfolio], T]]
     ) -> dict[UUID, T]: ...
@@ -237,14 +254,42 @@ class SyncStore:
         *,
         lock: LockMode = "optimistic",
         lock_timeout: float | None = None,
+        idempotency_key: str | None = None,
     ) -> T:
-        return self._store.execute(portfolio_id, operation, lock=lock, lock_timeout=lock_timeout)
+        return self._store.execute(
+            portfolio_id,
+            operation,
+            lock=lock,
+            lock_timeout=lock_timeout,
+            idempotency_key=idempotency_key,
+        )
 
-    async def transfer(self, from_id: UUID, to_id: UUID, amount: AmountLike) -> None:
-        self._store.transfer(from_id, to_id, amount)
+    async def transfer(
+        self,
+        from_id: UUID,
+        to_id: UUID,
+        amount: AmountLike,
+        *,
+        idempotency_key: str | None = None,
+    ) -> None:
+        self._store.transfer(from_id, to_id, amount, idempotency_key=idempotency_key)
 
-    async def update_all_prices(self, portfolio_id: UUID, prices: Mapping[str, AmountLike]) -> int:
-        return self._store.update_all_prices(portfolio_id, prices)
+    async def update_all_prices(
+        self,
+        portfolio_id: UUID,
+        prices: Mapping[str, AmountLike],
+        *,
+        idempotency_key: str | None = None,
+    ) -> int:
+        return self._store.update_all_prices(portfolio_id, prices, idempotency_key=idempotency_key)
+
+    async def history(
+        self, portfolio_id: UUID, since_version: int | None = None
+    ) -> list[PortfolioEvent]:
+        return self._store.history(portfolio_id, since_version)
+
+    async def replay(self, portfolio_id: UUID, version: int | None = None) -> Portfolio:
+        return self._store.replay(portfolio_id, version)
 
     async def batch_update(self, updates: Mapping[UUID, Callable[[Portfolio], T]]) -> dict[UUID, T]:
         return self._store.batch_update(updates)

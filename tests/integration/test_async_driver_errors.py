@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from decimal import Decimal
 from uuid import UUID
 
@@ -16,9 +17,13 @@ from portfolio_core import (
     CommitOutcomeUnknownError,
     ConcurrencyService,
     ConfigurationError,
+    ConnectionLostError,
+    DatabaseConnectionError,
     PessimisticLockException,
+    create_async_engine,
 )
 from portfolio_core.persistence.errors import Failure, classify
+from portfolio_core.persistence.events import write_events
 
 pytestmark = pytest.mark.asyncio
 
@@ -93,7 +98,8 @@ async def test_connection_lost_during_commit_is_outcome_unknown_and_not_retried(
         attempts += 1
         async with store.unit_of_work() as uow:
             (await uow.portfolios.get(pid)).deposit(Decimal("5"))
-            await uow.session.flush()  # all that is left for commit() is COMMIT itself
+            # Flushed and audit events written: all that is left for commit() is COMMIT.
+            await uow.session.run_sync(write_events)
             _terminate(engine, await _backend_pid(uow))
             await uow.commit()
 
@@ -102,6 +108,22 @@ async def test_connection_lost_during_commit_is_outcome_unknown_and_not_retried(
 
     assert attempts == 1
     assert async_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+async def test_unreachable_server_is_a_lost_connection_retried_then_reported() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    # Nothing listens on that port any more: every connection attempt is refused.
+    engine = create_async_engine(f"postgresql://postgres@127.0.0.1:{port}/nowhere")
+    service = ConcurrencyService(engine, max_retries=2, sleep=lambda _: None)
+    try:
+        with pytest.raises(DatabaseConnectionError) as raised:
+            await AsyncPortfolioStore(engine, service).get(UUID(int=1))
+    finally:
+        await engine.dispose()
+
+    assert raised.value.attempts == 3
+    assert isinstance(raised.value.__cause__, ConnectionLostError)
 
 
 async def test_async_entity_lock_excludes_other_holders_until_released(

@@ -1,0 +1,195 @@
+"""Exactly-once changes: commit outcome resolution with idempotency keys.
+
+A connection lost while COMMIT was in flight leaves the outcome unknown: the
+server may have committed and only the reply was lost. ``UnitOfWork.commit``
+raises CommitOutcomeUnknownError then, and :func:`run_resolving_outcome`,
+wrapped around the *whole* retried unit of work (``PortfolioStore`` does it),
+decides what happened:
+
+* without an idempotency key: CommitOutcomeUnknownError at once, never a
+  blind retry (it could apply the change twice);
+* with a key, it looks the key up on a fresh connection (the key row is
+  committed in the same transaction as the change, so it exists if and only
+  if the change committed):
+
+  - found: the change committed; its stored result is returned (after
+    checking the stored fingerprint is this request's);
+  - not found: PostgreSQL is atomic, nothing committed; the unit of work is
+    run again from scratch (at most ``policy.max_retries`` times);
+  - database unreachable for the whole retry policy (attempts and deadline):
+    CommitOutcomeUnknownError carrying the key, so the caller can resolve it
+    later with the same key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+from tenacity import AsyncRetrying, Retrying, retry_if_exception_type
+
+from portfolio_core.concurrency.metrics import log_event
+from portfolio_core.concurrency.retry import RetryPolicy
+from portfolio_core.errors import CommitOutcomeUnknownError, IdempotencyConflictError
+from portfolio_core.persistence.idempotency import StoredKey, find_key
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+T = TypeVar("T")
+
+
+def _outcome_unknown(key: str, entity_id: object) -> CommitOutcomeUnknownError:
+    return CommitOutcomeUnknownError(
+        f"connection lost during COMMIT and the database stayed unreachable: "
+        f"whether idempotency key {key!r} committed is unknown; retry with the same key",
+        entity_type="Portfolio",
+        entity_id=entity_id,
+        idempotency_key=key,
+    )
+
+
+def lookup_key_on_fresh_connection(
+    engine: Engine, key: str, policy: RetryPolicy, *, entity_id: object = None
+) -> StoredKey | None:
+    """Find ``key`` on a new connection, retrying while the database is unreachable.
+
+    A disconnect invalidates the engine's whole pool, so each checkout here is
+    a new connection. CommitOutcomeUnknownError (with the key) when the policy
+    runs out before the database answers.
+    """
+    retrying = Retrying(
+        stop=policy.stop(),
+        wait=policy.wait(),
+        sleep=policy.sleep,
+        retry=retry_if_exception_type(DBAPIError),
+        reraise=True,
+    )
+    try:
+        for attempt in retrying:
+            with attempt, engine.connect() as connection:
+                return find_key(connection, key)
+    except DBAPIError as error:
+        raise _outcome_unknown(key, entity_id) from error
+    raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
+
+
+async def lookup_key_on_fresh_connection_async(
+    engine: AsyncEngine, key: str, policy: RetryPolicy, *, entity_id: object = None
+) -> StoredKey | None:
+    """:func:`lookup_key_on_fresh_connection` on an AsyncEngine (the same find_key)."""
+    retrying = AsyncRetrying(
+        stop=policy.stop(),
+        wait=policy.wait(),
+        sleep=policy.async_sleeper(),
+        retry=retry_if_exception_type(DBAPIError),
+        reraise=True,
+    )
+    try:
+        async for attempt in retrying:
+            with attempt:
+                async with engine.connect() as connection:
+                    return await connection.run_sync(find_key, key)
+    except DBAPIError as error:
+        raise _outcome_unknown(key, entity_id) from error
+    raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
+
+
+class _Resolution:
+    """What a lost COMMIT turned out to be, decided the same way for sync and async."""
+
+    def __init__(
+        self,
+        key: str,
+        policy: RetryPolicy,
+        request_fingerprint: Callable[[], str | None],
+        entity_id: object,
+    ) -> None:
+        self.key = key
+        self.policy = policy
+        self.request_fingerprint = request_fingerprint
+        self.entity_id = entity_id
+        self.resolutions = 0
+
+    def stored_result(self, stored: StoredKey | None, lost: CommitOutcomeUnknownError) -> Any:
+        """The stored result if the key committed; MISSING_RESULT to run again; or raise."""
+        log_event(
+            "commit_outcome_resolved",
+            entity_type="Portfolio",
+            entity_id=self.entity_id,
+            idempotency_key=self.key,
+            committed=stored is not None,
+        )
+        if stored is not None:
+            ours = self.request_fingerprint()
+            if ours is not None and ours != stored.fingerprint:
+                raise IdempotencyConflictError(
+                    self.key, stored_fingerprint=stored.fingerprint, request_fingerprint=ours
+                ) from lost
+            return stored.result
+        self.resolutions += 1
+        if self.resolutions > self.policy.max_retries:
+            raise CommitOutcomeUnknownError(
+                f"COMMIT of idempotency key {self.key!r} was lost {self.resolutions} times",
+                entity_type="Portfolio",
+                entity_id=self.entity_id,
+                idempotency_key=self.key,
+            ) from lost
+        return _RUN_AGAIN
+
+
+_RUN_AGAIN: Any = object()
+
+
+def run_resolving_outcome(
+    run: Callable[[], T],
+    *,
+    engine: Engine,
+    policy: RetryPolicy,
+    key: str | None,
+    request_fingerprint: Callable[[], str | None],
+    entity_id: object = None,
+) -> T:
+    """``run()`` (a whole retried unit of work), resolving a lost COMMIT through ``key``.
+
+    ``request_fingerprint()`` gives the fingerprint the last attempt stored
+    with the key (None if it did not get that far).
+    """
+    if key is None:
+        return run()
+    resolution = _Resolution(key, policy, request_fingerprint, entity_id)
+    while True:
+        try:
+            return run()
+        except CommitOutcomeUnknownError as lost:
+            stored = lookup_key_on_fresh_connection(engine, key, policy, entity_id=entity_id)
+            result = resolution.stored_result(stored, lost)
+            if result is not _RUN_AGAIN:
+                return result  # type: ignore[no-any-return]
+
+
+async def run_resolving_outcome_async(
+    run: Callable[[], Awaitable[T]],
+    *,
+    engine: AsyncEngine,
+    policy: RetryPolicy,
+    key: str | None,
+    request_fingerprint: Callable[[], str | None],
+    entity_id: object = None,
+) -> T:
+    """:func:`run_resolving_outcome` for asyncio: the same decisions, awaited."""
+    if key is None:
+        return await run()
+    resolution = _Resolution(key, policy, request_fingerprint, entity_id)
+    while True:
+        try:
+            return await run()
+        except CommitOutcomeUnknownError as lost:
+            stored = await lookup_key_on_fresh_connection_async(
+                engine, key, policy, entity_id=entity_id
+            )
+            result = resolution.stored_result(stored, lost)
+            if result is not _RUN_AGAIN:
+                return result  # type: ignore[no-any-return]
