@@ -48,8 +48,11 @@ class ConcurrencyService:
 
     ``run(work)`` calls ``work()`` (a whole unit of work: open a session,
     load, change, commit) and calls it again, from scratch, after a retryable
-    failure, waiting with jittered exponential backoff; see RetryPolicy. The
-    engine is only needed by :meth:`entity_lock` without a session.
+    failure, waiting with jittered exponential backoff; see RetryPolicy.
+    ``run_async`` is the same for asyncio (one classification, one set of
+    metrics for both). The engine is only needed by :meth:`entity_lock`
+    without a session; :meth:`async_entity_lock` without a session needs an
+    AsyncEngine, passed as ``engine`` or ``async_engine``.
     """
 
     def __init__(
