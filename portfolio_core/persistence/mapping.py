@@ -114,19 +114,21 @@ def _bump_aggregate_versions(
 ) -> None:
     roots: dict[UUID, Portfolio] = {}
     flushed: list[tuple[str, object, int]] = []
-    for obj in (*session.new, *session.dirty, *session.deleted):
+    # Each of these properties builds a new set: take them once.
+    new, deleted = session.new, session.deleted
+    for obj in (*new, *session.dirty, *deleted):
         if isinstance(obj, Portfolio):
-            if obj in session.new:
+            if obj in new:
                 continue
-            if obj in session.deleted or session.is_modified(obj):
+            if obj in deleted or session.is_modified(obj):
                 roots[obj.id] = obj
         elif isinstance(obj, Position):
-            if obj not in session.new:
-                if not session.is_modified(obj) and obj not in session.deleted:
+            if obj not in new:
+                if not session.is_modified(obj) and obj not in deleted:
                     continue
                 flushed.append(("Position", obj.id, obj._version))
             owner = _owning_portfolio(session, obj)
-            if owner is not None and owner not in session.new:
+            if owner is not None and owner not in new:
                 roots[owner.id] = owner
     for portfolio_id, portfolio in roots.items():
         flushed.append(("Portfolio", portfolio_id, portfolio._version))

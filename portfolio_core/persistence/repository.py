@@ -12,10 +12,10 @@ from __future__ import annotations
 import builtins
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar, cast
 from uuid import UUID
 
-from sqlalchemy import select, text
+from sqlalchemy import CursorResult, Select, bindparam, select, text
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
@@ -67,13 +67,56 @@ _BUMP_VERSION: Final = text(
     "UPDATE portfolios SET version = version + 1, last_updated = now() "
     "WHERE id = :pid RETURNING version, last_updated"
 )
-_REPRICE: Final = text(
+# One statement whatever the number of prices: two array parameters, unnested.
+_REPRICE_SQL: Final = (
     "WITH v(symbol, price) AS ("
     " SELECT * FROM unnest(CAST(:symbols AS varchar[]), CAST(:prices AS numeric[]))) "
     "UPDATE positions AS p SET current_price = v.price, version = p.version + 1 "
-    "FROM v WHERE p.portfolio_id = :pid AND p.closed_at IS NULL AND p.symbol = v.symbol "
-    "RETURNING p.id, p.version"
+    "FROM v WHERE p.portfolio_id = :pid AND p.closed_at IS NULL AND p.symbol = v.symbol"
 )
+_REPRICE: Final = text(_REPRICE_SQL)
+# Only when this session holds some of the positions: their new versions come back.
+_REPRICE_RETURNING: Final = text(_REPRICE_SQL + " RETURNING p.id, p.version")
+
+
+def _array_literal(items: Iterable[object]) -> str:
+    """A PostgreSQL array literal of already-validated symbols or finite Decimals.
+
+    psycopg2 binds a Python list as ``ARRAY[...]``, quoting each element in
+    Python and making the server parse N expressions; one text literal is
+    about 8x cheaper on the client for 10,000 prices and cheaper to parse.
+    Every element is double-quoted (so a symbol such as ``NULL`` stays a
+    string); validated symbols and ``str(Decimal)`` never contain a quote,
+    backslash, brace or comma, so no escaping is needed.
+    """
+    return '{"' + '","'.join(map(str, items)) + '"}'
+
+
+# Statements built once (with bind parameters) rather than per call: building
+# a select() and computing its cache key costs more Python than the rest of
+# a one-row load (see portfolio_core.bench).
+_GET_PORTFOLIO: Final = select(Portfolio).where(portfolios.c.id == bindparam("pid"))
+_LOCK_STATEMENTS: Final[dict[tuple[bool, bool, bool], Select[Portfolio]]] = {}
+
+
+def _lock_statement(single: bool, nowait: bool, skip_locked: bool) -> Select[Portfolio]:
+    """``SELECT ... FOR UPDATE [NOWAIT|SKIP LOCKED] OF portfolios`` for one id or a list."""
+    key = (single, nowait, skip_locked)
+    statement = _LOCK_STATEMENTS.get(key)
+    if statement is None:
+        where = (
+            portfolios.c.id == bindparam("pid")
+            if single
+            else portfolios.c.id.in_(bindparam("ids", expanding=True))
+        )
+        statement = _LOCK_STATEMENTS[key] = (
+            select(Portfolio)
+            .where(where)
+            .order_by(portfolios.c.id)
+            .with_for_update(nowait=nowait, skip_locked=skip_locked, of=portfolios)
+            .execution_options(populate_existing=True)
+        )
+    return statement
 
 
 class PostgreSQLPortfolioRepository:
@@ -94,8 +137,14 @@ class PostgreSQLPortfolioRepository:
     def get(self, portfolio_id: UUID) -> Portfolio:
         """The portfolio with this id (from the identity map if already loaded)."""
         pid = as_portfolio_id(portfolio_id)
+        session = self.session
         with translated(entity_type="Portfolio", entity_id=pid):
-            portfolio = self.session.get(Portfolio, pid)
+            if self._loaded_portfolio(pid) is not None:
+                portfolio = session.get(Portfolio, pid)
+            else:
+                # The SELECT session.get would send, from a statement built once:
+                # session.get rebuilds and re-keys its statement on every call.
+                portfolio = session.execute(_GET_PORTFOLIO, {"pid": pid}).scalar_one_or_none()
         if portfolio is None:
             raise PortfolioNotFoundError(pid)
         return portfolio
@@ -194,21 +243,17 @@ class PostgreSQLPortfolioRepository:
     ) -> builtins.list[Portfolio]:
         if nowait and skip_locked:
             raise ValidationError("skip_locked", skip_locked, "cannot be combined with nowait")
-        statement = (
-            select(Portfolio)
-            .where(portfolios.c.id.in_(ids) if len(ids) != 1 else portfolios.c.id == ids[0])
-            .order_by(portfolios.c.id)
-            .with_for_update(nowait=nowait, skip_locked=skip_locked, of=portfolios)
-            .execution_options(populate_existing=True)
-        )
-        entity_id: object = ids[0] if len(ids) == 1 else tuple(ids)
+        single = len(ids) == 1
+        statement = _lock_statement(single, nowait, skip_locked)
+        params = {"pid": ids[0]} if single else {"ids": builtins.list(ids)}
+        entity_id: object = ids[0] if single else tuple(ids)
         session = self.session
         with (
             guarded_lock_attempt(session),
             translated(entity_type="Portfolio", entity_id=entity_id, lock_timeout=lock_timeout),
             local_lock_timeout(session, lock_timeout),
         ):
-            return builtins.list(session.scalars(statement).all())
+            return builtins.list(session.scalars(statement, params).all())
 
     # -- single-statement updates ----------------------------------------------
 
@@ -290,20 +335,33 @@ class PostgreSQLPortfolioRepository:
         if not symbols:
             return 0
         session = self.session
+        params = {"pid": pid, "symbols": _array_literal(symbols), "prices": _array_literal(values)}
+        # Fetching 10,000 (id, version) rows costs more than the UPDATE itself:
+        # only ask for them when some of these positions sit in the identity map.
+        sync = self._has_loaded_positions(pid)
         with translated(entity_type="Portfolio", entity_id=pid):
             version = session.execute(_SELECT_VERSION_FOR_UPDATE, {"pid": pid}).scalar_one_or_none()
             if version is None:
                 raise PortfolioNotFoundError(pid)
-            changed = session.execute(
-                _REPRICE, {"pid": pid, "symbols": symbols, "prices": values}
-            ).all()
-            if not changed:
+            if sync:
+                changed = session.execute(_REPRICE_RETURNING, params).all()
+                count = len(changed)
+            else:
+                changed, count = (
+                    [],
+                    cast(CursorResult[Any], session.execute(_REPRICE, params)).rowcount,
+                )
+            if not count:
                 return 0
             bumped = None
             if needs_bump(session, pid, version):
                 bumped = session.execute(_BUMP_VERSION, {"pid": pid}).one()
-        self._sync_repriced(pid, dict(zip(symbols, values, strict=True)), changed, version, bumped)
-        return len(changed)
+        by_symbol = dict(zip(symbols, values, strict=True)) if changed else {}
+        self._sync_repriced(pid, by_symbol, changed, version, bumped)
+        return int(count)
+
+    def _has_loaded_positions(self, pid: UUID) -> bool:
+        return any(key[0] is Position and key[1][0] == pid for key in self.session.identity_map)
 
     def _sync_repriced(
         self,
