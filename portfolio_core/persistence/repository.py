@@ -361,7 +361,8 @@ class PostgreSQLPortfolioRepository:
         return int(count)
 
     def _has_loaded_positions(self, pid: UUID) -> bool:
-        return any(key[0] is Position and key[1][0] == pid for key in self.session.identity_map)
+        keys = self.session.identity_map.keys()  # IdentityMap itself is not iterable
+        return any(key[0] is Position and key[1][0] == pid for key in keys)
 
     def _sync_repriced(
         self,
