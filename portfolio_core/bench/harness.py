@@ -29,6 +29,7 @@ class Sample:
     latencies: list[float]
     attempts: int
     seconds: float  # float-ok: a measured duration
+    cpu_seconds: float  # float-ok: this process's CPU time (all threads) during the run
 
     def with_attempts(self, attempts: int) -> Sample:
         """The same run with its attempts counted some other way (e.g. from metrics)."""
@@ -47,6 +48,7 @@ class Stats:
     p50_ms: float  # float-ok: a measured latency
     p99_ms: float  # float-ok: a measured latency
     rounds_ops_per_s: tuple[float, ...]  # float-ok: each round's rate, to show the spread
+    cpu_us_per_op: float  # float-ok: client CPU per commit, robust to other load on the box
 
     @property
     def attempts_per_commit(self) -> float:  # float-ok: a ratio
@@ -90,6 +92,9 @@ def summarize(samples: Sequence[Sample]) -> Stats:
         p50_ms=round(percentile(ordered, 0.50) * 1000, 3),
         p99_ms=round(percentile(ordered, 0.99) * 1000, 3),
         rounds_ops_per_s=tuple(_rate(len(s.latencies), s.seconds) for s in samples),
+        cpu_us_per_op=round(
+            sum(s.cpu_seconds for s in samples) / len(ordered) * 1e6 if ordered else 0.0, 1
+        ),
     )
 
 
@@ -119,10 +124,11 @@ def run_workers(workers: int, ops_per_worker: int, operation: Operation) -> Samp
     for thread in threads:
         thread.start()
     barrier.wait()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for thread in threads:
         thread.join()
+    cpu = time.process_time() - cpu
     if errors:
         raise errors[0]
     every = [latency for own in latencies for latency in own]
-    return Sample(workers, every, sum(attempts), max(finished) - started)
+    return Sample(workers, every, sum(attempts), max(finished) - started, cpu)

@@ -22,6 +22,7 @@ _COLUMNS: Final = (
     ("p50 ms", 8),
     ("p99 ms", 8),
     ("x raw", 6),
+    ("cpu us/op", 9),
     ("ops/s per round", 22),
 )
 
@@ -54,10 +55,11 @@ def _row(scenario: str, contender: str, stats: dict[str, Any], ratio: object = "
         f"{stats['p50_ms']:.2f}",
         f"{stats['p99_ms']:.2f}",
         f"{ratio:.3f}" if isinstance(ratio, float) else ratio,
+        f"{stats['cpu_us_per_op']:.0f}",
         "/".join(f"{rate:.0f}" for rate in stats.get("rounds_ops_per_s", [])),
     )
     return "  ".join(
-        str(cell).ljust(width) if index < 2 or index == 9 else str(cell).rjust(width)
+        str(cell).ljust(width) if index < 2 or index == 10 else str(cell).rjust(width)
         for index, (cell, (_, width)) in enumerate(zip(cells, _COLUMNS, strict=True))
     ).rstrip()
 
@@ -65,7 +67,7 @@ def _row(scenario: str, contender: str, stats: dict[str, Any], ratio: object = "
 def render_table(results: dict[str, Any]) -> str:
     """Every contender of every scenario, one line each, then the targets."""
     header = "  ".join(
-        name.ljust(width) if index < 2 or index == 9 else name.rjust(width)
+        name.ljust(width) if index < 2 or index == 10 else name.rjust(width)
         for index, (name, width) in enumerate(_COLUMNS)
     ).rstrip()
     lines = [header, "-" * len(header)]

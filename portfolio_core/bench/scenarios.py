@@ -269,17 +269,19 @@ class Bench:
             call(rounds)  # warm-up (caches, compiled statements)
             latencies: list[float] = []
             bumps: list[int] = []
+            cpu = 0.0
             for r in range(rounds):
                 before = self._version(pid)
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), time.process_time()
                 changed = call(r)
                 latencies.append(time.perf_counter() - started)
+                cpu += time.process_time() - cpu_started
                 bumps.append(self._version(pid) - before)
                 if changed != count:
                     raise AssertionError(f"{name} re-priced {changed} of {count} positions")
             if bumps != [1] * rounds:
                 raise AssertionError(f"{name} bumped the version {bumps}, not once per call")
-            report = summarize([Sample(1, latencies, rounds, sum(latencies))]).as_dict()
+            report = summarize([Sample(1, latencies, rounds, sum(latencies), cpu)]).as_dict()
             report["version_bumps"] = bumps
             report["positions_repriced_per_call"] = count
             result[name] = report

@@ -26,6 +26,8 @@ STATS_KEYS = {
     "ops_per_s",
     "p50_ms",
     "p99_ms",
+    "rounds_ops_per_s",
+    "cpu_us_per_op",
 }
 
 
