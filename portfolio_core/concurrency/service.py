@@ -31,10 +31,11 @@ from portfolio_core.persistence.locking import (
     guarded_lock_attempt,
     local_lock_timeout,
 )
-from portfolio_core.persistence.mapping import PortfolioSession
 
 T = TypeVar("T")
 
+_COUNTED: Final = "_portfolio_core_counted"
+"""Attribute marking an error already counted in the metrics."""
 _TRY_LOCK: Final = text("SELECT pg_try_advisory_xact_lock(:key)")
 _LOCK: Final = text("SELECT pg_advisory_xact_lock(:key)")
 
@@ -83,7 +84,6 @@ class ConcurrencyService:
             wait=policy.wait(),
             retry=retry_if_exception(policy.is_retryable),
             sleep=policy.sleep,
-            before_sleep=self._before_sleep,
             reraise=True,
         )
 
@@ -103,7 +103,9 @@ class ConcurrencyService:
         DeadlockException, PessimisticLockException or DatabaseConnectionError
         with ``retries`` set, chained to the last failure.
         """
-        retrying = self._retrying.copy()
+        retrying = self._retrying.copy(
+            before_sleep=lambda state: self._before_sleep(state, entity_type, entity_id)
+        )
         attempt_number = 0
         try:
             for attempt in retrying:
@@ -154,6 +156,11 @@ class ConcurrencyService:
     def _record(
         self, error: BaseException, entity_type: str, entity_id: object, attempt: int
     ) -> None:
+        # An error is counted once, where it is first seen: a lock refused by
+        # entity_lock inside run() must not count twice.
+        if getattr(error, _COUNTED, False):
+            return
+        setattr(error, _COUNTED, True)
         sqlstate = getattr(error, "sqlstate", None) or sqlstate_of(error.__cause__ or error)
         common: dict[str, object] = {
             "entity_type": getattr(error, "entity_type", None) or entity_type,
@@ -178,10 +185,12 @@ class ConcurrencyService:
         elif isinstance(error, ConnectionLostError):
             log_event("connection_lost", logging.WARNING, **common)
 
-    def _before_sleep(self, state: RetryCallState) -> None:
+    def _before_sleep(self, state: RetryCallState, entity_type: str, entity_id: object) -> None:
         error = state.outcome.exception() if state.outcome is not None else None
         log_event(
             "retrying",
+            entity_type=entity_type,
+            entity_id=entity_id,
             attempt=state.attempt_number,
             delay=round(state.upcoming_sleep, 4),
             error=type(error).__name__ if error is not None else None,
@@ -198,6 +207,7 @@ class ConcurrencyService:
             entity_type=entity_type,
             entity_id=entity_id,
             attempt=attempts,
+            sqlstate=getattr(error, "sqlstate", None) or sqlstate_of(error.__cause__ or error),
             error=type(error).__name__,
         )
         if isinstance(error, DeadlockException):
@@ -250,10 +260,7 @@ class ConcurrencyService:
         """
         key = advisory_key(entity_type, entity_id)
         if session is not None:
-            if isinstance(session, PortfolioSession):
-                with guarded_lock_attempt(session):
-                    self._acquire(session, key, timeout, entity_type, entity_id)
-            else:
+            with guarded_lock_attempt(session):
                 self._acquire(session, key, timeout, entity_type, entity_id)
             yield
             return

@@ -57,7 +57,9 @@ def sqlstate_of(error: BaseException) -> str | None:
     """The SQLSTATE of a driver error, wrapped by SQLAlchemy or not (None if it has none)."""
     candidates: list[object] = [error]
     if isinstance(error, DBAPIError):
-        candidates.insert(0, error.orig)
+        # An adapter's own exception (SQLAlchemy's asyncpg adapter) may keep the
+        # driver's error, which carries the SQLSTATE, as its __cause__.
+        candidates[:0] = [error.orig, getattr(error.orig, "__cause__", None)]
     for candidate in candidates:
         for attribute in ("pgcode", "sqlstate"):
             code = getattr(candidate, attribute, None)

@@ -147,13 +147,18 @@ class PostgreSQLPortfolioRepository:
         """Load and row-lock a portfolio (``SELECT ... FOR UPDATE [NOWAIT|SKIP LOCKED]``).
 
         ``lock_timeout`` (seconds) bounds the wait with ``SET LOCAL lock_timeout``
-        for this statement only. A lock not obtained raises
+        for this statement only. ``skip_locked=True`` takes precedence over the
+        ``nowait`` default: a row another transaction holds is skipped. A lock
+        not obtained (NOWAIT, lock_timeout, skipped) raises
         PessimisticLockException and leaves the unit of work usable: the
         attempt runs in a savepoint when the transaction already holds work.
         """
         pid = as_portfolio_id(portfolio_id)
         locked = self._lock_rows(
-            [pid], nowait=nowait, skip_locked=skip_locked, lock_timeout=lock_timeout
+            [pid],
+            nowait=nowait and not skip_locked,
+            skip_locked=skip_locked,
+            lock_timeout=lock_timeout,
         )
         if not locked:
             raise PessimisticLockException(
