@@ -104,7 +104,8 @@ class ConcurrencyService:
         with ``retries`` set, chained to the last failure.
         """
         retrying = self._retrying.copy(
-            before_sleep=lambda state: self._before_sleep(state, entity_type, entity_id)
+            stop=self.policy.stop(),
+            before_sleep=lambda state: self._before_sleep(state, entity_type, entity_id),
         )
         attempt_number = 0
         try:
