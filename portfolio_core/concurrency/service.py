@@ -148,6 +148,7 @@ class ConcurrencyService:
             mapped = translate(error, entity_type=entity_type, entity_id=entity_id)
             if mapped is None:
                 raise
+            mapped.__cause__ = error  # before _record, which reads the SQLSTATE from it
             self._record(mapped, entity_type, entity_id, attempt)
             raise mapped from error
         except Exception as error:

@@ -14,6 +14,7 @@ from decimal import Decimal
 from uuid import UUID, uuid4
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from portfolio_core.concurrency import METRIC_NAMES, ConcurrencyService, RetryPolicy
 from portfolio_core.errors import (
@@ -404,3 +405,38 @@ def test_policy_rejects_nonsense_settings(field: str, value: object) -> None:
         RetryPolicy(**{field: value})  # type: ignore[arg-type]
 
     assert caught.value.field == field
+
+
+class DriverError(Exception):
+    """Shaped like a psycopg2 error: the SQLSTATE is ``pgcode``."""
+
+    def __init__(self, pgcode: str) -> None:
+        super().__init__(pgcode)
+        self.pgcode = pgcode
+
+
+@pytest.mark.parametrize(
+    ("code", "metric", "exhausted"),
+    [
+        ("40P01", "deadlocks_detected", DeadlockException),
+        ("40001", "version_conflicts", OptimisticLockException),
+        ("55P03", "lock_timeouts", PessimisticLockException),
+    ],
+)
+def test_raw_driver_errors_from_the_work_are_classified_and_logged_with_sqlstate(
+    code: str, metric: str, exhausted: type[Exception], caplog: pytest.LogCaptureFixture
+) -> None:
+    service = make_service([], max_retries=1)
+    driver_error = OperationalError("SELECT 1", {}, DriverError(code))
+
+    with (
+        caplog.at_level(logging.INFO, logger="portfolio_core.concurrency"),
+        pytest.raises(exhausted) as caught,
+    ):
+        service.run(Always(lambda: driver_error), entity_type="Portfolio", entity_id=PID)
+
+    assert service.get_metrics() == zero_metrics(**{metric: 2, "failed_retries": 1})
+    assert caught.value.__cause__ is not None
+    assert caught.value.__cause__.__cause__ is driver_error
+    first = next(r for r in caplog.records if getattr(r, "attempt", None) == 1)
+    assert getattr(first, "sqlstate") == code  # noqa: B009
