@@ -107,7 +107,8 @@ def translate(
     if failure is Failure.DEADLOCK:
         return DeadlockException(
             f"deadlock detected on {entity_type} {entity_id} (SQLSTATE {code})",
-            entities=[(entity_type or "unknown", entity_id)],
+            # Unnamed here (e.g. a flush): ConcurrencyService.run names its entity.
+            entities=[(entity_type, entity_id)] if entity_type is not None else [],
         )
     if failure is Failure.SERIALIZATION:
         return SerializationFailureError(

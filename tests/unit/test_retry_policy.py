@@ -29,6 +29,7 @@ from portfolio_core.errors import (
     StaleDataException,
     ValidationError,
 )
+from portfolio_core.persistence.errors import translated
 
 PID = UUID("00000000-0000-0000-0000-00000000000a")
 
@@ -440,3 +441,18 @@ def test_raw_driver_errors_from_the_work_are_classified_and_logged_with_sqlstate
     assert caught.value.__cause__.__cause__ is driver_error
     first = next(r for r in caplog.records if getattr(r, "attempt", None) == 1)
     assert getattr(first, "sqlstate") == code  # noqa: B009
+
+
+def test_deadlock_without_entity_is_named_after_the_run_entity_when_exhausted() -> None:
+    service = make_service([], max_retries=1)
+    driver_error = OperationalError("UPDATE portfolios", {}, DriverError("40P01"))
+
+    def flush_deadlock() -> str:
+        # What UnitOfWork.commit raises: translated without knowing the entity.
+        with translated():
+            raise driver_error
+
+    with pytest.raises(DeadlockException) as caught:
+        service.run(flush_deadlock, entity_type="Portfolio", entity_id=PID)
+
+    assert caught.value.entities == (("Portfolio", PID),)
