@@ -17,6 +17,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception
 from portfolio_core.concurrency.metrics import ConcurrencyMetrics, log_event
 from portfolio_core.concurrency.retry import RETRYABLE_CONFLICTS, RetryPolicy
 from portfolio_core.errors import (
+    CommitOutcomeUnknownError,
     ConfigurationError,
     ConnectionLostError,
     DatabaseConnectionError,
@@ -186,6 +187,9 @@ class ConcurrencyService:
             log_event("lock_not_available", **common)
         elif isinstance(error, ConnectionLostError):
             log_event("connection_lost", logging.WARNING, **common)
+        elif isinstance(error, CommitOutcomeUnknownError):
+            # Not retried: the caller must find out whether it committed.
+            log_event("commit_outcome_unknown", logging.ERROR, **common)
 
     def _before_sleep(self, state: RetryCallState, entity_type: str, entity_id: object) -> None:
         error = state.outcome.exception() if state.outcome is not None else None

@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any, Final, Protocol, TypeVar
 from uuid import UUID
 
-from sqlalchemy import select, text
+from sqlalchemy import inspect, select, text
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
@@ -225,7 +225,9 @@ class PostgreSQLPortfolioRepository:
         Only ``name`` and ``cash_balance`` may be set (never ``version``). A new
         cash balance is booked as a deposit or withdrawal of the difference, so
         the money invariant keeps holding. StaleDataException (with the version
-        re-read) if the row has moved on.
+        re-read) if the row has moved on. A copy of the portfolio loaded in this
+        session is updated in place; ValidationError if it holds unflushed
+        changes to the same fields (they would conflict).
         """
         pid = as_portfolio_id(portfolio_id)
         unknown = set(fields) - ATOMIC_FIELDS
@@ -237,6 +239,20 @@ class PostgreSQLPortfolioRepository:
             )
         if isinstance(expected_version, bool) or not isinstance(expected_version, int):
             raise ValidationError("expected_version", expected_version, "must be an int")
+        synced = ["name"] if "name" in fields else []
+        if "cash_balance" in fields:
+            synced += ["cash_balance", "total_deposits", "total_withdrawals"]
+        loaded = self._loaded_portfolio(pid)
+        if loaded is not None:
+            # Copying the row over a change not yet flushed would drop it silently.
+            state = inspect(loaded)
+            pending = [name for name in synced if state.attrs[name].history.has_changes()]
+            if pending:
+                raise ValidationError(
+                    "fields",
+                    pending,
+                    "also have unflushed changes on the loaded portfolio in this unit of work",
+                )
         # One bump per unit of work: none if this transaction already bumped it.
         bump = needs_bump(self.session, pid, expected_version)
         assignments = [f"version = version + {int(bump)}", "last_updated = now()"]
@@ -265,15 +281,8 @@ class PostgreSQLPortfolioRepository:
                 if actual is None:
                     raise PortfolioNotFoundError(pid)
                 raise StaleDataException("Portfolio", pid, expected_version, actual)
-        loaded = self._loaded_portfolio(pid)
         if loaded is not None and loaded._version == expected_version:
-            for attribute in (
-                "name",
-                "cash_balance",
-                "total_deposits",
-                "total_withdrawals",
-                "last_updated",
-            ):
+            for attribute in (*synced, "last_updated"):
                 set_committed_value(loaded, attribute, getattr(row, attribute))
             set_committed_value(loaded, "_version", row.version)
         return int(row.version)

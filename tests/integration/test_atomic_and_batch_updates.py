@@ -252,3 +252,33 @@ def test_store_update_all_prices_ignores_unheld_symbols_and_skips_bump_when_noth
     after = store.get(pid)
     assert after.version == 2
     assert after.positions["S0"].current_price == Decimal("11")
+
+
+def test_atomic_update_keeps_pending_changes_to_other_fields(
+    store: PortfolioStore, engine: Engine
+) -> None:
+    pid = store.create_portfolio("atomic", Decimal("100"))
+
+    with UnitOfWork(engine) as uow:
+        loaded = uow.portfolios.get(pid)
+        loaded.deposit(Decimal("7"))
+        uow.portfolios.update_portfolio_atomic(pid, {"name": "renamed"}, 1)
+        assert (loaded.name, loaded.cash_balance) == ("renamed", Decimal("107"))
+        uow.commit()
+
+    after = store.get(pid)
+    assert (after.name, after.cash_balance, after.version) == ("renamed", Decimal("107"), 2)
+    assert after.money_invariant_holds()
+
+
+def test_atomic_cash_update_over_a_pending_cash_change_is_refused(
+    store: PortfolioStore, engine: Engine
+) -> None:
+    pid = store.create_portfolio("atomic", Decimal("100"))
+
+    with UnitOfWork(engine) as uow:
+        uow.portfolios.get(pid).deposit(Decimal("7"))
+        with pytest.raises(ValidationError):
+            uow.portfolios.update_portfolio_atomic(pid, {"cash_balance": "50"}, 1)
+
+    assert store.get(pid).cash_balance == Decimal("100")

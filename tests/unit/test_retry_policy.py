@@ -456,3 +456,21 @@ def test_deadlock_without_entity_is_named_after_the_run_entity_when_exhausted() 
         service.run(flush_deadlock, entity_type="Portfolio", entity_id=PID)
 
     assert caught.value.entities == (("Portfolio", PID),)
+
+
+def test_commit_outcome_unknown_is_logged_as_an_error_and_not_retried(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    service = make_service([], max_retries=3)
+    work = Always(lambda: CommitOutcomeUnknownError("lost", entity_type="Portfolio", entity_id=PID))
+
+    with (
+        caplog.at_level(logging.INFO, logger="portfolio_core.concurrency"),
+        pytest.raises(CommitOutcomeUnknownError),
+    ):
+        service.run(work, entity_type="Portfolio", entity_id=PID)
+
+    assert work.calls == 1
+    (record,) = caplog.records
+    assert getattr(record, "event") == "commit_outcome_unknown"  # noqa: B009
+    assert record.levelno == logging.ERROR
