@@ -4,7 +4,9 @@ PostgreSQL reports what went wrong as a SQLSTATE.  psycopg2 exposes it as
 ``pgcode``, asyncpg as ``sqlstate``; SQLAlchemy wraps either in a
 ``DBAPIError`` whose ``orig`` carries it (its asyncpg adapter copies
 ``sqlstate`` to ``pgcode`` too).  Lost connections carry no SQLSTATE: SQLAlchemy
-marks them with ``connection_invalidated``.
+marks them with ``connection_invalidated``; a server that cannot be reached at
+all gives an OperationalError with no SQLSTATE (libpq's own error, raised
+before any server could answer), classified as a lost connection too.
 
 ========  =============================  =====================================
 SQLSTATE  meaning                        becomes
@@ -26,7 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Final
 
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from portfolio_core.errors import (
     CommitOutcomeUnknownError,
@@ -80,6 +82,10 @@ def classify(error: BaseException) -> Failure:
     if isinstance(error, DBAPIError) and error.connection_invalidated:
         return Failure.CONNECTION_LOST
     if code is not None and (code.startswith("08") or code in _SERVER_GONE):
+        return Failure.CONNECTION_LOST
+    if code is None and isinstance(error, OperationalError):
+        # Every error the server sends has a SQLSTATE; none means the client
+        # library failed to talk to it (refused, unreachable, reset).
         return Failure.CONNECTION_LOST
     return Failure.OTHER
 

@@ -45,9 +45,7 @@ class AdapterError(Exception):
 
 
 def psycopg2_error(code: str | None, *, invalidated: bool = False) -> DBAPIError:
-    return OperationalError(
-        "SELECT 1", {}, Psycopg2StyleError(code), connection_invalidated=invalidated
-    )
+    return DBAPIError("SELECT 1", {}, Psycopg2StyleError(code), connection_invalidated=invalidated)
 
 
 def asyncpg_error(code: str | None, *, invalidated: bool = False) -> DBAPIError:
@@ -92,6 +90,20 @@ def test_sqlstate_is_classified_the_same_for_both_drivers(
 
 def test_sqlstate_is_found_on_the_cause_of_an_adapter_error() -> None:
     assert classify(adapted_asyncpg_error("40P01")) is Failure.DEADLOCK
+
+
+@pytest.mark.parametrize("driver_error", [Psycopg2StyleError(None), AsyncpgStyleError(None)])
+def test_operational_error_without_sqlstate_is_connection_lost(driver_error: Exception) -> None:
+    # e.g. "connection to server at 127.0.0.1 failed: Connection refused"
+    unreachable = OperationalError(None, None, driver_error)
+
+    assert classify(unreachable) is Failure.CONNECTION_LOST
+    assert isinstance(translate(unreachable), ConnectionLostError)
+
+
+@pytest.mark.parametrize("code", ["57014", "53300", "XX000"])
+def test_operational_error_the_server_sent_is_not_a_lost_connection(code: str) -> None:
+    assert classify(OperationalError("SELECT 1", {}, Psycopg2StyleError(code))) is Failure.OTHER
 
 
 @WRAPPERS
