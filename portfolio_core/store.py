@@ -85,6 +85,9 @@ class PortfolioStore:
 
         Retried as a whole per the concurrency service's policy, so
         ``operation`` must be safe to call again (it only touches the portfolio).
+        ``lock_timeout`` (seconds) bounds the wait for the row lock in
+        ``"wait"`` mode; the other modes never wait for a row lock before the
+        operation runs.
         """
         pid = as_portfolio_id(portfolio_id)
         if lock not in LOCK_MODES:
