@@ -35,8 +35,8 @@ from portfolio_core.persistence.locking import (
 
 T = TypeVar("T")
 
-_COUNTED: Final = "_portfolio_core_counted"
-"""Attribute marking an error already counted in the metrics."""
+_COUNTED: Final = "_portfolio_core_counted_in"
+"""Attribute of a refused-lock error: the metrics entity_lock already counted it in."""
 _TRY_LOCK: Final = text("SELECT pg_try_advisory_xact_lock(:key)")
 _LOCK: Final = text("SELECT pg_advisory_xact_lock(:key)")
 
@@ -153,17 +153,17 @@ class ConcurrencyService:
             self._record(mapped, entity_type, entity_id, attempt)
             raise mapped from error
         except Exception as error:
-            self._record(error, entity_type, entity_id, attempt)
+            if vars(error).get(_COUNTED) is self.metrics:
+                # Already counted by entity_lock inside this work: once is enough
+                # (the mark is consumed, so a re-raised object counts next time).
+                del vars(error)[_COUNTED]
+            else:
+                self._record(error, entity_type, entity_id, attempt)
             raise
 
     def _record(
         self, error: BaseException, entity_type: str, entity_id: object, attempt: int
     ) -> None:
-        # An error is counted once, where it is first seen: a lock refused by
-        # entity_lock inside run() must not count twice.
-        if getattr(error, _COUNTED, False):
-            return
-        setattr(error, _COUNTED, True)
         sqlstate = getattr(error, "sqlstate", None) or sqlstate_of(error.__cause__ or error)
         common: dict[str, object] = {
             "entity_type": getattr(error, "entity_type", None) or entity_type,
@@ -302,6 +302,7 @@ class ConcurrencyService:
                         executor.execute(_LOCK, {"key": key})
         except PessimisticLockException as error:
             self._record(error, entity_type, entity_id, 1)
+            setattr(error, _COUNTED, self.metrics)
             raise
 
     # -- metrics -----------------------------------------------------------------

@@ -474,3 +474,13 @@ def test_commit_outcome_unknown_is_logged_as_an_error_and_not_retried(
     (record,) = caplog.records
     assert getattr(record, "event") == "commit_outcome_unknown"  # noqa: B009
     assert record.levelno == logging.ERROR
+
+
+def test_the_same_error_object_raised_on_each_attempt_is_counted_each_time() -> None:
+    service = make_service([], max_retries=2)
+    cached = stale()
+
+    with pytest.raises(OptimisticLockException):
+        service.run(Always(lambda: cached), entity_id=PID)
+
+    assert service.get_metrics() == zero_metrics(version_conflicts=3, failed_retries=1)
