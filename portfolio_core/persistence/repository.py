@@ -63,6 +63,7 @@ def as_portfolio_id(value: object) -> UUID:
 _SELECT_VERSION_FOR_UPDATE: Final = text(
     "SELECT version FROM portfolios WHERE id = :pid FOR UPDATE"
 )
+_EXISTS: Final = text("SELECT EXISTS (SELECT FROM portfolios WHERE id = :pid)")
 _BUMP_VERSION: Final = text(
     "UPDATE portfolios SET version = version + 1, last_updated = now() "
     "WHERE id = :pid RETURNING version, last_updated"
@@ -161,12 +162,18 @@ class PostgreSQLPortfolioRepository:
             lock_timeout=lock_timeout,
         )
         if not locked:
+            if not skip_locked or not self._exists(pid):
+                raise PortfolioNotFoundError(pid)
             raise PessimisticLockException(
                 f"Portfolio {pid} is locked by another transaction (SKIP LOCKED)",
                 entity_type="Portfolio",
                 entity_id=pid,
             )
         return locked[0]
+
+    def _exists(self, pid: UUID) -> bool:
+        with translated(entity_type="Portfolio", entity_id=pid):
+            return bool(self.session.execute(_EXISTS, {"pid": pid}).scalar_one())
 
     def get_portfolios_for_update(
         self,

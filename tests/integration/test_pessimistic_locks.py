@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import threading
 from decimal import Decimal
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 from sqlalchemy import Engine, text
 
 from portfolio_core import (
     PessimisticLockException,
+    PortfolioNotFoundError,
     PortfolioStore,
     UnitOfWork,
     ValidationError,
 )
+from portfolio_core.concurrency import ConcurrencyService
+from portfolio_core.store import LOCK_MODES, LockMode
 from tests.integration.helpers import backend_pid, row_locked, wait_until_blocked
 
 
@@ -185,3 +188,18 @@ def test_waiting_for_a_lock_returns_the_data_committed_meanwhile(
     after = store.get(p)
     assert (after.cash_balance, after.version) == (Decimal("106"), 3)
     assert after.money_invariant_holds()
+
+
+@pytest.mark.parametrize("lock", LOCK_MODES)
+def test_missing_portfolio_is_not_found_in_every_lock_mode_and_not_retried(
+    store: PortfolioStore, service: ConcurrencyService, lock: LockMode
+) -> None:
+    with pytest.raises(PortfolioNotFoundError):
+        store.execute(uuid4(), lambda p: p.deposit(Decimal("1")), lock=lock)
+
+    assert service.get_metrics() == dict.fromkeys(service.get_metrics(), 0)
+
+
+def test_skip_locked_on_a_missing_portfolio_is_not_found(engine: Engine) -> None:
+    with UnitOfWork(engine) as uow, pytest.raises(PortfolioNotFoundError):
+        uow.portfolios.get_portfolio_for_update(uuid4(), skip_locked=True)
