@@ -44,12 +44,16 @@ class AdapterError(Exception):
     """Shaped like SQLAlchemy's asyncpg adapter error: no code, the driver error as cause."""
 
 
-def psycopg2_error(code: str | None, *, invalidated: bool = False) -> DBAPIError:
-    return DBAPIError("SELECT 1", {}, Psycopg2StyleError(code), connection_invalidated=invalidated)
+def psycopg2_error(
+    code: str | None, *, invalidated: bool = False, wrapper: type[DBAPIError] = DBAPIError
+) -> DBAPIError:
+    return wrapper("SELECT 1", {}, Psycopg2StyleError(code), connection_invalidated=invalidated)
 
 
-def asyncpg_error(code: str | None, *, invalidated: bool = False) -> DBAPIError:
-    return DBAPIError("SELECT 1", {}, AsyncpgStyleError(code), connection_invalidated=invalidated)
+def asyncpg_error(
+    code: str | None, *, invalidated: bool = False, wrapper: type[DBAPIError] = DBAPIError
+) -> DBAPIError:
+    return wrapper("SELECT 1", {}, AsyncpgStyleError(code), connection_invalidated=invalidated)
 
 
 def adapted_asyncpg_error(code: str) -> DBAPIError:
@@ -86,6 +90,31 @@ def test_sqlstate_is_classified_the_same_for_both_drivers(
 
     assert sqlstate_of(error) == code
     assert classify(error) is failure
+
+
+@WRAPPERS
+@pytest.mark.parametrize("wrapper", [DBAPIError, OperationalError, IntegrityError])
+@pytest.mark.parametrize("invalidated", [False, True])
+@pytest.mark.parametrize(
+    ("code", "failure"),
+    [
+        ("40001", Failure.SERIALIZATION),
+        ("40P01", Failure.DEADLOCK),
+        ("55P03", Failure.LOCK_NOT_AVAILABLE),
+        ("08006", Failure.CONNECTION_LOST),
+        ("57P01", Failure.CONNECTION_LOST),
+    ],
+)
+def test_sqlstate_decides_whatever_the_sqlalchemy_wrapper(
+    wrap: Wrap, wrapper: type[DBAPIError], invalidated: bool, code: str, failure: Failure
+) -> None:
+    assert classify(wrap(code, invalidated=invalidated, wrapper=wrapper)) is failure
+
+
+@WRAPPERS
+@pytest.mark.parametrize("code", ["23505", "22003"])
+def test_other_sqlstates_stay_other_in_an_operational_error(wrap: Wrap, code: str) -> None:
+    assert classify(wrap(code, wrapper=OperationalError)) is Failure.OTHER
 
 
 def test_sqlstate_is_found_on_the_cause_of_an_adapter_error() -> None:
