@@ -285,3 +285,33 @@ def test_unreachable_database_is_retried_then_reported_as_connection_error(
     assert caught.value.attempts == 3
     assert len(waits) == 2
     assert isinstance(caught.value.__cause__, ConnectionLostError)
+
+
+def test_serialization_failure_40001_is_retried_as_a_version_conflict(
+    store: PortfolioStore, engine: Engine, service: ConcurrencyService
+) -> None:
+    pid = store.create_portfolio("repeatable", Decimal("100"))
+    repeatable_read = engine.execution_options(isolation_level="REPEATABLE READ")
+    add_one = text(
+        "UPDATE portfolios SET cash_balance = cash_balance + 1, "
+        "total_deposits = total_deposits + 1, version = version + 1 WHERE id = :pid"
+    )
+    attempts: list[int] = []
+
+    def work() -> None:
+        attempts.append(1)
+        with repeatable_read.connect() as connection, connection.begin():
+            # The snapshot is taken here; a change committed after it cannot
+            # be updated over at REPEATABLE READ: PostgreSQL raises 40001.
+            connection.execute(text("SELECT version FROM portfolios WHERE id = :pid"), {"pid": pid})
+            if len(attempts) == 1:
+                concurrent_deposit(engine, pid)
+            connection.execute(add_one, {"pid": pid})
+
+    service.run(work, entity_type="Portfolio", entity_id=pid)
+
+    assert len(attempts) == 2
+    assert service.get_metrics()["version_conflicts"] == 1
+    assert service.get_metrics()["successful_retries"] == 1
+    after = store.get(pid)
+    assert (after.cash_balance, after.version) == (Decimal("102"), 3)
