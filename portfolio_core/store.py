@@ -205,7 +205,7 @@ class PortfolioStore:
                 uow.commit()
             return updated
 
-        return self._run(work, pid, key, [request])
+        return self._run(work, pid, key, [request] if key is not None else [])
 
     def history(self, portfolio_id: UUID, since_version: int | None = None) -> list[PortfolioEvent]:
         """The portfolio's audit trail after ``since_version`` (all if None), oldest first."""

@@ -95,6 +95,22 @@ def test_sql_paths_record_their_operations(store: PortfolioStore) -> None:
     assert replayed.positions["AAPL"].current_price == Decimal("155")
 
 
+def test_batches_and_offline_copies_write_one_event_per_portfolio(store: PortfolioStore) -> None:
+    first = store.create_portfolio("first", Decimal("1000"))
+    second = store.create_portfolio("second", Decimal("1000"))
+    store.batch_update({first: lambda p: p.deposit(1), second: lambda p: p.withdraw(2)})
+    copy = store.get(first)
+    copy.deposit(Decimal("3"))
+    copy.deposit(Decimal("4"))
+    with UnitOfWork(store.engine) as uow:
+        uow.portfolios.update_portfolio(copy)
+        uow.commit()
+
+    assert _kinds(store, first) == [["created"], ["deposit"], ["deposit", "deposit"]]
+    assert _kinds(store, second) == [["created"], ["withdraw"]]
+    assert store.replay(first).cash_balance == store.get(first).cash_balance == Decimal("1008")
+
+
 def test_replay_rebuilds_each_past_version(store: PortfolioStore) -> None:
     pid = store.create_portfolio("alpha", Decimal("1000"))
     store.execute(pid, lambda p: p.deposit(Decimal("1")))
