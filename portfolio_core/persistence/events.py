@@ -230,10 +230,16 @@ def _forget_committed_operations(session: Session) -> None:
 
 @event.listens_for(PortfolioSession, "after_rollback")
 def _forget_rolled_back_state(session: Session) -> None:
-    # Pending operations stay on the objects: a retried unit of work that
-    # re-adds a new Portfolio (create_portfolio) still needs its "created".
-    if not session.in_nested_transaction():
-        _forget_transaction_state(session)
+    if session.in_nested_transaction():
+        return
+    # A loaded portfolio's changes are gone with the transaction, and so are
+    # its operations. A new one keeps both (its Python state is untouched): a
+    # retry that adds it again (create_portfolio) still needs its "created".
+    for portfolio in _recording_portfolios(session):
+        operations = portfolio.pending_operations()
+        if operations and operations[0].kind != "created":
+            portfolio.take_pending_operations()
+    _forget_transaction_state(session)
 
 
 def _forget_transaction_state(session: Session) -> None:

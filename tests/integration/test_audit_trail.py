@@ -111,6 +111,21 @@ def test_batches_and_offline_copies_write_one_event_per_portfolio(store: Portfol
     assert store.replay(first).cash_balance == store.get(first).cash_balance == Decimal("1008")
 
 
+def test_operations_rolled_back_are_not_recorded(store: PortfolioStore) -> None:
+    pid = store.create_portfolio("alpha", Decimal("1000"))
+    with UnitOfWork(store.engine) as uow:
+        portfolio = uow.portfolios.get(pid)
+        portfolio.deposit(Decimal("1"))
+        uow.rollback()
+        portfolio.deposit(Decimal("2"))
+        uow.commit()
+
+    assert [dict(op.arguments) for op in store.history(pid, 1)[0].operations] == [
+        {"amount": Decimal("2")}
+    ]
+    assert store.replay(pid).cash_balance == store.get(pid).cash_balance == Decimal("1002")
+
+
 def test_replay_rebuilds_each_past_version(store: PortfolioStore) -> None:
     pid = store.create_portfolio("alpha", Decimal("1000"))
     store.execute(pid, lambda p: p.deposit(Decimal("1")))
