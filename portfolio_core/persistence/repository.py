@@ -358,7 +358,7 @@ class PostgreSQLPortfolioRepository:
                 {"prices": {row.symbol: applied[row.symbol] for row in changed}},
             ),
         )
-        self._sync_repriced(pid, dict(zip(symbols, values, strict=True)), changed, version, bumped)
+        self._sync_repriced(pid, applied, changed, version, bumped)
         return len(changed)
 
     def _sync_repriced(
