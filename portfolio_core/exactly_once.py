@@ -20,6 +20,10 @@ decides what happened:
     CommitOutcomeUnknownError carrying the key, so the caller can resolve it
     later with the same key.
 
+A late COMMIT can not make a retry apply twice either: the retry INSERTs the
+same key, which waits for any transaction still holding it and then finds it
+taken (the retry ends up returning the stored result).
+
 It also holds what a key does inside the unit of work, on a plain sync
 ``Session`` (so an async twin can call it through ``run_sync``):
 :func:`execute_with_key`, :func:`stored_result`, :func:`repeated_execute`.
