@@ -86,7 +86,10 @@ class Portfolio:
         """Closed positions, oldest first: the stored history plus those closed now."""
         history = list(self._closed)
         seen = {p.id for p in history}
-        history.extend(p for p in self._positions if not p.is_open and p.id not in seen)
+        # Ordered as the database orders the stored history (closed_at, id), so a
+        # portfolio reads the same before and after it is reloaded.
+        closed_now = [p for p in self._positions if not p.is_open and p.id not in seen]
+        history.extend(sorted(closed_now, key=lambda p: (p.closed_at, p.id)))
         return history
 
     @property
@@ -204,21 +207,22 @@ class Portfolio:
     def deposit(self, amount: money.AmountLike) -> None:
         """Add cash."""
         value = money.positive(amount, "amount")
-        self.cash_balance = money.checked_result(
-            money.add(self.cash_balance, value), "cash_balance"
-        )
-        self.total_deposits = money.checked_result(
-            money.add(self.total_deposits, value), "total_deposits"
-        )
+        # Both results are checked before either is applied: a rejected deposit changes nothing.
+        cash = money.checked_result(money.add(self.cash_balance, value), "cash_balance")
+        deposits = money.checked_result(money.add(self.total_deposits, value), "total_deposits")
+        self.cash_balance = cash
+        self.total_deposits = deposits
         self._touch()
 
     def withdraw(self, amount: money.AmountLike) -> None:
         """Take cash out; InsufficientFundsError if there is not enough."""
         value = money.positive(amount, "amount")
-        self._debit(value)
-        self.total_withdrawals = money.checked_result(
+        # The running total is checked before the debit: a rejected withdrawal changes nothing.
+        withdrawals = money.checked_result(
             money.add(self.total_withdrawals, value), "total_withdrawals"
         )
+        self._debit(value)
+        self.total_withdrawals = withdrawals
         self._touch()
 
     # -- internals -----------------------------------------------------------
