@@ -89,7 +89,7 @@ class UnitOfWork:
             with translated():
                 session.flush()
         except StaleDataError as error:
-            flushed = session.info.get(FLUSHED_VERSIONS_KEY, [])
+            flushed = session.info.pop(FLUSHED_VERSIONS_KEY, [])
             session.rollback()
             raise self._stale(flushed) from error
         with translated(during_commit=True):

@@ -146,8 +146,16 @@ def _end_of_transaction(session: Session, *args: Any) -> None:
         session.info.pop(key, None)
 
 
+def _after_rollback(session: Session, *args: Any) -> None:
+    # A flush that hits a version conflict rolls the transaction back itself,
+    # before the unit of work can read which rows it flushed: that list is kept
+    # (the next flush replaces it) so StaleDataException can name the stale row.
+    for key in (START_VERSIONS_KEY, DB_WORK_KEY):
+        session.info.pop(key, None)
+
+
 event.listen(PortfolioSession, "after_commit", _end_of_transaction)
-event.listen(PortfolioSession, "after_rollback", _end_of_transaction)
+event.listen(PortfolioSession, "after_rollback", _after_rollback)
 
 
 start_mappers()
