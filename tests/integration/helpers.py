@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, inspect, text
+from sqlalchemy.engine import make_url
 
-from portfolio_core import Portfolio, UnitOfWork
+from portfolio_core import Portfolio, UnitOfWork, create_engine
 
 
 def create_portfolio(engine: Engine, cash: Decimal | int | str = 10_000, name: str = "p") -> UUID:
@@ -36,3 +40,28 @@ def stored_version(engine: Engine, portfolio_id: UUID) -> int:
             text("SELECT version FROM portfolios WHERE id = :id"), {"id": portfolio_id}
         ).scalar_one()
     return int(version)
+
+
+@contextmanager
+def empty_database(server_url: str) -> Iterator[str]:
+    """A brand-new database with no tables at all (not copied from the migrated template)."""
+    name = f"pc_empty_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT", pool_size=1, max_overflow=0)
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+def table_names(url: str) -> set[str]:
+    """The tables of the public schema."""
+    engine = create_engine(url, pool_size=1, max_overflow=0)
+    try:
+        with engine.connect() as connection:
+            return set(inspect(connection).get_table_names())
+    finally:
+        engine.dispose()
