@@ -5,6 +5,7 @@ from __future__ import annotations
 from argparse import Namespace
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -47,7 +48,7 @@ def empty_url(postgres_server_url: str) -> Iterator[str]:
         yield url
 
 
-def _describe(url: str) -> dict[str, set[tuple[object, ...]]]:
+def _describe(url: str) -> dict[str, set[tuple[Any, ...]]]:
     engine = create_engine(url, pool_size=1, max_overflow=0)
     try:
         with engine.connect() as connection:
