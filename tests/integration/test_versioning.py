@@ -180,6 +180,51 @@ def test_one_bump_for_a_position_only_change_flushed_several_times(engine: Engin
     assert reload(engine, pid).positions["AAPL"].current_price == D(103)
 
 
+@pytest.mark.parametrize("sql_first", [True, False])
+def test_sql_repricing_and_orm_changes_in_one_unit_of_work_bump_once(
+    engine: Engine, sql_first: bool
+) -> None:
+    pid = create_portfolio(engine, 1000)
+    with UnitOfWork(engine) as setup:
+        setup.portfolios.get(pid).open_position(PositionRequest("AAPL", 2, 100))
+        setup.commit()
+
+    with UnitOfWork(engine) as uow:
+        portfolio = uow.portfolios.get(pid)
+        if sql_first:
+            assert uow.portfolios.update_all_prices(pid, {"AAPL": 120}) == 1
+            portfolio.deposit(5)
+        else:
+            portfolio.deposit(5)
+            uow.session.flush()
+            assert uow.portfolios.update_all_prices(pid, {"AAPL": 120}) == 1
+        uow.commit()
+
+    stored = reload(engine, pid)
+    assert stored.version == 3
+    assert stored.cash_balance == D(805)
+    assert stored.positions["AAPL"].current_price == D(120)
+
+
+def test_sql_repricing_conflicts_with_a_concurrent_orm_change(engine: Engine) -> None:
+    pid = create_portfolio(engine, 1000)
+    with UnitOfWork(engine) as setup:
+        setup.portfolios.get(pid).open_position(PositionRequest("AAPL", 2, 100))
+        setup.commit()
+
+    with UnitOfWork(engine) as cash, UnitOfWork(engine) as pricing:
+        cash.portfolios.get(pid).deposit(5)
+        assert pricing.portfolios.update_all_prices(pid, {"AAPL": 120, "MSFT": 1}) == 1
+        pricing.commit()
+
+        with pytest.raises(StaleDataException) as caught:
+            cash.commit()
+
+    _assert_translated(caught.value)
+    assert (caught.value.expected_version, caught.value.actual_version) == (2, 3)
+    assert reload(engine, pid).cash_balance == D(800)
+
+
 def test_each_committed_unit_of_work_bumps_once(engine: Engine) -> None:
     pid = create_portfolio(engine, 1000)
 
