@@ -435,3 +435,44 @@ def test_unit_of_work_rolls_back_when_the_block_raises(engine: Engine) -> None:
 
     assert reload(engine, pid).cash_balance == D(1000)
     assert stored_version(engine, pid) == 1
+
+
+def test_close_and_reopen_a_symbol_in_one_unit_of_work(engine: Engine) -> None:
+    pid = create_portfolio(engine, 1000)
+    with UnitOfWork(engine) as setup:
+        setup.portfolios.get(pid).open_position(PositionRequest("AAPL", 2, 100))
+        setup.commit()
+
+    with UnitOfWork(engine) as uow:
+        portfolio = uow.portfolios.get(pid)
+        portfolio.close_position("AAPL", 110)
+        portfolio.open_position(PositionRequest("AAPL", 1, 105))
+        uow.session.flush()
+        assert [p.symbol for p in portfolio.closed_positions] == ["AAPL"]
+        uow.commit()
+
+    stored = reload(engine, pid)
+    assert stored.version == 3
+    assert stored.positions["AAPL"].quantity == D(1)
+    assert [(p.symbol, p.exit_price) for p in stored.closed_positions] == [("AAPL", D(110))]
+    assert stored.money_invariant_holds()
+
+
+def test_a_snapshot_that_closed_and_reopened_a_symbol_is_persisted(engine: Engine) -> None:
+    pid = create_portfolio(engine, 1000)
+    with UnitOfWork(engine) as setup:
+        setup.portfolios.get(pid).open_position(PositionRequest("AAPL", 2, 100))
+        setup.commit()
+    snapshot = reload(engine, pid)
+    snapshot.close_position("AAPL", 90)
+    snapshot.open_position(PositionRequest("AAPL", 3, 95))
+
+    with UnitOfWork(engine) as uow:
+        uow.portfolios.update_portfolio(snapshot)
+        uow.commit()
+
+    stored = reload(engine, pid)
+    assert stored.version == 3
+    assert stored.positions["AAPL"].cost_basis == D(285)
+    assert len(stored.closed_positions) == 1
+    assert stored.cash_balance == D(1000) - D(200) + D(180) - D(285)
