@@ -19,7 +19,14 @@ from typing import Any, Final
 from uuid import UUID
 
 from sqlalchemy import and_, event
-from sqlalchemy.orm import Session, UOWTransaction, foreign, registry, relationship
+from sqlalchemy.orm import (
+    Session,
+    SessionTransaction,
+    UOWTransaction,
+    foreign,
+    registry,
+    relationship,
+)
 from sqlalchemy.orm.util import identity_key
 
 from portfolio_core.domain.portfolio import Portfolio
@@ -141,21 +148,14 @@ def _note_db_work(session: Session, transaction: Any, connection: Any) -> None:
     session.info[DB_WORK_KEY] = True
 
 
-def _end_of_transaction(session: Session, *args: Any) -> None:
-    for key in (START_VERSIONS_KEY, FLUSHED_VERSIONS_KEY, DB_WORK_KEY):
-        session.info.pop(key, None)
-
-
-def _after_rollback(session: Session, *args: Any) -> None:
-    # A flush that hits a version conflict rolls the transaction back itself,
-    # before the unit of work can read which rows it flushed: that list is kept
-    # (the next flush replaces it) so StaleDataException can name the stale row.
-    for key in (START_VERSIONS_KEY, DB_WORK_KEY):
-        session.info.pop(key, None)
-
-
-event.listen(PortfolioSession, "after_commit", _end_of_transaction)
-event.listen(PortfolioSession, "after_rollback", _after_rollback)
+@event.listens_for(PortfolioSession, "after_transaction_end")
+def _end_of_transaction(session: Session, transaction: SessionTransaction) -> None:
+    # Only the outermost transaction's end forgets: after_commit/after_rollback
+    # also fire when a SAVEPOINT is released or rolled back (a lock attempt),
+    # and forgetting then would bump a portfolio twice or discard earlier work.
+    if transaction.parent is None:
+        for key in (START_VERSIONS_KEY, FLUSHED_VERSIONS_KEY, DB_WORK_KEY):
+            session.info.pop(key, None)
 
 
 start_mappers()
