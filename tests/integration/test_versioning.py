@@ -78,6 +78,23 @@ def test_second_writer_of_the_same_version_loses_and_first_wins(engine: Engine) 
     assert stored.total_withdrawals == D(600)
 
 
+def test_a_conflict_found_by_an_explicit_flush_is_translated_too(engine: Engine) -> None:
+    pid = create_portfolio(engine, 1000)
+    with UnitOfWork(engine) as first, UnitOfWork(engine) as second:
+        first.portfolios.get(pid).deposit(1)
+        second.portfolios.get(pid).deposit(2)
+        first.commit()
+
+        with pytest.raises(StaleDataException) as caught:
+            second.session.flush()
+        # The failed transaction was rolled back: the unit of work can start over.
+        assert second.portfolios.get(pid).cash_balance == D(1001)
+
+    _assert_translated(caught.value)
+    assert (caught.value.entity_id, caught.value.expected_version) == (pid, 1)
+    assert caught.value.actual_version == 2
+
+
 @pytest.mark.parametrize("price_change_commits_first", [True, False])
 def test_a_position_only_change_conflicts_with_a_concurrent_cash_change(
     engine: Engine, price_change_commits_first: bool
