@@ -10,7 +10,7 @@ from decimal import Decimal
 from uuid import UUID
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlalchemy.orm.exc import StaleDataError
 
 from portfolio_core import (
@@ -145,6 +145,31 @@ def test_two_position_only_changes_conflict_through_the_portfolio_version(engine
 
     assert caught.value.entity_type == "Portfolio"
     assert (caught.value.expected_version, caught.value.actual_version) == (2, 3)
+
+
+def test_a_stale_position_row_is_named_with_its_own_versions(engine: Engine) -> None:
+    pid = create_portfolio(engine, 1000)
+    with UnitOfWork(engine) as setup:
+        position = setup.portfolios.get(pid).open_position(PositionRequest("AAPL", 1, 100))
+        setup.commit()
+
+    with UnitOfWork(engine) as uow:
+        uow.portfolios.get(pid).update_position_price("AAPL", 101)
+        # A writer that bypassed the aggregate moved only the position row.
+        with engine.begin() as connection:
+            connection.execute(
+                text("UPDATE positions SET version = version + 1 WHERE id = :id"),
+                {"id": position.id},
+            )
+
+        with pytest.raises(StaleDataException) as caught:
+            uow.commit()
+
+    _assert_translated(caught.value)
+    assert caught.value.entity_type == "Position"
+    assert caught.value.entity_id == position.id
+    assert (caught.value.expected_version, caught.value.actual_version) == (1, 2)
+    assert stored_version(engine, pid) == 2
 
 
 def test_one_version_bump_per_unit_of_work_however_many_operations_and_flushes(
