@@ -93,7 +93,7 @@ class UnitOfWork:
                 session.flush()
                 write_events(session)
         except StaleDataError as error:
-            flushed = session.info.get(FLUSHED_VERSIONS_KEY, [])
+            flushed = session.info.pop(FLUSHED_VERSIONS_KEY, [])
             session.rollback()
             raise self._stale(flushed) from error
         with translated(during_commit=True):
