@@ -12,9 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tenacity import (
+    RetryCallState,
     stop_after_attempt,
-    stop_before_delay,
-    stop_never,
     wait_exponential,
     wait_random_exponential,
 )
@@ -30,6 +29,26 @@ from portfolio_core.errors import (
     ValidationError,
 )
 
+
+class _StopBeforeDeadline(stop_base):
+    """Stop when the next wait would end past the deadline (tenacity's
+    stop_before_delay, measured with the policy's clock rather than real time)."""
+
+    def __init__(
+        self,
+        deadline: float,  # float-ok: seconds
+        clock: Callable[[], float],  # float-ok
+        started: float,  # float-ok
+    ) -> None:
+        self.deadline = deadline
+        self.clock = clock
+        self.started = started
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        elapsed = self.clock() - self.started
+        return elapsed + retry_state.upcoming_sleep >= self.deadline
+
+
 RETRYABLE_CONFLICTS = (StaleDataException, SerializationFailureError)
 """Optimistic conflicts: the unit of work read data another one changed."""
 
@@ -44,7 +63,9 @@ class RetryPolicy:
     ``jitter`` (full jitter), or exactly that bound without it. ``deadline``
     (seconds, None for none) stops retrying when the next wait would pass it.
     ``retry_lock_not_available`` decides whether a lock not obtained (55P03,
-    SKIP LOCKED) is retried. ``sleep`` is injectable so tests never wait.
+    SKIP LOCKED) is retried. ``sleep`` and ``clock`` (which measures the
+    deadline) are injectable so tests never wait: a test's sleep can advance
+    its clock.
     """
 
     max_retries: int = 3
@@ -55,6 +76,7 @@ class RetryPolicy:
     deadline: float | None = 30.0  # float-ok: seconds
     retry_lock_not_available: bool = True
     sleep: Callable[[float], None] = field(default=time.sleep, compare=False)  # float-ok
+    clock: Callable[[], float] = field(default=time.monotonic, compare=False)  # float-ok
 
     def __post_init__(self) -> None:
         if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int):
@@ -75,12 +97,17 @@ class RetryPolicy:
             return self.retry_lock_not_available
         return isinstance(error, (*RETRYABLE_CONFLICTS, DeadlockException, ConnectionLostError))
 
-    def stop(self) -> stop_base:
-        """tenacity stop condition: attempts, then deadline."""
+    def stop(self, started: float | None = None) -> stop_base:  # float-ok: clock reading
+        """tenacity stop condition: attempts, then the deadline counted from ``started``.
+
+        ``started`` is a reading of ``clock`` when the first attempt began
+        (now if None); build one stop condition per run.
+        """
         attempts = stop_after_attempt(self.max_retries + 1)
         if self.deadline is None:
-            return attempts | stop_never
-        return attempts | stop_before_delay(self.deadline)
+            return attempts
+        start = self.clock() if started is None else started
+        return attempts | _StopBeforeDeadline(self.deadline, self.clock, start)
 
     def wait(self) -> wait_base:
         """tenacity wait strategy: (full-jitter) exponential backoff."""

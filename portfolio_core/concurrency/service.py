@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Final, TypeVar
@@ -18,6 +17,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception
 from portfolio_core.concurrency.metrics import ConcurrencyMetrics, log_event
 from portfolio_core.concurrency.retry import RETRYABLE_CONFLICTS, RetryPolicy
 from portfolio_core.errors import (
+    CommitOutcomeUnknownError,
     ConfigurationError,
     ConnectionLostError,
     DatabaseConnectionError,
@@ -32,10 +32,11 @@ from portfolio_core.persistence.locking import (
     guarded_lock_attempt,
     local_lock_timeout,
 )
-from portfolio_core.persistence.mapping import PortfolioSession
 
 T = TypeVar("T")
 
+_COUNTED: Final = "_portfolio_core_counted_in"
+"""Attribute of a refused-lock error: the metrics entity_lock already counted it in."""
 _TRY_LOCK: Final = text("SELECT pg_try_advisory_xact_lock(:key)")
 _LOCK: Final = text("SELECT pg_advisory_xact_lock(:key)")
 
@@ -84,7 +85,6 @@ class ConcurrencyService:
             wait=policy.wait(),
             retry=retry_if_exception(policy.is_retryable),
             sleep=policy.sleep,
-            before_sleep=self._before_sleep,
             reraise=True,
         )
 
@@ -107,7 +107,7 @@ class ConcurrencyService:
         # Most calls succeed first time: run attempt 1 before building any
         # tenacity state (copying a Retrying and driving its iterator costs
         # tens of microseconds, a measurable share of a whole unit of work).
-        started = time.monotonic()
+        started = self.policy.clock()
         try:
             return self._attempt(work, entity_type, entity_id, 1)
         except Exception as error:
@@ -116,14 +116,16 @@ class ConcurrencyService:
             first_failure = error
         # A retryable failure: tenacity takes over, its attempt 1 being the one
         # that just failed (same stop, deadline from the first call, waits).
-        retrying = self._retrying.copy()
+        retrying = self._retrying.copy(
+            stop=self.policy.stop(started),
+            before_sleep=lambda state: self._before_sleep(state, entity_type, entity_id),
+        )
         attempt_number = 0
         try:
             for attempt in retrying:
                 attempt_number = attempt.retry_state.attempt_number
                 with attempt:
                     if attempt_number == 1:
-                        attempt.retry_state.start_time = started
                         raise first_failure
                     result = self._attempt(work, entity_type, entity_id, attempt_number)
         except Exception as error:
@@ -161,10 +163,16 @@ class ConcurrencyService:
             mapped = translate(error, entity_type=entity_type, entity_id=entity_id)
             if mapped is None:
                 raise
+            mapped.__cause__ = error  # before _record, which reads the SQLSTATE from it
             self._record(mapped, entity_type, entity_id, attempt)
             raise mapped from error
         except Exception as error:
-            self._record(error, entity_type, entity_id, attempt)
+            if vars(error).get(_COUNTED) is self.metrics:
+                # Already counted by entity_lock inside this work: once is enough
+                # (the mark is consumed, so a re-raised object counts next time).
+                del vars(error)[_COUNTED]
+            else:
+                self._record(error, entity_type, entity_id, attempt)
             raise
 
     def _record(
@@ -193,11 +201,16 @@ class ConcurrencyService:
             log_event("lock_not_available", **common)
         elif isinstance(error, ConnectionLostError):
             log_event("connection_lost", logging.WARNING, **common)
+        elif isinstance(error, CommitOutcomeUnknownError):
+            # Not retried: the caller must find out whether it committed.
+            log_event("commit_outcome_unknown", logging.ERROR, **common)
 
-    def _before_sleep(self, state: RetryCallState) -> None:
+    def _before_sleep(self, state: RetryCallState, entity_type: str, entity_id: object) -> None:
         error = state.outcome.exception() if state.outcome is not None else None
         log_event(
             "retrying",
+            entity_type=entity_type,
+            entity_id=entity_id,
             attempt=state.attempt_number,
             delay=round(state.upcoming_sleep, 4),
             error=type(error).__name__ if error is not None else None,
@@ -214,6 +227,7 @@ class ConcurrencyService:
             entity_type=entity_type,
             entity_id=entity_id,
             attempt=attempts,
+            sqlstate=getattr(error, "sqlstate", None) or sqlstate_of(error.__cause__ or error),
             error=type(error).__name__,
         )
         if isinstance(error, DeadlockException):
@@ -266,10 +280,7 @@ class ConcurrencyService:
         """
         key = advisory_key(entity_type, entity_id)
         if session is not None:
-            if isinstance(session, PortfolioSession):
-                with guarded_lock_attempt(session):
-                    self._acquire(session, key, timeout, entity_type, entity_id)
-            else:
+            with guarded_lock_attempt(session):
                 self._acquire(session, key, timeout, entity_type, entity_id)
             yield
             return
@@ -305,6 +316,7 @@ class ConcurrencyService:
                         executor.execute(_LOCK, {"key": key})
         except PessimisticLockException as error:
             self._record(error, entity_type, entity_id, 1)
+            setattr(error, _COUNTED, self.metrics)
             raise
 
     # -- metrics -----------------------------------------------------------------

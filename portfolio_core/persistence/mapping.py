@@ -14,16 +14,25 @@ many flushes the transaction makes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
 from uuid import UUID
 
-from sqlalchemy import and_, event
-from sqlalchemy.orm import Session, UOWTransaction, foreign, registry, relationship
+from sqlalchemy import and_, event, text
+from sqlalchemy.orm import (
+    Session,
+    SessionTransaction,
+    UOWTransaction,
+    foreign,
+    registry,
+    relationship,
+)
+from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.orm.util import identity_key
 
 from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.domain.position import Position, utcnow
+from portfolio_core.errors import StaleDataException
 from portfolio_core.persistence.schema import metadata, portfolios, positions
 
 mapper_registry: Final = registry(metadata=metadata)
@@ -80,8 +89,49 @@ def start_mappers() -> None:
     )
 
 
+_VERSION_QUERIES: Final = {
+    "Portfolio": text("SELECT version FROM portfolios WHERE id = :id"),
+    "Position": text("SELECT version FROM positions WHERE id = :id"),
+}
+
+
 class PortfolioSession(Session):
-    """The Session used by units of work: aggregate versioning hooks attached."""
+    """The Session used by units of work: aggregate versioning hooks attached.
+
+    A version conflict found by any flush (the unit of work's, COMMIT's own,
+    or one the caller asks for with ``uow.session.flush()``) comes out as
+    StaleDataException with the versions re-read, never as StaleDataError.
+    """
+
+    def flush(self, objects: Sequence[Any] | None = None) -> None:
+        """Flush; a version conflict rolls back and raises StaleDataException."""
+        try:
+            super().flush(objects)
+        except StaleDataError as error:
+            flushed: list[tuple[str, object, int]] = self.info.pop(FLUSHED_VERSIONS_KEY, [])
+            self.rollback()
+            raise _stale_conflict(self, flushed) from error
+
+
+def _stale_conflict(session: Session, flushed: list[tuple[str, object, int]]) -> StaleDataException:
+    """Re-read the versions of the rows just flushed; name the first that moved on.
+
+    Runs in a fresh transaction of ``session`` (the failed one was rolled back)
+    and rolls that back too, leaving the session clean.
+    """
+    try:
+        for entity_type, entity_id, expected in flushed:
+            actual = session.execute(
+                _VERSION_QUERIES[entity_type], {"id": entity_id}
+            ).scalar_one_or_none()
+            if actual != expected:
+                return StaleDataException(entity_type, entity_id, expected, actual)
+    finally:
+        session.rollback()
+    if not flushed:
+        return StaleDataException("Portfolio", None, None, None)
+    entity_type, entity_id, expected = flushed[0]
+    return StaleDataException(entity_type, entity_id, expected, expected)
 
 
 def needs_bump(session: Session, portfolio_id: UUID, version: int) -> bool:
@@ -143,13 +193,14 @@ def _note_db_work(session: Session, transaction: Any, connection: Any) -> None:
     session.info[DB_WORK_KEY] = True
 
 
-def _end_of_transaction(session: Session, *args: Any) -> None:
-    for key in (START_VERSIONS_KEY, FLUSHED_VERSIONS_KEY, DB_WORK_KEY):
-        session.info.pop(key, None)
-
-
-event.listen(PortfolioSession, "after_commit", _end_of_transaction)
-event.listen(PortfolioSession, "after_rollback", _end_of_transaction)
+@event.listens_for(PortfolioSession, "after_transaction_end")
+def _end_of_transaction(session: Session, transaction: SessionTransaction) -> None:
+    # Only the outermost transaction's end forgets: after_commit/after_rollback
+    # also fire when a SAVEPOINT is released or rolled back (a lock attempt),
+    # and forgetting then would bump a portfolio twice or discard earlier work.
+    if transaction.parent is None:
+        for key in (START_VERSIONS_KEY, FLUSHED_VERSIONS_KEY, DB_WORK_KEY):
+            session.info.pop(key, None)
 
 
 start_mappers()

@@ -5,6 +5,10 @@ work does.  Reads go through the ORM (identity map, version checks); the few
 operations that must not cost one statement per row (re-pricing thousands of
 positions, atomic field updates) are single SQL statements that keep the
 identity map in step afterwards.
+
+Those SQL paths record their operations for the audit trail
+(``persistence.events.record_sql_operation``) just as the domain records its
+commands; :meth:`history` and :meth:`replay` read the trail back.
 """
 
 from __future__ import annotations
@@ -12,15 +16,17 @@ from __future__ import annotations
 import builtins
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any, Final, Protocol, TypeVar, cast
+from typing import Any, Final, Protocol, TypeVar
 from uuid import UUID
 
-from sqlalchemy import CursorResult, Select, bindparam, select, text
+from sqlalchemy import Select, bindparam, inspect, select, text
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
+from portfolio_core.domain import events as domain_events
 from portfolio_core.domain import money
+from portfolio_core.domain.events import PortfolioEvent, PortfolioOperation
 from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.domain.position import Position, PositionRequest
 from portfolio_core.errors import (
@@ -30,8 +36,9 @@ from portfolio_core.errors import (
     ValidationError,
 )
 from portfolio_core.persistence.errors import translated
+from portfolio_core.persistence.events import load_history, record_sql_operation
 from portfolio_core.persistence.locking import guarded_lock_attempt, local_lock_timeout
-from portfolio_core.persistence.mapping import PortfolioSession, needs_bump
+from portfolio_core.persistence.mapping import START_VERSIONS_KEY, PortfolioSession, needs_bump
 from portfolio_core.persistence.schema import portfolios
 
 T = TypeVar("T")
@@ -63,20 +70,30 @@ def as_portfolio_id(value: object) -> UUID:
 _SELECT_VERSION_FOR_UPDATE: Final = text(
     "SELECT version FROM portfolios WHERE id = :pid FOR UPDATE"
 )
+_EXISTS: Final = text("SELECT EXISTS (SELECT FROM portfolios WHERE id = :pid)")
 _BUMP_VERSION: Final = text(
     "UPDATE portfolios SET version = version + 1, last_updated = now() "
     "WHERE id = :pid RETURNING version, last_updated"
 )
 # One statement whatever the number of prices: two array parameters, unnested.
-_REPRICE_SQL: Final = (
-    "WITH v(symbol, price) AS ("
-    " SELECT * FROM unnest(CAST(:symbols AS varchar[]), CAST(:prices AS numeric[]))) "
+_REPRICE_VALUES: Final = (
+    "v(symbol, price) AS ("
+    " SELECT * FROM unnest(CAST(:symbols AS varchar[]), CAST(:prices AS numeric[])))"
+)
+_REPRICE_UPDATE: Final = (
     "UPDATE positions AS p SET current_price = v.price, version = p.version + 1 "
     "FROM v WHERE p.portfolio_id = :pid AND p.closed_at IS NULL AND p.symbol = v.symbol"
 )
-_REPRICE: Final = text(_REPRICE_SQL)
-# Only when this session holds some of the positions: their new versions come back.
-_REPRICE_RETURNING: Final = text(_REPRICE_SQL + " RETURNING p.id, p.version")
+# When this session holds some of the positions: their new versions come back.
+_REPRICE_ROWS: Final = text(
+    f"WITH {_REPRICE_VALUES} {_REPRICE_UPDATE} RETURNING p.id, p.version, p.symbol"
+)
+# Otherwise only which symbols matched (for the event), as ONE array value:
+# 10,000 RETURNING rows cost more to fetch than the UPDATE itself.
+_REPRICE_SYMBOLS: Final = text(
+    f"WITH {_REPRICE_VALUES}, u AS ({_REPRICE_UPDATE} RETURNING p.symbol) "
+    "SELECT array_agg(u.symbol) FROM u"
+)
 
 
 def _array_literal(items: Iterable[object]) -> str:
@@ -182,7 +199,33 @@ class PostgreSQLPortfolioRepository:
             raise StaleDataException(
                 "Portfolio", portfolio.id, portfolio._version, current._version
             )
-        return self.session.merge(portfolio)
+        merged = self.session.merge(portfolio)
+        if merged is not portfolio:
+            # The copy's recorded commands are not mapped: carry them over.
+            for operation in portfolio.pending_operations():
+                merged.record_external_operation(operation)
+        return merged
+
+    # -- audit trail -------------------------------------------------------------
+
+    def history(
+        self, portfolio_id: UUID, since_version: int | None = None
+    ) -> builtins.list[PortfolioEvent]:
+        """The portfolio's committed events after ``since_version`` (all if None), oldest first."""
+        pid = as_portfolio_id(portfolio_id)
+        with translated(entity_type="Portfolio", entity_id=pid):
+            return load_history(self.session, pid, since_version)
+
+    def replay(self, portfolio_id: UUID, version: int | None = None) -> Portfolio:
+        """The portfolio as it stood at ``version`` (default: latest), rebuilt from events alone.
+
+        A new, unattached Portfolio; see ``portfolio_core.domain.events.replay``.
+        PortfolioNotFoundError if the portfolio has no events.
+        """
+        pid = as_portfolio_id(portfolio_id)
+        with translated(entity_type="Portfolio", entity_id=pid):
+            events = load_history(self.session, pid, until_version=version)
+        return domain_events.replay(pid, events, version)
 
     # -- pessimistic locking ---------------------------------------------------
 
@@ -196,21 +239,32 @@ class PostgreSQLPortfolioRepository:
         """Load and row-lock a portfolio (``SELECT ... FOR UPDATE [NOWAIT|SKIP LOCKED]``).
 
         ``lock_timeout`` (seconds) bounds the wait with ``SET LOCAL lock_timeout``
-        for this statement only. A lock not obtained raises
+        for this statement only. ``skip_locked=True`` takes precedence over the
+        ``nowait`` default: a row another transaction holds is skipped. A lock
+        not obtained (NOWAIT, lock_timeout, skipped) raises
         PessimisticLockException and leaves the unit of work usable: the
         attempt runs in a savepoint when the transaction already holds work.
         """
         pid = as_portfolio_id(portfolio_id)
         locked = self._lock_rows(
-            [pid], nowait=nowait, skip_locked=skip_locked, lock_timeout=lock_timeout
+            [pid],
+            nowait=nowait and not skip_locked,
+            skip_locked=skip_locked,
+            lock_timeout=lock_timeout,
         )
         if not locked:
+            if not skip_locked or not self._exists(pid):
+                raise PortfolioNotFoundError(pid)
             raise PessimisticLockException(
                 f"Portfolio {pid} is locked by another transaction (SKIP LOCKED)",
                 entity_type="Portfolio",
                 entity_id=pid,
             )
         return locked[0]
+
+    def _exists(self, pid: UUID) -> bool:
+        with translated(entity_type="Portfolio", entity_id=pid):
+            return bool(self.session.execute(_EXISTS, {"pid": pid}).scalar_one())
 
     def get_portfolios_for_update(
         self,
@@ -265,7 +319,9 @@ class PostgreSQLPortfolioRepository:
         Only ``name`` and ``cash_balance`` may be set (never ``version``). A new
         cash balance is booked as a deposit or withdrawal of the difference, so
         the money invariant keeps holding. StaleDataException (with the version
-        re-read) if the row has moved on.
+        re-read) if the row has moved on. A copy of the portfolio loaded in this
+        session is updated in place; ValidationError if it holds unflushed
+        changes to the same fields (they would conflict).
         """
         pid = as_portfolio_id(portfolio_id)
         unknown = set(fields) - ATOMIC_FIELDS
@@ -277,8 +333,25 @@ class PostgreSQLPortfolioRepository:
             )
         if isinstance(expected_version, bool) or not isinstance(expected_version, int):
             raise ValidationError("expected_version", expected_version, "must be an int")
+        synced = ["name"] if "name" in fields else []
+        if "cash_balance" in fields:
+            synced += ["cash_balance", "total_deposits", "total_withdrawals"]
+        loaded = self._loaded_portfolio(pid)
+        if loaded is not None:
+            # Copying the row over a change not yet flushed would drop it silently.
+            state = inspect(loaded)
+            pending = [name for name in synced if state.attrs[name].history.has_changes()]
+            if pending:
+                raise ValidationError(
+                    "fields",
+                    pending,
+                    "also have unflushed changes on the loaded portfolio in this unit of work",
+                )
         # One bump per unit of work: none if this transaction already bumped it.
-        bump = needs_bump(self.session, pid, expected_version)
+        # The start version is only noted once the UPDATE matched: a stale
+        # expected_version must not become this transaction's start version.
+        start_versions: dict[UUID, int] = self.session.info.setdefault(START_VERSIONS_KEY, {})
+        bump = start_versions.get(pid, expected_version) == expected_version
         assignments = [f"version = version + {int(bump)}", "last_updated = now()"]
         params: dict[str, Any] = {"pid": pid, "expected": expected_version}
         if "name" in fields:
@@ -305,15 +378,19 @@ class PostgreSQLPortfolioRepository:
                 if actual is None:
                     raise PortfolioNotFoundError(pid)
                 raise StaleDataException("Portfolio", pid, expected_version, actual)
-        loaded = self._loaded_portfolio(pid)
+        start_versions.setdefault(pid, expected_version)
+        operations = [
+            PortfolioOperation(name, {name.removeprefix("set_"): value})
+            for name, value in (
+                ("set_name", params.get("name")),
+                ("set_cash_balance", params.get("cash")),
+            )
+            if value is not None
+        ]
+        for operation in operations:
+            record_sql_operation(self.session, pid, operation)
         if loaded is not None and loaded._version == expected_version:
-            for attribute in (
-                "name",
-                "cash_balance",
-                "total_deposits",
-                "total_withdrawals",
-                "last_updated",
-            ):
+            for attribute in (*synced, "last_updated"):
                 set_committed_value(loaded, attribute, getattr(row, attribute))
             set_committed_value(loaded, "_version", row.version)
         return int(row.version)
@@ -336,29 +413,31 @@ class PostgreSQLPortfolioRepository:
             return 0
         session = self.session
         params = {"pid": pid, "symbols": _array_literal(symbols), "prices": _array_literal(values)}
-        # Fetching 10,000 (id, version) rows costs more than the UPDATE itself:
-        # only ask for them when some of these positions sit in the identity map.
         sync = self._has_loaded_positions(pid)
         with translated(entity_type="Portfolio", entity_id=pid):
             version = session.execute(_SELECT_VERSION_FOR_UPDATE, {"pid": pid}).scalar_one_or_none()
             if version is None:
                 raise PortfolioNotFoundError(pid)
             if sync:
-                changed = session.execute(_REPRICE_RETURNING, params).all()
-                count = len(changed)
+                changed = session.execute(_REPRICE_ROWS, params).all()
+                matched: Iterable[str] = [row.symbol for row in changed]
             else:
-                changed, count = (
-                    [],
-                    cast(CursorResult[Any], session.execute(_REPRICE, params)).rowcount,
-                )
-            if not count:
+                changed = []
+                matched = session.execute(_REPRICE_SYMBOLS, params).scalar_one() or []
+            applied = dict(zip(symbols, values, strict=True))
+            prices_applied = {symbol: applied[symbol] for symbol in matched}
+            if not prices_applied:
                 return 0
             bumped = None
             if needs_bump(session, pid, version):
                 bumped = session.execute(_BUMP_VERSION, {"pid": pid}).one()
-        by_symbol = dict(zip(symbols, values, strict=True)) if changed else {}
-        self._sync_repriced(pid, by_symbol, changed, version, bumped)
-        return int(count)
+        record_sql_operation(
+            session,
+            pid,
+            PortfolioOperation("update_all_prices", {"prices": prices_applied}),
+        )
+        self._sync_repriced(pid, applied, changed, version, bumped)
+        return len(prices_applied)
 
     def _has_loaded_positions(self, pid: UUID) -> bool:
         keys = self.session.identity_map.keys()  # IdentityMap itself is not iterable
@@ -373,7 +452,7 @@ class PostgreSQLPortfolioRepository:
         bumped: Any,
     ) -> None:
         identity_map = self.session.identity_map
-        for position_id, new_version in changed:
+        for position_id, new_version, _symbol in changed:
             position = identity_map.get(identity_key(Position, (pid, position_id)))
             if isinstance(position, Position):
                 set_committed_value(position, "current_price", prices[position.symbol])
