@@ -40,7 +40,11 @@ from sqlalchemy.orm.util import identity_key
 from portfolio_core.domain.events import PortfolioEvent, PortfolioOperation
 from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.errors import StaleDataException
-from portfolio_core.persistence.mapping import START_VERSIONS_KEY, PortfolioSession
+from portfolio_core.persistence.mapping import (
+    START_VERSIONS_KEY,
+    WRITTEN_VERSIONS_KEY,
+    PortfolioSession,
+)
 from portfolio_core.persistence.schema import portfolio_events, portfolios
 
 SQL_OPERATIONS_KEY: Final = "portfolio_core.sql_operations"
@@ -120,13 +124,19 @@ def write_events(session: Session) -> list[tuple[UUID, int]]:
     versions: dict[UUID, list[int]] = {pid: [1] for pid in created}
     touched: dict[UUID, int] = session.info.get(START_VERSIONS_KEY, {})
     if touched:
-        current = dict(
-            session.execute(
-                select(portfolios.c.id, portfolios.c.version).where(
-                    portfolios.c.id.in_(list(touched))
-                )
-            ).all()
-        )
+        # Versions a flush wrote are known without a round trip; only those
+        # bumped by SQL alone (or after a rollback) are read back.
+        written: dict[UUID, int] = session.info.get(WRITTEN_VERSIONS_KEY, {})
+        current = {pid: written[pid] for pid in touched if pid in written}
+        unknown = [pid for pid in touched if pid not in written]
+        if unknown:
+            current.update(
+                session.execute(
+                    select(portfolios.c.id, portfolios.c.version).where(
+                        portfolios.c.id.in_(unknown)
+                    )
+                ).all()
+            )
         for pid, start in touched.items():
             now = current.get(pid)
             if now is not None and now > start:

@@ -41,6 +41,14 @@ START_VERSIONS_KEY: Final = "portfolio_core.start_versions"
 """session.info key: each touched portfolio's version when this transaction first touched it."""
 FLUSHED_VERSIONS_KEY: Final = "portfolio_core.flushed_versions"
 """session.info key: (entity_type, id, expected_version) of each versioned row flushed."""
+WRITTEN_VERSIONS_KEY: Final = "portfolio_core.written_versions"
+"""session.info key: {portfolio id: version} a flush of this transaction wrote (version-checked).
+
+Once a transaction has bumped a portfolio its version cannot move again until
+COMMIT (the UPDATE holds the row lock; later bumps are skipped by needs_bump),
+so these are the versions the events are written at, with no SELECT. Any
+rollback (a savepoint too) forgets them: the database is then read instead.
+"""
 DB_WORK_KEY: Final = "portfolio_core.db_work"
 """session.info key: True once the current transaction holds a database connection."""
 
@@ -180,11 +188,17 @@ def _bump_aggregate_versions(
             owner = _owning_portfolio(session, obj)
             if owner is not None and owner not in new:
                 roots[owner.id] = owner
+    written: dict[UUID, int] = session.info.setdefault(WRITTEN_VERSIONS_KEY, {})
     for portfolio_id, portfolio in roots.items():
         flushed.append(("Portfolio", portfolio_id, portfolio._version))
-        if needs_bump(session, portfolio_id, portfolio._version):
+        bumped = needs_bump(session, portfolio_id, portfolio._version)
+        if bumped:
             portfolio._version = portfolio._version + 1
             portfolio.last_updated = utcnow()
+        if portfolio not in deleted and (bumped or session.is_modified(portfolio)):
+            # This flush UPDATEs the row WHERE version = loaded version: if it
+            # succeeds, the row is at exactly this version.
+            written[portfolio_id] = portfolio._version
     session.info[FLUSHED_VERSIONS_KEY] = flushed
 
 
@@ -199,8 +213,14 @@ def _end_of_transaction(session: Session, transaction: SessionTransaction) -> No
     # also fire when a SAVEPOINT is released or rolled back (a lock attempt),
     # and forgetting then would bump a portfolio twice or discard earlier work.
     if transaction.parent is None:
-        for key in (START_VERSIONS_KEY, FLUSHED_VERSIONS_KEY, DB_WORK_KEY):
+        for key in (START_VERSIONS_KEY, FLUSHED_VERSIONS_KEY, WRITTEN_VERSIONS_KEY, DB_WORK_KEY):
             session.info.pop(key, None)
+
+
+@event.listens_for(PortfolioSession, "after_soft_rollback")
+def _forget_written_versions(session: Session, previous_transaction: SessionTransaction) -> None:
+    # A rolled-back savepoint may have undone a bump: read the versions instead.
+    session.info.pop(WRITTEN_VERSIONS_KEY, None)
 
 
 start_mappers()
