@@ -62,6 +62,7 @@ could be garbage-collected with its pending operations.
 """
 
 EVENT_PRIMARY_KEY: Final = "pk_portfolio_events"
+_INSERT_EVENTS: Final = insert(portfolio_events)  # built once: this runs on every commit
 
 
 def record_sql_operation(
@@ -159,7 +160,7 @@ def write_events(session: Session) -> list[tuple[UUID, int]]:
             )
     if rows:
         try:
-            session.execute(insert(portfolio_events), rows)
+            session.execute(_INSERT_EVENTS, rows)
         except IntegrityError as error:
             if EVENT_PRIMARY_KEY not in str(error.orig):
                 raise
