@@ -19,12 +19,21 @@ decides what happened:
   - database unreachable for the whole retry policy (attempts and deadline):
     CommitOutcomeUnknownError carrying the key, so the caller can resolve it
     later with the same key.
+
+A late COMMIT can not make a retry apply twice either: the retry INSERTs the
+same key, which waits for any transaction still holding it and then finds it
+taken (the retry ends up returning the stored result).
+
+It also holds what a key does inside the unit of work, on a plain sync
+``Session`` (so an async twin can call it through ``run_sync``):
+:func:`execute_with_key`, :func:`stored_result`, :func:`repeated_execute`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
+from uuid import UUID
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
@@ -32,11 +41,20 @@ from tenacity import AsyncRetrying, Retrying, retry_if_exception_type
 
 from portfolio_core.concurrency.metrics import log_event
 from portfolio_core.concurrency.retry import RetryPolicy
-from portfolio_core.errors import CommitOutcomeUnknownError, IdempotencyConflictError
+from portfolio_core.domain import events as domain_events
+from portfolio_core.domain.portfolio import Portfolio
+from portfolio_core.errors import (
+    CommitOutcomeUnknownError,
+    IdempotencyConflictError,
+    PortfolioCoreError,
+)
+from portfolio_core.persistence import idempotency
+from portfolio_core.persistence.events import events_with_key, load_history
 from portfolio_core.persistence.idempotency import StoredKey, find_key
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
+    from sqlalchemy.orm import Session
 
 T = TypeVar("T")
 
@@ -193,3 +211,85 @@ async def run_resolving_outcome_async(
             result = resolution.stored_result(stored, lost)
             if result is not _RUN_AGAIN:
                 return result  # type: ignore[no-any-return]
+
+
+MISSING: Any = object()
+"""What stored_result returns when the key is not stored yet."""
+
+
+def stored_result(session: Session, key: str, request_fingerprint: str) -> Any:
+    """The stored result for ``key`` if it was used for this request, else MISSING.
+
+    IdempotencyConflictError if the key was used for another request.
+    """
+    stored = idempotency.find_key(session, key)
+    if stored is None:
+        return MISSING
+    if stored.fingerprint != request_fingerprint:
+        raise IdempotencyConflictError(
+            key, stored_fingerprint=stored.fingerprint, request_fingerprint=request_fingerprint
+        )
+    return stored.result
+
+
+def execute_with_key(
+    session: Session,
+    key: str,
+    pid: UUID,
+    portfolio: Portfolio,
+    operation: Callable[[Portfolio], T],
+    fingerprints: list[str],
+) -> tuple[bool, T]:
+    """Apply ``operation`` under ``key``: ``(True, stored result)`` if the key is already stored.
+
+    Otherwise ``(False, result)`` once the operation has been applied to
+    ``portfolio`` and the key claimed with the fingerprint of the operations
+    it performed (also put in ``fingerprints``, for outcome resolution); the
+    caller then commits.
+    """
+    stored = idempotency.find_key(session, key)
+    if stored is not None:
+        return True, repeated_execute(session, stored, pid, operation)
+    result = operation(portfolio)
+    request = idempotency.operations_request(pid, portfolio.pending_operations())
+    fingerprints[:] = [idempotency.fingerprint(request)]
+    idempotency.claim_key(session, key, fingerprints[0], result, [pid])
+    return False, result
+
+
+def repeated_execute(
+    session: Session, stored: StoredKey, pid: UUID, operation: Callable[[Portfolio], T]
+) -> T:
+    """The stored result of a repeated ``execute`` key, once the request is known to match.
+
+    The callable is applied again, to a copy of the portfolio as it stood
+    just before the keyed change (replayed from the audit trail; its latest
+    state if the change recorded no event), and the operations it performs
+    are fingerprinted. Nothing in the session is touched.
+    """
+    if pid not in stored.portfolio_ids:
+        raise IdempotencyConflictError(
+            stored.key, stored_fingerprint=stored.fingerprint, reason="another portfolio"
+        )
+    versions = [
+        version for event_pid, version in events_with_key(session, stored.key) if event_pid == pid
+    ]
+    before = versions[0] - 1 if versions else None
+    history = load_history(session, pid, until_version=before)
+    portfolio = domain_events.replay(pid, history, before)
+    try:
+        operation(portfolio)
+    except PortfolioCoreError as error:
+        raise IdempotencyConflictError(
+            stored.key,
+            stored_fingerprint=stored.fingerprint,
+            reason=f"a request that fails where it ran ({type(error).__name__})",
+        ) from error
+    performed = portfolio.pending_operations()
+    request = idempotency.fingerprint(idempotency.operations_request(pid, performed))
+    if request != stored.fingerprint:
+        raise IdempotencyConflictError(
+            stored.key, stored_fingerprint=stored.fingerprint, request_fingerprint=request
+        )
+    result: T = stored.result
+    return result

@@ -6,24 +6,23 @@ cannot drift apart: which rows are locked, in which order, and how, and
 what an idempotency key stores and checks.
 
 A body that finds its idempotency key already used returns the stored
-result after *discarding* the unit of work (rolling its session back), so the
-commit its runner performs next has nothing to write.
+result without touching the session (``portfolio_core.exactly_once``), so
+the commit its runner performs next has nothing to write.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from decimal import Decimal
-from typing import Any, Final, Literal, TypeVar
+from typing import Literal, TypeVar
 from uuid import UUID
 
 from portfolio_core.domain import events as domain_events
 from portfolio_core.domain import money
 from portfolio_core.domain.portfolio import Portfolio
-from portfolio_core.errors import IdempotencyConflictError, PortfolioCoreError, ValidationError
+from portfolio_core.errors import ValidationError
+from portfolio_core.exactly_once import MISSING, execute_with_key, stored_result
 from portfolio_core.persistence import idempotency
-from portfolio_core.persistence.events import events_with_key, load_history
-from portfolio_core.persistence.idempotency import StoredKey
 from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository, as_portfolio_id
 
 T = TypeVar("T")
@@ -70,26 +69,23 @@ def apply_operation(
     """The unit of work of ``execute``: load per ``lock``, call ``operation``.
 
     With ``key``: a key already stored returns its result (after checking the
-    request, see :func:`repeated_execute`); otherwise the operations
+    request, see ``exactly_once.execute_with_key``); otherwise the operations
     ``operation`` performed are fingerprinted (into ``fingerprint``, for
     commit outcome resolution) and the key is claimed in the same transaction.
     """
 
     def body(repository: PostgreSQLPortfolioRepository) -> T:
         portfolio = load_for_change(repository, portfolio_id, lock, lock_timeout)
-        if key is not None:
-            stored = idempotency.find_key(repository.session, key)
-            if stored is not None:
-                result = repeated_execute(repository, stored, portfolio_id, portfolio, operation)
-                discard(repository)
-                return result
-        result = operation(portfolio)
-        if key is not None:
-            request = idempotency.operations_request(portfolio_id, portfolio.pending_operations())
-            claimed = idempotency.fingerprint(request)
-            if fingerprint is not None:
-                fingerprint[:] = [claimed]
-            idempotency.claim_key(repository.session, key, claimed, result, [portfolio_id])
+        if key is None:
+            return operation(portfolio)
+        _, result = execute_with_key(
+            repository.session,
+            key,
+            portfolio_id,
+            portfolio,
+            operation,
+            fingerprint if fingerprint is not None else [],
+        )
         return result
 
     return body
@@ -123,8 +119,7 @@ def transfer_cash(
 
     def body(repository: PostgreSQLPortfolioRepository) -> None:
         locked = {p.id: p for p in repository.get_portfolios_for_update([source, target])}
-        if key is not None and stored_result(repository, key, request) is not MISSING:
-            discard(repository)
+        if key is not None and stored_result(repository.session, key, request) is not MISSING:
             return
         locked[source].transfer_out(amount, target)
         locked[target].transfer_in(amount, source)
@@ -162,9 +157,8 @@ def reprice(
 
     def body(repository: PostgreSQLPortfolioRepository) -> int:
         if key is not None:
-            stored = stored_result(repository, key, request)
+            stored = stored_result(repository.session, key, request)
             if stored is not MISSING:
-                discard(repository)
                 return int(stored)
         updated = repository.update_all_prices(portfolio_id, prices)
         if key is not None:
@@ -193,77 +187,3 @@ def replay(
 ) -> Callable[[PostgreSQLPortfolioRepository], Portfolio]:
     """The read of ``replay``: the portfolio rebuilt from its events up to ``version``."""
     return lambda repository: repository.replay(portfolio_id, version)
-
-
-# -- idempotency keys -------------------------------------------------------------------
-
-MISSING: Final[Any] = object()
-"""stored_result's answer when the key was never used."""
-
-
-def discard(repository: PostgreSQLPortfolioRepository) -> None:
-    """Roll the unit of work back: a repeated request must change nothing."""
-    repository.session.rollback()
-
-
-def stored_result(repository: PostgreSQLPortfolioRepository, key: str, request: str) -> Any:
-    """The stored result for ``key`` if it was used for this request, else MISSING.
-
-    IdempotencyConflictError if the key was used for another request.
-    """
-    stored = idempotency.find_key(repository.session, key)
-    if stored is None:
-        return MISSING
-    if stored.fingerprint != request:
-        raise IdempotencyConflictError(
-            key, stored_fingerprint=stored.fingerprint, request_fingerprint=request
-        )
-    return stored.result
-
-
-def repeated_execute(
-    repository: PostgreSQLPortfolioRepository,
-    stored: StoredKey,
-    pid: UUID,
-    current: Portfolio,
-    operation: Callable[[Portfolio], T],
-) -> T:
-    """The stored result of a repeated ``execute`` key, once the request is known to match.
-
-    The callable is applied again, to the portfolio as it stood just before
-    the keyed change (replayed from the audit trail; the current state if the
-    change recorded no event), and the operations it performs are
-    fingerprinted. The caller discards the unit of work: nothing changes.
-    """
-    if pid not in stored.portfolio_ids:
-        raise IdempotencyConflictError(
-            stored.key, stored_fingerprint=stored.fingerprint, reason="another portfolio"
-        )
-    session = repository.session
-    versions = [
-        version for event_pid, version in events_with_key(session, stored.key) if event_pid == pid
-    ]
-    if versions:
-        before = versions[0] - 1
-        portfolio = domain_events.replay(
-            pid, load_history(session, pid, until_version=before), before
-        )
-    else:
-        portfolio = current
-    baseline = len(portfolio.pending_operations())
-    try:
-        operation(portfolio)
-    except PortfolioCoreError as error:
-        raise IdempotencyConflictError(
-            stored.key,
-            stored_fingerprint=stored.fingerprint,
-            reason=f"a request that now fails ({type(error).__name__})",
-        ) from error
-    performed = portfolio.pending_operations()[baseline:]
-    request = idempotency.fingerprint(idempotency.operations_request(pid, performed))
-    if request != stored.fingerprint:
-        raise IdempotencyConflictError(
-            stored.key, stored_fingerprint=stored.fingerprint, request_fingerprint=request
-        )
-    result: T = stored.result
-    return result

@@ -122,6 +122,9 @@ class PortfolioStore:
 
         Retried as a whole per the concurrency service's policy, so
         ``operation`` must be safe to call again (it only touches the portfolio).
+        ``lock_timeout`` (seconds) bounds the wait for the row lock in
+        ``"wait"`` mode; the other modes never wait for a row lock before the
+        operation runs.
         With ``idempotency_key`` the result must be JSON-able (see
         ``persistence.idempotency``) and the request is fingerprinted by the
         operations ``operation`` performs; a repeated key re-applies

@@ -24,17 +24,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from uuid import UUID
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.exc import StaleDataError
 
-from portfolio_core.errors import PortfolioCoreError, StaleDataException
+from portfolio_core.errors import PortfolioCoreError
 from portfolio_core.persistence.errors import translated
 from portfolio_core.persistence.events import write_events
-from portfolio_core.persistence.mapping import FLUSHED_VERSIONS_KEY, PortfolioSession
+from portfolio_core.persistence.mapping import PortfolioSession
 from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository
 
 if TYPE_CHECKING:
@@ -42,50 +41,22 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-_VERSION_QUERIES: Final = {
-    "Portfolio": text("SELECT version FROM portfolios WHERE id = :id"),
-    "Position": text("SELECT version FROM positions WHERE id = :id"),
-}
-
 
 def commit_session(session: Session) -> None:
-    """Flush (StaleDataError -> StaleDataException with versions re-read), then COMMIT.
+    """Flush, write the audit events, then COMMIT, with errors translated.
+
+    A version conflict comes out as StaleDataException (versions re-read); a
+    connection lost during COMMIT as CommitOutcomeUnknownError.
 
     The one commit path of both unit-of-work flavours: AsyncUnitOfWork runs
-    it on its session's sync side (``AsyncSession.run_sync``).
+    it on its session's sync side (``AsyncSession.run_sync``). The conflict
+    translation itself is PortfolioSession.flush's.
     """
-    try:
-        with translated():
-            session.flush()
-            write_events(session)
-    except StaleDataError as error:
-        flushed = session.info.pop(FLUSHED_VERSIONS_KEY, [])
-        session.rollback()
-        raise stale_conflict(session, flushed) from error
+    with translated():
+        session.flush()
+        write_events(session)
     with translated(during_commit=True):
         session.commit()
-
-
-def stale_conflict(session: Session, flushed: list[tuple[str, object, int]]) -> StaleDataException:
-    """Re-read the versions of the rows just flushed; name the first that moved on.
-
-    Runs in a fresh transaction of ``session`` (its failed one was rolled
-    back) and rolls that back too, leaving the session clean.
-    """
-    try:
-        with translated():
-            for entity_type, entity_id, expected in flushed:
-                actual = session.execute(
-                    _VERSION_QUERIES[entity_type], {"id": entity_id}
-                ).scalar_one_or_none()
-                if actual != expected:
-                    return StaleDataException(entity_type, entity_id, expected, actual)
-    finally:
-        session.rollback()
-    if not flushed:
-        return StaleDataException("Portfolio", None, None, None)
-    entity_type, entity_id, expected = flushed[0]
-    return StaleDataException(entity_type, entity_id, expected, expected)
 
 
 class UnitOfWork:

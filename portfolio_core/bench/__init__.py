@@ -97,7 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="portfolio-core bench", description=__doc__.splitlines()[0] if __doc__ else None
     )
     parser.add_argument(
-        "--url", help=f"database URL (default: ${DATABASE_URL_ENV}, else an embedded PostgreSQL)"
+        "--url",
+        help=f"database URL (default: ${DATABASE_URL_ENV}, else an embedded PostgreSQL); "
+        "use a scratch database: the bench deletes its portfolios, but the append-only "
+        "audit trail keeps their events",
     )
     parser.add_argument(
         "--json", default="bench-results.json", help="where to write the results (JSON)"

@@ -2,8 +2,10 @@
 
 Every worker waits on a barrier, then runs its share of operations back to
 back; the wall time runs from the barrier's release to the last worker's
-finish. An operation returns how many attempts it took (1 when it committed
-first time), so "attempts per commit" is measured, not guessed.
+finish. Contenders run in interleaved rounds (raw, library, raw, library...)
+so that a shared machine's load drifting during the run hits both alike. An
+operation returns how many attempts it took (1 when it committed first time),
+so "attempts per commit" is measured, not guessed.
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 Operation = Callable[[int, int], int]
@@ -20,8 +22,23 @@ Operation = Callable[[int, int], int]
 
 
 @dataclass(frozen=True)
+class Sample:
+    """One timed run: every operation's latency (seconds), attempts and the wall time."""
+
+    workers: int
+    latencies: list[float]
+    attempts: int
+    seconds: float  # float-ok: a measured duration
+    cpu_seconds: float  # float-ok: this process's CPU time (all threads) during the run
+
+    def with_attempts(self, attempts: int) -> Sample:
+        """The same run with its attempts counted some other way (e.g. from metrics)."""
+        return replace(self, attempts=attempts)
+
+
+@dataclass(frozen=True)
 class Stats:
-    """What one run of one contender measured."""
+    """What the runs of one contender measured, merged (rounds are interleaved)."""
 
     workers: int
     commits: int
@@ -30,6 +47,8 @@ class Stats:
     ops_per_s: float  # float-ok: a measured rate
     p50_ms: float  # float-ok: a measured latency
     p99_ms: float  # float-ok: a measured latency
+    rounds_ops_per_s: tuple[float, ...]  # float-ok: each round's rate, to show the spread
+    cpu_us_per_op: float  # float-ok: client CPU per commit, robust to other load on the box
 
     @property
     def attempts_per_commit(self) -> float:  # float-ok: a ratio
@@ -38,7 +57,11 @@ class Stats:
 
     def as_dict(self) -> dict[str, Any]:
         """Every field plus attempts_per_commit, for the JSON report."""
-        return {**asdict(self), "attempts_per_commit": round(self.attempts_per_commit, 4)}
+        return {
+            **asdict(self),
+            "rounds_ops_per_s": list(self.rounds_ops_per_s),
+            "attempts_per_commit": round(self.attempts_per_commit, 4),
+        }
 
 
 def percentile(values: list[float], fraction: float) -> float:  # float-ok: timings
@@ -52,27 +75,30 @@ def percentile(values: list[float], fraction: float) -> float:  # float-ok: timi
     return cuts[index]
 
 
-def summarize(
-    workers: int,
-    latencies: list[float],
-    attempts: int,
-    seconds: float,  # float-ok: timings
-) -> Stats:
-    """Stats from per-operation latencies (seconds) and the run's wall time."""
-    ordered = sorted(latencies)
-    commits = len(ordered)
+def _rate(count: int, seconds: float) -> float:  # float-ok: a rate
+    return round(count / seconds, 1) if seconds > 0 else 0.0
+
+
+def summarize(samples: Sequence[Sample]) -> Stats:
+    """Merge the rounds of one contender: total commits over total time, pooled latencies."""
+    ordered = sorted(latency for sample in samples for latency in sample.latencies)
+    seconds = sum(sample.seconds for sample in samples)
     return Stats(
-        workers=workers,
-        commits=commits,
-        attempts=attempts,
+        workers=samples[0].workers,
+        commits=len(ordered),
+        attempts=sum(sample.attempts for sample in samples),
         seconds=round(seconds, 4),
-        ops_per_s=round(commits / seconds, 1) if seconds > 0 else 0.0,
+        ops_per_s=_rate(len(ordered), seconds),
         p50_ms=round(percentile(ordered, 0.50) * 1000, 3),
         p99_ms=round(percentile(ordered, 0.99) * 1000, 3),
+        rounds_ops_per_s=tuple(_rate(len(s.latencies), s.seconds) for s in samples),
+        cpu_us_per_op=round(
+            sum(s.cpu_seconds for s in samples) / len(ordered) * 1e6 if ordered else 0.0, 1
+        ),
     )
 
 
-def run_workers(workers: int, ops_per_worker: int, operation: Operation) -> Stats:
+def run_workers(workers: int, ops_per_worker: int, operation: Operation) -> Sample:
     """Run ``operation`` ``ops_per_worker`` times in each of ``workers`` threads; time it."""
     barrier = threading.Barrier(workers + 1)
     latencies: list[list[float]] = [[] for _ in range(workers)]
@@ -98,10 +124,11 @@ def run_workers(workers: int, ops_per_worker: int, operation: Operation) -> Stat
     for thread in threads:
         thread.start()
     barrier.wait()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for thread in threads:
         thread.join()
+    cpu = time.process_time() - cpu
     if errors:
         raise errors[0]
     every = [latency for own in latencies for latency in own]
-    return summarize(workers, every, sum(attempts), max(finished) - started)
+    return Sample(workers, every, sum(attempts), max(finished) - started, cpu)

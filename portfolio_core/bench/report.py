@@ -22,6 +22,8 @@ _COLUMNS: Final = (
     ("p50 ms", 8),
     ("p99 ms", 8),
     ("x raw", 6),
+    ("cpu us/op", 9),
+    ("ops/s per round", 22),
 )
 
 
@@ -53,11 +55,13 @@ def _row(scenario: str, contender: str, stats: dict[str, Any], ratio: object = "
         f"{stats['p50_ms']:.2f}",
         f"{stats['p99_ms']:.2f}",
         f"{ratio:.3f}" if isinstance(ratio, float) else ratio,
+        f"{stats['cpu_us_per_op']:.0f}",
+        "/".join(f"{rate:.0f}" for rate in stats.get("rounds_ops_per_s", [])),
     )
     return "  ".join(
-        str(cell).ljust(width) if index < 2 else str(cell).rjust(width)
+        str(cell).ljust(width) if index < 2 or index == 10 else str(cell).rjust(width)
         for index, (cell, (_, width)) in enumerate(zip(cells, _COLUMNS, strict=True))
-    )
+    ).rstrip()
 
 
 def _scenario_rows(scenarios: dict[str, Any], raw_name: str, library_name: str) -> list[str]:
@@ -78,9 +82,9 @@ def _scenario_rows(scenarios: dict[str, Any], raw_name: str, library_name: str) 
 def render_table(results: dict[str, Any]) -> str:
     """Every contender of every scenario, one line each, then the targets."""
     header = "  ".join(
-        name.ljust(width) if index < 2 else name.rjust(width)
+        name.ljust(width) if index < 2 or index == 10 else name.rjust(width)
         for index, (name, width) in enumerate(_COLUMNS)
-    )
+    ).rstrip()
     lines = [header, "-" * len(header)]
     scenarios = results["scenarios"]
     lines += _scenario_rows(scenarios, "raw psycopg2", "library")

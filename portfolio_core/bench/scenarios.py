@@ -9,17 +9,17 @@ exactly one version bump per call). A mismatch is an error, not a number.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
+from functools import partial
 from typing import Any, Final
 from uuid import UUID
 
 from sqlalchemy import Engine
 
 from portfolio_core.bench import raw
-from portfolio_core.bench.harness import Stats, run_workers, summarize
+from portfolio_core.bench.harness import Sample, run_workers, summarize
 from portfolio_core.concurrency.service import ConcurrencyService
 from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.store import LOCK_MODES, PortfolioStore
@@ -30,18 +30,36 @@ _FAILED_ATTEMPT_METRICS: Final = ("version_conflicts", "lock_timeouts", "deadloc
 
 
 @dataclass(frozen=True)
+class Contender:
+    """One side of a comparison: the portfolios it writes and one timed round of it."""
+
+    ids: Sequence[str]
+    run: Callable[[], Sample]
+
+
+@dataclass(frozen=True)
 class Sizes:
-    """How much work each scenario does (``quick`` shrinks it for the smoke test)."""
+    """How much work each scenario does (``quick`` shrinks it for the smoke test).
+
+    ``uncontended_ops`` is per worker, ``hot_ops`` per contender (split among
+    its workers); both are split into ``rounds`` interleaved rounds.
+    """
 
     uncontended_ops: int = 300
-    hot_ops: int = 1600
+    hot_ops: int = 1500
     reprice_positions: int = 10_000
     reprice_rounds: int = 8
     warmup_ops: int = 20
+    rounds: int = 3
 
 
 QUICK: Final = Sizes(
-    uncontended_ops=4, hot_ops=64, reprice_positions=300, reprice_rounds=2, warmup_ops=2
+    uncontended_ops=4,
+    hot_ops=64,
+    reprice_positions=300,
+    reprice_rounds=2,
+    warmup_ops=2,
+    rounds=1,
 )
 
 
@@ -85,32 +103,47 @@ class Bench:
             versions, cash = raw.fetch_row(cursor)
         return int(versions), Decimal(cash)
 
-    @contextmanager
-    def _verified(self, ids: Sequence[str], report: dict[str, Any]) -> Iterator[None]:
-        """Check after the block that versions and cash moved by exactly the commits."""
-        versions, cash = self._state(ids)
-        yield
-        after_versions, after_cash = self._state(ids)
-        commits = report["commits"]
-        report["verified"] = {
-            "version_delta": after_versions - versions,
-            "cash_delta": str(after_cash - cash),
-            "expected_cash_delta": str(AMOUNT * commits),
-        }
-        if after_versions - versions != commits or after_cash - cash != AMOUNT * commits:
-            raise AssertionError(f"committed work does not match the counts: {report}")
+    def _contend(self, contenders: Mapping[str, Contender]) -> dict[str, dict[str, Any]]:
+        """Run the contenders in interleaved rounds; check each committed what it counted.
 
-    def _library(self, workers: int, ops: int, run: Callable[[int, int], object]) -> Stats:
+        A contender's portfolios must move by exactly its commits: versions by
+        one each, cash by AMOUNT each. Anything else raises AssertionError.
+        """
+        before = {name: self._state(c.ids) for name, c in contenders.items()}
+        samples: dict[str, list[Sample]] = {name: [] for name in contenders}
+        for _ in range(self.sizes.rounds):
+            for name, contender in contenders.items():
+                samples[name].append(contender.run())
+        reports: dict[str, dict[str, Any]] = {}
+        for name, contender in contenders.items():
+            stats = summarize(samples[name])
+            versions, cash = self._state(contender.ids)
+            report = stats.as_dict()
+            report["verified"] = {
+                "version_delta": versions - before[name][0],
+                "cash_delta": str(cash - before[name][1]),
+                "expected_cash_delta": str(AMOUNT * stats.commits),
+            }
+            if (versions - before[name][0], cash - before[name][1]) != (
+                stats.commits,
+                AMOUNT * stats.commits,
+            ):
+                raise AssertionError(f"{name}: committed work does not match the counts {report}")
+            reports[name] = report
+        return reports
+
+    def _library(self, workers: int, ops: int, run: Callable[[int, int], object]) -> Sample:
+        """Time ``run`` through the store; attempts = commits + failed attempts in the metrics."""
         before = self.service.get_metrics()
 
         def operation(worker: int, index: int) -> int:
             run(worker, index)
             return 1
 
-        stats = run_workers(workers, ops, operation)
+        sample = run_workers(workers, ops, operation)
         after = self.service.get_metrics()
         failed = sum(after[name] - before[name] for name in _FAILED_ATTEMPT_METRICS)
-        return replace(stats, attempts=stats.commits + failed)
+        return sample.with_attempts(len(sample.latencies) + failed)
 
     @staticmethod
     def _deposit(portfolio: Portfolio) -> None:
@@ -120,57 +153,46 @@ class Bench:
 
     def uncontended(self, workers: int = 8, portfolio_count: int = 64) -> dict[str, Any]:
         """``workers`` threads, each on its own slice of ``portfolio_count`` portfolios."""
-        ops, per_worker = self.sizes.uncontended_ops, portfolio_count // workers
-        result: dict[str, Any] = {"workers": workers, "portfolios": portfolio_count}
-
+        per_round = max(1, self.sizes.uncontended_ops // self.sizes.rounds)
+        per_worker = portfolio_count // workers
+        conns, store, deposit = self.connections, self.store, self._deposit
         raw_ids = self._portfolios(portfolio_count)
-        conns = self.connections
+        lib_ids = [UUID(pid) for pid in self._portfolios(portfolio_count)]
 
         def raw_op(worker: int, index: int) -> int:
             pid = raw_ids[worker * per_worker + index % per_worker]
             return raw.deposit_optimistic(conns[worker], pid, AMOUNT)
 
-        run_workers(workers, self.sizes.warmup_ops, raw_op)
-        report: dict[str, Any] = {}
-        with self._verified(raw_ids, report):
-            report.update(run_workers(workers, ops, raw_op).as_dict())
-        result["raw"] = report
-
-        lib_ids = [UUID(pid) for pid in self._portfolios(portfolio_count)]
-        store, deposit = self.store, self._deposit
-
         def lib_op(worker: int, index: int) -> None:
             store.execute(lib_ids[worker * per_worker + index % per_worker], deposit)
 
+        run_workers(workers, self.sizes.warmup_ops, raw_op)
         self._library(workers, self.sizes.warmup_ops, lib_op)
-        report = {}
-        with self._verified([str(pid) for pid in lib_ids], report):
-            report.update(self._library(workers, ops, lib_op).as_dict())
-        result["library"] = report
-        result["ratio"] = round(result["library"]["ops_per_s"] / result["raw"]["ops_per_s"], 3)
-        return result
+        reports = self._contend(
+            {
+                "raw": Contender(raw_ids, lambda: run_workers(workers, per_round, raw_op)),
+                "library": Contender(
+                    [str(pid) for pid in lib_ids],
+                    lambda: self._library(workers, per_round, lib_op),
+                ),
+            }
+        )
+        ratio = round(reports["library"]["ops_per_s"] / reports["raw"]["ops_per_s"], 3)
+        return {"workers": workers, "portfolios": portfolio_count, **reports, "ratio": ratio}
 
     # -- (b) one hot portfolio ------------------------------------------------------
 
     def hot(self, workers: int) -> dict[str, Any]:
         """``workers`` threads on ONE portfolio: raw FOR UPDATE, then each lock mode."""
-        ops = max(1, self.sizes.hot_ops // workers)
-        result: dict[str, Any] = {"workers": workers, "ops_per_worker": ops}
-        conns = self.connections
-
+        per_round = max(1, self.sizes.hot_ops // workers // self.sizes.rounds)
+        conns, store, deposit = self.connections, self.store, self._deposit
         (raw_id,) = self._portfolios(1)
 
         def raw_op(worker: int, index: int) -> int:
             return raw.deposit_locked(conns[worker], raw_id, AMOUNT)
 
         run_workers(workers, self.sizes.warmup_ops, raw_op)
-        report: dict[str, Any] = {}
-        with self._verified([raw_id], report):
-            report.update(run_workers(workers, ops, raw_op).as_dict())
-        result["raw"] = report
-
-        store, deposit = self.store, self._deposit
-        modes: dict[str, Any] = {}
+        contenders = {"raw": Contender([raw_id], lambda: run_workers(workers, per_round, raw_op))}
         for mode in LOCK_MODES:
             (text_id,) = self._portfolios(1)
             pid = UUID(text_id)
@@ -179,17 +201,24 @@ class Bench:
                 store.execute(pid, deposit, lock=mode)
 
             self._library(workers, self.sizes.warmup_ops, lib_op)
-            report = {}
-            with self._verified([text_id], report):
-                report.update(self._library(workers, ops, lib_op).as_dict())
-            report["ratio"] = round(report["ops_per_s"] / result["raw"]["ops_per_s"], 3)
-            modes[mode] = report
-        result["library"] = modes
+            contenders[mode] = Contender(
+                [text_id], partial(self._library, workers, per_round, lib_op)
+            )
+        reports = self._contend(contenders)
+        raw_rate = reports["raw"]["ops_per_s"]
+        modes = {mode: reports[mode] for mode in LOCK_MODES}
+        for report in modes.values():
+            report["ratio"] = round(report["ops_per_s"] / raw_rate, 3)
         best = max(modes, key=lambda name: modes[name]["ops_per_s"])
-        result["best_mode"] = best
-        result["ratio"] = modes[best]["ratio"]
-        result["best_attempts_per_commit"] = modes[best]["attempts_per_commit"]
-        return result
+        return {
+            "workers": workers,
+            "ops_per_worker": per_round * self.sizes.rounds,
+            "raw": reports["raw"],
+            "library": modes,
+            "best_mode": best,
+            "ratio": modes[best]["ratio"],
+            "best_attempts_per_commit": modes[best]["attempts_per_commit"],
+        }
 
     # -- (c) re-pricing a big portfolio ------------------------------------------------
 
@@ -240,17 +269,19 @@ class Bench:
             call(rounds)  # warm-up (caches, compiled statements)
             latencies: list[float] = []
             bumps: list[int] = []
+            cpu = 0.0
             for r in range(rounds):
                 before = self._version(pid)
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), time.process_time()
                 changed = call(r)
                 latencies.append(time.perf_counter() - started)
+                cpu += time.process_time() - cpu_started
                 bumps.append(self._version(pid) - before)
                 if changed != count:
                     raise AssertionError(f"{name} re-priced {changed} of {count} positions")
             if bumps != [1] * rounds:
                 raise AssertionError(f"{name} bumped the version {bumps}, not once per call")
-            report = summarize(1, latencies, rounds, sum(latencies)).as_dict()
+            report = summarize([Sample(1, latencies, rounds, sum(latencies), cpu)]).as_dict()
             report["version_bumps"] = bumps
             report["positions_repriced_per_call"] = count
             result[name] = report

@@ -13,9 +13,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from tenacity import (
+    RetryCallState,
     stop_after_attempt,
-    stop_before_delay,
-    stop_never,
     wait_exponential,
     wait_random_exponential,
 )
@@ -30,6 +29,26 @@ from portfolio_core.errors import (
     StaleDataException,
     ValidationError,
 )
+
+
+class _StopBeforeDeadline(stop_base):
+    """Stop when the next wait would end past the deadline (tenacity's
+    stop_before_delay, measured with the policy's clock rather than real time)."""
+
+    def __init__(
+        self,
+        deadline: float,  # float-ok: seconds
+        clock: Callable[[], float],  # float-ok
+        started: float,  # float-ok
+    ) -> None:
+        self.deadline = deadline
+        self.clock = clock
+        self.started = started
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        elapsed = self.clock() - self.started
+        return elapsed + retry_state.upcoming_sleep >= self.deadline
+
 
 RETRYABLE_CONFLICTS = (StaleDataException, SerializationFailureError)
 """Optimistic conflicts: the unit of work read data another one changed."""
@@ -46,7 +65,8 @@ class RetryPolicy:
     (seconds, None for none) stops retrying when the next wait would pass it.
     ``retry_lock_not_available`` decides whether a lock not obtained (55P03,
     SKIP LOCKED) is retried. ``sleep`` (and ``async_sleep`` for the asyncio
-    path) are injectable so tests never wait.
+    path) and ``clock`` (which measures the deadline) are injectable so tests
+    never wait: a test's sleep can advance its clock.
     """
 
     max_retries: int = 3
@@ -60,6 +80,7 @@ class RetryPolicy:
     async_sleep: Callable[[float], Awaitable[None]] | None = field(  # float-ok: seconds
         default=None, compare=False
     )
+    clock: Callable[[], float] = field(default=time.monotonic, compare=False)  # float-ok
 
     def __post_init__(self) -> None:
         if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int):
@@ -98,12 +119,17 @@ class RetryPolicy:
 
         return injected
 
-    def stop(self) -> stop_base:
-        """tenacity stop condition: attempts, then deadline."""
+    def stop(self, started: float | None = None) -> stop_base:  # float-ok: clock reading
+        """tenacity stop condition: attempts, then the deadline counted from ``started``.
+
+        ``started`` is a reading of ``clock`` when the first attempt began
+        (now if None); build one stop condition per run.
+        """
         attempts = stop_after_attempt(self.max_retries + 1)
         if self.deadline is None:
-            return attempts | stop_never
-        return attempts | stop_before_delay(self.deadline)
+            return attempts
+        start = self.clock() if started is None else started
+        return attempts | _StopBeforeDeadline(self.deadline, self.clock, start)
 
     def wait(self) -> wait_base:
         """tenacity wait strategy: (full-jitter) exponential backoff."""

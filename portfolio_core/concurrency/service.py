@@ -17,6 +17,7 @@ from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception
 from portfolio_core.concurrency.metrics import ConcurrencyMetrics, log_event
 from portfolio_core.concurrency.retry import RETRYABLE_CONFLICTS, RetryPolicy
 from portfolio_core.errors import (
+    CommitOutcomeUnknownError,
     ConfigurationError,
     ConnectionLostError,
     DatabaseConnectionError,
@@ -31,7 +32,6 @@ from portfolio_core.persistence.locking import (
     guarded_lock_attempt,
     local_lock_timeout,
 )
-from portfolio_core.persistence.mapping import PortfolioSession
 
 if TYPE_CHECKING:
     # Only with the 'async' extra (greenlet); never imported at run time from here.
@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+_COUNTED: Final = "_portfolio_core_counted_in"
+"""Attribute of a refused-lock error: the metrics entity_lock already counted it in."""
 _TRY_LOCK: Final = text("SELECT pg_try_advisory_xact_lock(:key)")
 _LOCK: Final = text("SELECT pg_advisory_xact_lock(:key)")
 
@@ -99,15 +101,12 @@ class ConcurrencyService:
             wait=policy.wait(),
             retry=retry_if_exception(policy.is_retryable),
             sleep=policy.sleep,
-            before_sleep=self._before_sleep,
             reraise=True,
         )
         self._async_retrying = AsyncRetrying(
-            stop=policy.stop(),
             wait=policy.wait(),
             retry=retry_if_exception(policy.is_retryable),
             sleep=policy.async_sleeper(),
-            before_sleep=self._before_sleep,
             reraise=True,
         )
 
@@ -127,12 +126,30 @@ class ConcurrencyService:
         DeadlockException, PessimisticLockException or DatabaseConnectionError
         with ``retries`` set, chained to the last failure.
         """
+        # Most calls succeed first time: run attempt 1 before building any
+        # tenacity state (copying a Retrying and driving its iterator costs
+        # tens of microseconds, a measurable share of a whole unit of work).
+        started = self.policy.clock()
+        try:
+            return self._attempt(work, entity_type, entity_id, 1)
+        except Exception as error:
+            if not self.policy.is_retryable(error):
+                raise
+            first_failure = error
+        # A retryable failure: tenacity takes over, its attempt 1 being the one
+        # that just failed (same stop, deadline from the first call, waits).
+        retrying = self._retrying.copy(
+            stop=self.policy.stop(started),
+            before_sleep=lambda state: self._before_sleep(state, entity_type, entity_id),
+        )
         attempt_number = 0
         with self._outcome(entity_type, entity_id, lambda: attempt_number):
-            for attempt in self._retrying.copy():
+            for attempt in retrying:
                 attempt_number = attempt.retry_state.attempt_number
-                with attempt, self._classified(entity_type, entity_id, attempt_number):
-                    result = work()
+                with attempt:
+                    if attempt_number == 1:
+                        raise first_failure
+                    result = self._attempt(work, entity_type, entity_id, attempt_number)
         self._succeeded(entity_type, entity_id, attempt_number)
         return result
 
@@ -149,20 +166,29 @@ class ConcurrencyService:
         async sleep, never blocking the event loop) and exhaustion errors as
         :meth:`run`; ``work`` must be a whole async unit of work.
         """
+        started = self.policy.clock()
+        try:
+            with self._classified(entity_type, entity_id, 1):
+                return await work()
+        except Exception as error:
+            if not self.policy.is_retryable(error):
+                raise
+            first_failure = error
+        retrying = self._async_retrying.copy(
+            stop=self.policy.stop(started),
+            before_sleep=lambda state: self._before_sleep(state, entity_type, entity_id),
+        )
         attempt_number = 0
         with self._outcome(entity_type, entity_id, lambda: attempt_number):
-            async for attempt in self._async_retrying.copy():
+            async for attempt in retrying:
                 attempt_number = attempt.retry_state.attempt_number
-                with attempt, self._classified(entity_type, entity_id, attempt_number):
-                    result = await work()
+                with attempt:
+                    if attempt_number == 1:
+                        raise first_failure
+                    with self._classified(entity_type, entity_id, attempt_number):
+                        result = await work()
         self._succeeded(entity_type, entity_id, attempt_number)
         return result
-
-    def retry_on_version_conflict(
-        self, operation: Callable[[], T], entity_type: str, entity_id: object
-    ) -> T:
-        """The seed's name for :meth:`run`: retry ``operation`` (a whole unit of work)."""
-        return self.run(operation, entity_type=entity_type, entity_id=entity_id)
 
     @contextmanager
     def _outcome(
@@ -187,6 +213,18 @@ class ConcurrencyService:
                 attempt=attempt_number,
             )
 
+    def retry_on_version_conflict(
+        self, operation: Callable[[], T], entity_type: str, entity_id: object
+    ) -> T:
+        """The seed's name for :meth:`run`: retry ``operation`` (a whole unit of work)."""
+        return self.run(operation, entity_type=entity_type, entity_id=entity_id)
+
+    def _attempt(
+        self, work: Callable[[], T], entity_type: str, entity_id: object, attempt: int
+    ) -> T:
+        with self._classified(entity_type, entity_id, attempt):
+            return work()
+
     @contextmanager
     def _classified(self, entity_type: str, entity_id: object, attempt: int) -> Iterator[None]:
         """Translate, count and log the failure of one attempt (sync and async alike)."""
@@ -201,10 +239,16 @@ class ConcurrencyService:
             mapped = translate(error, entity_type=entity_type, entity_id=entity_id)
             if mapped is None:
                 raise
+            mapped.__cause__ = error  # before _record, which reads the SQLSTATE from it
             self._record(mapped, entity_type, entity_id, attempt)
             raise mapped from error
         except Exception as error:
-            self._record(error, entity_type, entity_id, attempt)
+            if vars(error).get(_COUNTED) is self.metrics:
+                # Already counted by entity_lock inside this work: once is enough
+                # (the mark is consumed, so a re-raised object counts next time).
+                del vars(error)[_COUNTED]
+            else:
+                self._record(error, entity_type, entity_id, attempt)
             raise
 
     def _record(
@@ -233,11 +277,16 @@ class ConcurrencyService:
             log_event("lock_not_available", **common)
         elif isinstance(error, ConnectionLostError):
             log_event("connection_lost", logging.WARNING, **common)
+        elif isinstance(error, CommitOutcomeUnknownError):
+            # Not retried: the caller must find out whether it committed.
+            log_event("commit_outcome_unknown", logging.ERROR, **common)
 
-    def _before_sleep(self, state: RetryCallState) -> None:
+    def _before_sleep(self, state: RetryCallState, entity_type: str, entity_id: object) -> None:
         error = state.outcome.exception() if state.outcome is not None else None
         log_event(
             "retrying",
+            entity_type=entity_type,
+            entity_id=entity_id,
             attempt=state.attempt_number,
             delay=round(state.upcoming_sleep, 4),
             error=type(error).__name__ if error is not None else None,
@@ -254,6 +303,7 @@ class ConcurrencyService:
             entity_type=entity_type,
             entity_id=entity_id,
             attempt=attempts,
+            sqlstate=getattr(error, "sqlstate", None) or sqlstate_of(error.__cause__ or error),
             error=type(error).__name__,
         )
         if isinstance(error, DeadlockException):
@@ -355,10 +405,7 @@ class ConcurrencyService:
         entity_type: str,
         entity_id: object,
     ) -> None:
-        if isinstance(session, PortfolioSession):
-            with guarded_lock_attempt(session):
-                self._acquire(session, key, timeout, entity_type, entity_id)
-        else:
+        with guarded_lock_attempt(session):
             self._acquire(session, key, timeout, entity_type, entity_id)
 
     def _acquire(
@@ -385,6 +432,7 @@ class ConcurrencyService:
                         executor.execute(_LOCK, {"key": key})
         except PessimisticLockException as error:
             self._record(error, entity_type, entity_id, 1)
+            setattr(error, _COUNTED, self.metrics)
             raise
 
     # -- metrics -----------------------------------------------------------------

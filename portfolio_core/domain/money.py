@@ -36,6 +36,8 @@ EXACT: Final = decimal.Context(
 )
 """Context for arithmetic that must be exact: it raises instead of rounding."""
 
+_LENIENT: Final = decimal.Context(prec=PRECISION + 2, rounding=decimal.ROUND_HALF_EVEN, traps=[])
+
 _DIVISION: Final = decimal.Context(prec=60, rounding=decimal.ROUND_HALF_EVEN)
 
 _SYMBOL_RE: Final = re.compile(r"[A-Z0-9][A-Z0-9.\-]{0,19}")
@@ -54,6 +56,16 @@ def to_decimal(value: object, field: str) -> Decimal:
     +-Infinity, values with more than 8 decimal places and values of 10**16
     or more in magnitude, each with :class:`ValidationError`.
     """
+    if (
+        type(value) is Decimal
+        and value.is_finite()
+        and -_LIMIT < value < _LIMIT
+        and _LENIENT.quantize(value, _QUANTUM) == value
+    ):
+        # Fast path for the common case (a finite Decimal in range, e.g. each of
+        # 10,000 prices): it fits the scale iff quantizing changes nothing. The
+        # lenient context never traps: anything else takes the checks below.
+        return value
     if isinstance(value, bool) or not isinstance(value, Decimal | int | str):
         raise ValidationError(
             field, value, f"must be a Decimal, int or str, not {type(value).__name__}"

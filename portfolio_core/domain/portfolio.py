@@ -96,7 +96,10 @@ class Portfolio:
         """Closed positions, oldest first: the stored history plus those closed now."""
         history = list(self._closed)
         seen = {p.id for p in history}
-        history.extend(p for p in self._positions if not p.is_open and p.id not in seen)
+        # Ordered as the database orders the stored history (closed_at, id), so a
+        # portfolio reads the same before and after it is reloaded.
+        closed_now = [p for p in self._positions if not p.is_open and p.id not in seen]
+        history.extend(sorted(closed_now, key=lambda p: (p.closed_at, p.id)))
         return history
 
     @property

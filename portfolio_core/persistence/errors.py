@@ -4,7 +4,9 @@ PostgreSQL reports what went wrong as a SQLSTATE.  psycopg2 exposes it as
 ``pgcode``, asyncpg as ``sqlstate``; SQLAlchemy wraps either in a
 ``DBAPIError`` whose ``orig`` carries it (its asyncpg adapter copies
 ``sqlstate`` to ``pgcode`` too).  Lost connections carry no SQLSTATE: SQLAlchemy
-marks them with ``connection_invalidated``.
+marks them with ``connection_invalidated``; a server that cannot be reached at
+all gives an OperationalError with no SQLSTATE (libpq's own error, raised
+before any server could answer), classified as a lost connection too.
 
 ========  =============================  =====================================
 SQLSTATE  meaning                        becomes
@@ -26,7 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Final
 
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from portfolio_core.errors import (
     CommitOutcomeUnknownError,
@@ -57,7 +59,9 @@ def sqlstate_of(error: BaseException) -> str | None:
     """The SQLSTATE of a driver error, wrapped by SQLAlchemy or not (None if it has none)."""
     candidates: list[object] = [error]
     if isinstance(error, DBAPIError):
-        candidates.insert(0, error.orig)
+        # An adapter's own exception (SQLAlchemy's asyncpg adapter) may keep the
+        # driver's error, which carries the SQLSTATE, as its __cause__.
+        candidates[:0] = [error.orig, getattr(error.orig, "__cause__", None)]
     for candidate in candidates:
         for attribute in ("pgcode", "sqlstate"):
             code = getattr(candidate, attribute, None)
@@ -78,6 +82,10 @@ def classify(error: BaseException) -> Failure:
     if isinstance(error, DBAPIError) and error.connection_invalidated:
         return Failure.CONNECTION_LOST
     if code is not None and (code.startswith("08") or code in _SERVER_GONE):
+        return Failure.CONNECTION_LOST
+    if code is None and isinstance(error, OperationalError):
+        # Every error the server sends has a SQLSTATE; none means the client
+        # library failed to talk to it (refused, unreachable, reset).
         return Failure.CONNECTION_LOST
     return Failure.OTHER
 
@@ -105,7 +113,8 @@ def translate(
     if failure is Failure.DEADLOCK:
         return DeadlockException(
             f"deadlock detected on {entity_type} {entity_id} (SQLSTATE {code})",
-            entities=[(entity_type or "unknown", entity_id)],
+            # Unnamed here (e.g. a flush): ConcurrencyService.run names its entity.
+            entities=[(entity_type, entity_id)] if entity_type is not None else [],
         )
     if failure is Failure.SERIALIZATION:
         return SerializationFailureError(

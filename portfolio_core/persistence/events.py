@@ -40,7 +40,11 @@ from sqlalchemy.orm.util import identity_key
 from portfolio_core.domain.events import PortfolioEvent, PortfolioOperation
 from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.errors import StaleDataException
-from portfolio_core.persistence.mapping import START_VERSIONS_KEY, PortfolioSession
+from portfolio_core.persistence.mapping import (
+    START_VERSIONS_KEY,
+    WRITTEN_VERSIONS_KEY,
+    PortfolioSession,
+)
 from portfolio_core.persistence.schema import portfolio_events, portfolios
 
 SQL_OPERATIONS_KEY: Final = "portfolio_core.sql_operations"
@@ -58,6 +62,7 @@ could be garbage-collected with its pending operations.
 """
 
 EVENT_PRIMARY_KEY: Final = "pk_portfolio_events"
+_INSERT_EVENTS: Final = insert(portfolio_events)  # built once: this runs on every commit
 
 
 def record_sql_operation(
@@ -120,13 +125,19 @@ def write_events(session: Session) -> list[tuple[UUID, int]]:
     versions: dict[UUID, list[int]] = {pid: [1] for pid in created}
     touched: dict[UUID, int] = session.info.get(START_VERSIONS_KEY, {})
     if touched:
-        current = dict(
-            session.execute(
-                select(portfolios.c.id, portfolios.c.version).where(
-                    portfolios.c.id.in_(list(touched))
-                )
-            ).all()
-        )
+        # Versions a flush wrote are known without a round trip; only those
+        # bumped by SQL alone (or after a rollback) are read back.
+        written: dict[UUID, int] = session.info.get(WRITTEN_VERSIONS_KEY, {})
+        current = {pid: written[pid] for pid in touched if pid in written}
+        unknown = [pid for pid in touched if pid not in written]
+        if unknown:
+            current.update(
+                session.execute(
+                    select(portfolios.c.id, portfolios.c.version).where(
+                        portfolios.c.id.in_(unknown)
+                    )
+                ).all()
+            )
         for pid, start in touched.items():
             now = current.get(pid)
             if now is not None and now > start:
@@ -149,7 +160,7 @@ def write_events(session: Session) -> list[tuple[UUID, int]]:
             )
     if rows:
         try:
-            session.execute(insert(portfolio_events), rows)
+            session.execute(_INSERT_EVENTS, rows)
         except IntegrityError as error:
             if EVENT_PRIMARY_KEY not in str(error.orig):
                 raise
@@ -230,10 +241,16 @@ def _forget_committed_operations(session: Session) -> None:
 
 @event.listens_for(PortfolioSession, "after_rollback")
 def _forget_rolled_back_state(session: Session) -> None:
-    # Pending operations stay on the objects: a retried unit of work that
-    # re-adds a new Portfolio (create_portfolio) still needs its "created".
-    if not session.in_nested_transaction():
-        _forget_transaction_state(session)
+    if session.in_nested_transaction():
+        return
+    # A loaded portfolio's changes are gone with the transaction, and so are
+    # its operations. A new one keeps both (its Python state is untouched): a
+    # retry that adds it again (create_portfolio) still needs its "created".
+    for portfolio in _recording_portfolios(session):
+        operations = portfolio.pending_operations()
+        if operations and operations[0].kind != "created":
+            portfolio.take_pending_operations()
+    _forget_transaction_state(session)
 
 
 def _forget_transaction_state(session: Session) -> None:

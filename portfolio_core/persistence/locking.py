@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import Any, Final, Protocol
 
 from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 from portfolio_core.errors import PessimisticLockException, ValidationError
 from portfolio_core.persistence.mapping import DB_WORK_KEY, PortfolioSession
@@ -50,11 +51,14 @@ def local_lock_timeout(executor: Executes, seconds: float | None) -> Iterator[No
 
 
 @contextmanager
-def guarded_lock_attempt(session: PortfolioSession) -> Iterator[None]:
+def guarded_lock_attempt(session: Session) -> Iterator[None]:
     """Run a lock attempt so that PessimisticLockException leaves ``session`` usable."""
-    fresh = not session.info.get(DB_WORK_KEY) and not (
-        session.new or session.dirty or session.deleted
-    )
+    if isinstance(session, PortfolioSession):
+        has_db_work = bool(session.info.get(DB_WORK_KEY))
+    else:
+        # A plain Session is not tracked: any open transaction may hold work.
+        has_db_work = session.in_transaction()
+    fresh = not has_db_work and not (session.new or session.dirty or session.deleted)
     savepoint = None if fresh else session.begin_nested()
     try:
         yield

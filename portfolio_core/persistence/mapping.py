@@ -14,16 +14,25 @@ many flushes the transaction makes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
 from uuid import UUID
 
-from sqlalchemy import and_, event
-from sqlalchemy.orm import Session, UOWTransaction, foreign, registry, relationship
+from sqlalchemy import and_, event, text
+from sqlalchemy.orm import (
+    Session,
+    SessionTransaction,
+    UOWTransaction,
+    foreign,
+    registry,
+    relationship,
+)
+from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.orm.util import identity_key
 
 from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.domain.position import Position, utcnow
+from portfolio_core.errors import StaleDataException
 from portfolio_core.persistence.schema import metadata, portfolios, positions
 
 mapper_registry: Final = registry(metadata=metadata)
@@ -32,6 +41,14 @@ START_VERSIONS_KEY: Final = "portfolio_core.start_versions"
 """session.info key: each touched portfolio's version when this transaction first touched it."""
 FLUSHED_VERSIONS_KEY: Final = "portfolio_core.flushed_versions"
 """session.info key: (entity_type, id, expected_version) of each versioned row flushed."""
+WRITTEN_VERSIONS_KEY: Final = "portfolio_core.written_versions"
+"""session.info key: {portfolio id: version} a flush of this transaction wrote (version-checked).
+
+Once a transaction has bumped a portfolio its version cannot move again until
+COMMIT (the UPDATE holds the row lock; later bumps are skipped by needs_bump),
+so these are the versions the events are written at, with no SELECT. Any
+rollback (a savepoint too) forgets them: the database is then read instead.
+"""
 DB_WORK_KEY: Final = "portfolio_core.db_work"
 """session.info key: True once the current transaction holds a database connection."""
 
@@ -80,8 +97,49 @@ def start_mappers() -> None:
     )
 
 
+_VERSION_QUERIES: Final = {
+    "Portfolio": text("SELECT version FROM portfolios WHERE id = :id"),
+    "Position": text("SELECT version FROM positions WHERE id = :id"),
+}
+
+
 class PortfolioSession(Session):
-    """The Session used by units of work: aggregate versioning hooks attached."""
+    """The Session used by units of work: aggregate versioning hooks attached.
+
+    A version conflict found by any flush (the unit of work's, COMMIT's own,
+    or one the caller asks for with ``uow.session.flush()``) comes out as
+    StaleDataException with the versions re-read, never as StaleDataError.
+    """
+
+    def flush(self, objects: Sequence[Any] | None = None) -> None:
+        """Flush; a version conflict rolls back and raises StaleDataException."""
+        try:
+            super().flush(objects)
+        except StaleDataError as error:
+            flushed: list[tuple[str, object, int]] = self.info.pop(FLUSHED_VERSIONS_KEY, [])
+            self.rollback()
+            raise _stale_conflict(self, flushed) from error
+
+
+def _stale_conflict(session: Session, flushed: list[tuple[str, object, int]]) -> StaleDataException:
+    """Re-read the versions of the rows just flushed; name the first that moved on.
+
+    Runs in a fresh transaction of ``session`` (the failed one was rolled back)
+    and rolls that back too, leaving the session clean.
+    """
+    try:
+        for entity_type, entity_id, expected in flushed:
+            actual = session.execute(
+                _VERSION_QUERIES[entity_type], {"id": entity_id}
+            ).scalar_one_or_none()
+            if actual != expected:
+                return StaleDataException(entity_type, entity_id, expected, actual)
+    finally:
+        session.rollback()
+    if not flushed:
+        return StaleDataException("Portfolio", None, None, None)
+    entity_type, entity_id, expected = flushed[0]
+    return StaleDataException(entity_type, entity_id, expected, expected)
 
 
 def needs_bump(session: Session, portfolio_id: UUID, version: int) -> bool:
@@ -114,25 +172,33 @@ def _bump_aggregate_versions(
 ) -> None:
     roots: dict[UUID, Portfolio] = {}
     flushed: list[tuple[str, object, int]] = []
-    for obj in (*session.new, *session.dirty, *session.deleted):
+    # Each of these properties builds a new set: take them once.
+    new, deleted = session.new, session.deleted
+    for obj in (*new, *session.dirty, *deleted):
         if isinstance(obj, Portfolio):
-            if obj in session.new:
+            if obj in new:
                 continue
-            if obj in session.deleted or session.is_modified(obj):
+            if obj in deleted or session.is_modified(obj):
                 roots[obj.id] = obj
         elif isinstance(obj, Position):
-            if obj not in session.new:
-                if not session.is_modified(obj) and obj not in session.deleted:
+            if obj not in new:
+                if not session.is_modified(obj) and obj not in deleted:
                     continue
                 flushed.append(("Position", obj.id, obj._version))
             owner = _owning_portfolio(session, obj)
-            if owner is not None and owner not in session.new:
+            if owner is not None and owner not in new:
                 roots[owner.id] = owner
+    written: dict[UUID, int] = session.info.setdefault(WRITTEN_VERSIONS_KEY, {})
     for portfolio_id, portfolio in roots.items():
         flushed.append(("Portfolio", portfolio_id, portfolio._version))
-        if needs_bump(session, portfolio_id, portfolio._version):
+        bumped = needs_bump(session, portfolio_id, portfolio._version)
+        if bumped:
             portfolio._version = portfolio._version + 1
             portfolio.last_updated = utcnow()
+        if portfolio not in deleted and (bumped or session.is_modified(portfolio)):
+            # This flush UPDATEs the row WHERE version = loaded version: if it
+            # succeeds, the row is at exactly this version.
+            written[portfolio_id] = portfolio._version
     session.info[FLUSHED_VERSIONS_KEY] = flushed
 
 
@@ -141,26 +207,20 @@ def _note_db_work(session: Session, transaction: Any, connection: Any) -> None:
     session.info[DB_WORK_KEY] = True
 
 
-def _end_of_transaction(session: Session, *args: Any) -> None:
-    # A savepoint's release or rollback fires these events too, but the
-    # transaction (and its one bump per portfolio) goes on.
-    if session.in_nested_transaction():
-        return
-    for key in (START_VERSIONS_KEY, FLUSHED_VERSIONS_KEY, DB_WORK_KEY):
-        session.info.pop(key, None)
+@event.listens_for(PortfolioSession, "after_transaction_end")
+def _end_of_transaction(session: Session, transaction: SessionTransaction) -> None:
+    # Only the outermost transaction's end forgets: after_commit/after_rollback
+    # also fire when a SAVEPOINT is released or rolled back (a lock attempt),
+    # and forgetting then would bump a portfolio twice or discard earlier work.
+    if transaction.parent is None:
+        for key in (START_VERSIONS_KEY, FLUSHED_VERSIONS_KEY, WRITTEN_VERSIONS_KEY, DB_WORK_KEY):
+            session.info.pop(key, None)
 
 
-def _after_rollback(session: Session, *args: Any) -> None:
-    # A failed flush rolls back before the unit of work sees the StaleDataError:
-    # keep the flushed versions for it to re-read (each flush replaces them).
-    if session.in_nested_transaction():
-        return
-    for key in (START_VERSIONS_KEY, DB_WORK_KEY):
-        session.info.pop(key, None)
-
-
-event.listen(PortfolioSession, "after_commit", _end_of_transaction)
-event.listen(PortfolioSession, "after_rollback", _after_rollback)
+@event.listens_for(PortfolioSession, "after_soft_rollback")
+def _forget_written_versions(session: Session, previous_transaction: SessionTransaction) -> None:
+    # A rolled-back savepoint may have undone a bump: read the versions instead.
+    session.info.pop(WRITTEN_VERSIONS_KEY, None)
 
 
 start_mappers()

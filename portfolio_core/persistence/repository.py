@@ -19,8 +19,8 @@ from decimal import Decimal
 from typing import Any, Final, Protocol, TypeVar
 from uuid import UUID
 
-from sqlalchemy import select, text
-from sqlalchemy.orm import selectinload
+from sqlalchemy import Select, bindparam, inspect, select, text
+from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
@@ -38,7 +38,7 @@ from portfolio_core.errors import (
 from portfolio_core.persistence.errors import translated
 from portfolio_core.persistence.events import load_history, record_sql_operation
 from portfolio_core.persistence.locking import guarded_lock_attempt, local_lock_timeout
-from portfolio_core.persistence.mapping import PortfolioSession, needs_bump
+from portfolio_core.persistence.mapping import START_VERSIONS_KEY, PortfolioSession, needs_bump
 from portfolio_core.persistence.schema import portfolios
 
 T = TypeVar("T")
@@ -70,17 +70,82 @@ def as_portfolio_id(value: object) -> UUID:
 _SELECT_VERSION_FOR_UPDATE: Final = text(
     "SELECT version FROM portfolios WHERE id = :pid FOR UPDATE"
 )
+_EXISTS: Final = text("SELECT EXISTS (SELECT FROM portfolios WHERE id = :pid)")
 _BUMP_VERSION: Final = text(
     "UPDATE portfolios SET version = version + 1, last_updated = now() "
     "WHERE id = :pid RETURNING version, last_updated"
 )
-_REPRICE: Final = text(
-    "WITH v(symbol, price) AS ("
-    " SELECT * FROM unnest(CAST(:symbols AS varchar[]), CAST(:prices AS numeric[]))) "
-    "UPDATE positions AS p SET current_price = v.price, version = p.version + 1 "
-    "FROM v WHERE p.portfolio_id = :pid AND p.closed_at IS NULL AND p.symbol = v.symbol "
-    "RETURNING p.id, p.version, p.symbol"
+# One statement whatever the number of prices: two array parameters, unnested.
+_REPRICE_VALUES: Final = (
+    "v(symbol, price) AS ("
+    " SELECT * FROM unnest(CAST(:symbols AS varchar[]), CAST(:prices AS numeric[])))"
 )
+_REPRICE_UPDATE: Final = (
+    "UPDATE positions AS p SET current_price = v.price, version = p.version + 1 "
+    "FROM v WHERE p.portfolio_id = :pid AND p.closed_at IS NULL AND p.symbol = v.symbol"
+)
+# When this session holds some of the positions: their new versions come back.
+_REPRICE_ROWS: Final = text(
+    f"WITH {_REPRICE_VALUES} {_REPRICE_UPDATE} RETURNING p.id, p.version, p.symbol"
+)
+# Otherwise only which symbols matched (for the event), as ONE array value:
+# 10,000 RETURNING rows cost more to fetch than the UPDATE itself.
+_REPRICE_SYMBOLS: Final = text(
+    f"WITH {_REPRICE_VALUES}, u AS ({_REPRICE_UPDATE} RETURNING p.symbol) "
+    "SELECT array_agg(u.symbol) FROM u"
+)
+
+
+def _array_literal(items: Iterable[object]) -> str:
+    """A PostgreSQL array literal of already-validated symbols or finite Decimals.
+
+    psycopg2 binds a Python list as ``ARRAY[...]``, quoting each element in
+    Python and making the server parse N expressions; one text literal is
+    about 8x cheaper on the client for 10,000 prices and cheaper to parse.
+    Every element is double-quoted (so a symbol such as ``NULL`` stays a
+    string); validated symbols and ``str(Decimal)`` never contain a quote,
+    backslash, brace or comma, so no escaping is needed.
+    """
+    return '{"' + '","'.join(map(str, items)) + '"}'
+
+
+def _array_param(session: Session, items: Sequence[object]) -> object:
+    """An array parameter in the form the session's driver binds fastest.
+
+    psycopg2: one text literal (see :func:`_array_literal`); asyncpg encodes a
+    Python list natively (binary protocol) and refuses a text literal for a
+    ``varchar[]``/``numeric[]`` parameter.
+    """
+    if session.get_bind().dialect.driver == "asyncpg":
+        return items
+    return _array_literal(items)
+
+
+# Statements built once (with bind parameters) rather than per call: building
+# a select() and computing its cache key costs more Python than the rest of
+# a one-row load (see portfolio_core.bench).
+_GET_PORTFOLIO: Final = select(Portfolio).where(portfolios.c.id == bindparam("pid"))
+_LOCK_STATEMENTS: Final[dict[tuple[bool, bool, bool], Select[Portfolio]]] = {}
+
+
+def _lock_statement(single: bool, nowait: bool, skip_locked: bool) -> Select[Portfolio]:
+    """``SELECT ... FOR UPDATE [NOWAIT|SKIP LOCKED] OF portfolios`` for one id or a list."""
+    key = (single, nowait, skip_locked)
+    statement = _LOCK_STATEMENTS.get(key)
+    if statement is None:
+        where = (
+            portfolios.c.id == bindparam("pid")
+            if single
+            else portfolios.c.id.in_(bindparam("ids", expanding=True))
+        )
+        statement = _LOCK_STATEMENTS[key] = (
+            select(Portfolio)
+            .where(where)
+            .order_by(portfolios.c.id)
+            .with_for_update(nowait=nowait, skip_locked=skip_locked, of=portfolios)
+            .execution_options(populate_existing=True)
+        )
+    return statement
 
 
 class PostgreSQLPortfolioRepository:
@@ -101,8 +166,14 @@ class PostgreSQLPortfolioRepository:
     def get(self, portfolio_id: UUID) -> Portfolio:
         """The portfolio with this id (from the identity map if already loaded)."""
         pid = as_portfolio_id(portfolio_id)
+        session = self.session
         with translated(entity_type="Portfolio", entity_id=pid):
-            portfolio = self.session.get(Portfolio, pid)
+            if self._loaded_portfolio(pid) is not None:
+                portfolio = session.get(Portfolio, pid)
+            else:
+                # The SELECT session.get would send, from a statement built once:
+                # session.get rebuilds and re-keys its statement on every call.
+                portfolio = session.execute(_GET_PORTFOLIO, {"pid": pid}).scalar_one_or_none()
         if portfolio is None:
             raise PortfolioNotFoundError(pid)
         return portfolio
@@ -180,21 +251,32 @@ class PostgreSQLPortfolioRepository:
         """Load and row-lock a portfolio (``SELECT ... FOR UPDATE [NOWAIT|SKIP LOCKED]``).
 
         ``lock_timeout`` (seconds) bounds the wait with ``SET LOCAL lock_timeout``
-        for this statement only. A lock not obtained raises
+        for this statement only. ``skip_locked=True`` takes precedence over the
+        ``nowait`` default: a row another transaction holds is skipped. A lock
+        not obtained (NOWAIT, lock_timeout, skipped) raises
         PessimisticLockException and leaves the unit of work usable: the
         attempt runs in a savepoint when the transaction already holds work.
         """
         pid = as_portfolio_id(portfolio_id)
         locked = self._lock_rows(
-            [pid], nowait=nowait, skip_locked=skip_locked, lock_timeout=lock_timeout
+            [pid],
+            nowait=nowait and not skip_locked,
+            skip_locked=skip_locked,
+            lock_timeout=lock_timeout,
         )
         if not locked:
+            if not skip_locked or not self._exists(pid):
+                raise PortfolioNotFoundError(pid)
             raise PessimisticLockException(
                 f"Portfolio {pid} is locked by another transaction (SKIP LOCKED)",
                 entity_type="Portfolio",
                 entity_id=pid,
             )
         return locked[0]
+
+    def _exists(self, pid: UUID) -> bool:
+        with translated(entity_type="Portfolio", entity_id=pid):
+            return bool(self.session.execute(_EXISTS, {"pid": pid}).scalar_one())
 
     def get_portfolios_for_update(
         self,
@@ -227,21 +309,17 @@ class PostgreSQLPortfolioRepository:
     ) -> builtins.list[Portfolio]:
         if nowait and skip_locked:
             raise ValidationError("skip_locked", skip_locked, "cannot be combined with nowait")
-        statement = (
-            select(Portfolio)
-            .where(portfolios.c.id.in_(ids) if len(ids) != 1 else portfolios.c.id == ids[0])
-            .order_by(portfolios.c.id)
-            .with_for_update(nowait=nowait, skip_locked=skip_locked, of=portfolios)
-            .execution_options(populate_existing=True)
-        )
-        entity_id: object = ids[0] if len(ids) == 1 else tuple(ids)
+        single = len(ids) == 1
+        statement = _lock_statement(single, nowait, skip_locked)
+        params = {"pid": ids[0]} if single else {"ids": builtins.list(ids)}
+        entity_id: object = ids[0] if single else tuple(ids)
         session = self.session
         with (
             guarded_lock_attempt(session),
             translated(entity_type="Portfolio", entity_id=entity_id, lock_timeout=lock_timeout),
             local_lock_timeout(session, lock_timeout),
         ):
-            return builtins.list(session.scalars(statement).all())
+            return builtins.list(session.scalars(statement, params).all())
 
     # -- single-statement updates ----------------------------------------------
 
@@ -253,7 +331,9 @@ class PostgreSQLPortfolioRepository:
         Only ``name`` and ``cash_balance`` may be set (never ``version``). A new
         cash balance is booked as a deposit or withdrawal of the difference, so
         the money invariant keeps holding. StaleDataException (with the version
-        re-read) if the row has moved on.
+        re-read) if the row has moved on. A copy of the portfolio loaded in this
+        session is updated in place; ValidationError if it holds unflushed
+        changes to the same fields (they would conflict).
         """
         pid = as_portfolio_id(portfolio_id)
         unknown = set(fields) - ATOMIC_FIELDS
@@ -265,8 +345,25 @@ class PostgreSQLPortfolioRepository:
             )
         if isinstance(expected_version, bool) or not isinstance(expected_version, int):
             raise ValidationError("expected_version", expected_version, "must be an int")
+        synced = ["name"] if "name" in fields else []
+        if "cash_balance" in fields:
+            synced += ["cash_balance", "total_deposits", "total_withdrawals"]
+        loaded = self._loaded_portfolio(pid)
+        if loaded is not None:
+            # Copying the row over a change not yet flushed would drop it silently.
+            state = inspect(loaded)
+            pending = [name for name in synced if state.attrs[name].history.has_changes()]
+            if pending:
+                raise ValidationError(
+                    "fields",
+                    pending,
+                    "also have unflushed changes on the loaded portfolio in this unit of work",
+                )
         # One bump per unit of work: none if this transaction already bumped it.
-        bump = needs_bump(self.session, pid, expected_version)
+        # The start version is only noted once the UPDATE matched: a stale
+        # expected_version must not become this transaction's start version.
+        start_versions: dict[UUID, int] = self.session.info.setdefault(START_VERSIONS_KEY, {})
+        bump = start_versions.get(pid, expected_version) == expected_version
         assignments = [f"version = version + {int(bump)}", "last_updated = now()"]
         params: dict[str, Any] = {"pid": pid, "expected": expected_version}
         if "name" in fields:
@@ -293,6 +390,7 @@ class PostgreSQLPortfolioRepository:
                 if actual is None:
                     raise PortfolioNotFoundError(pid)
                 raise StaleDataException("Portfolio", pid, expected_version, actual)
+        start_versions.setdefault(pid, expected_version)
         operations = [
             PortfolioOperation(name, {name.removeprefix("set_"): value})
             for name, value in (
@@ -303,15 +401,8 @@ class PostgreSQLPortfolioRepository:
         ]
         for operation in operations:
             record_sql_operation(self.session, pid, operation)
-        loaded = self._loaded_portfolio(pid)
         if loaded is not None and loaded._version == expected_version:
-            for attribute in (
-                "name",
-                "cash_balance",
-                "total_deposits",
-                "total_withdrawals",
-                "last_updated",
-            ):
+            for attribute in (*synced, "last_updated"):
                 set_committed_value(loaded, attribute, getattr(row, attribute))
             set_committed_value(loaded, "_version", row.version)
         return int(row.version)
@@ -333,29 +424,40 @@ class PostgreSQLPortfolioRepository:
         if not symbols:
             return 0
         session = self.session
+        params = {
+            "pid": pid,
+            "symbols": _array_param(session, symbols),
+            "prices": _array_param(session, values),
+        }
+        sync = self._has_loaded_positions(pid)
         with translated(entity_type="Portfolio", entity_id=pid):
             version = session.execute(_SELECT_VERSION_FOR_UPDATE, {"pid": pid}).scalar_one_or_none()
             if version is None:
                 raise PortfolioNotFoundError(pid)
-            changed = session.execute(
-                _REPRICE, {"pid": pid, "symbols": symbols, "prices": values}
-            ).all()
-            if not changed:
+            if sync:
+                changed = session.execute(_REPRICE_ROWS, params).all()
+                matched: Iterable[str] = [row.symbol for row in changed]
+            else:
+                changed = []
+                matched = session.execute(_REPRICE_SYMBOLS, params).scalar_one() or []
+            applied = dict(zip(symbols, values, strict=True))
+            prices_applied = {symbol: applied[symbol] for symbol in matched}
+            if not prices_applied:
                 return 0
             bumped = None
             if needs_bump(session, pid, version):
                 bumped = session.execute(_BUMP_VERSION, {"pid": pid}).one()
-        applied = dict(zip(symbols, values, strict=True))
         record_sql_operation(
             session,
             pid,
-            PortfolioOperation(
-                "update_all_prices",
-                {"prices": {row.symbol: applied[row.symbol] for row in changed}},
-            ),
+            PortfolioOperation("update_all_prices", {"prices": prices_applied}),
         )
-        self._sync_repriced(pid, dict(zip(symbols, values, strict=True)), changed, version, bumped)
-        return len(changed)
+        self._sync_repriced(pid, applied, changed, version, bumped)
+        return len(prices_applied)
+
+    def _has_loaded_positions(self, pid: UUID) -> bool:
+        keys = self.session.identity_map.keys()  # IdentityMap itself is not iterable
+        return any(key[0] is Position and key[1][0] == pid for key in keys)
 
     def _sync_repriced(
         self,

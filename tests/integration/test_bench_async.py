@@ -8,7 +8,9 @@ from portfolio_core.bench import raw
 from portfolio_core.bench.async_scenarios import run_async_scenarios
 from portfolio_core.bench.scenarios import Bench, Sizes
 
-TINY = Sizes(uncontended_ops=2, hot_ops=16, reprice_positions=40, reprice_rounds=1, warmup_ops=1)
+TINY = Sizes(
+    uncontended_ops=2, hot_ops=32, reprice_positions=40, reprice_rounds=1, warmup_ops=1, rounds=1
+)
 
 
 def test_async_column_runs_every_scenario_against_raw_asyncpg(

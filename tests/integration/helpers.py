@@ -1,0 +1,108 @@
+"""Shared integration-test tools: portfolios through a UnitOfWork, empty databases,
+a second connection holding row locks, and waiting for a backend to block on a lock."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from portfolio_core import Portfolio, UnitOfWork, create_engine
+
+LOCK_ROW = text("SELECT id FROM portfolios WHERE id = :pid FOR UPDATE")
+
+
+@contextmanager
+def row_locked(engine: Engine, *portfolio_ids: UUID) -> Iterator[Connection]:
+    """Another transaction holding FOR UPDATE locks on these portfolios for the block."""
+    with engine.connect() as connection, connection.begin():
+        for pid in portfolio_ids:
+            connection.execute(LOCK_ROW, {"pid": pid})
+        yield connection
+
+
+def backend_pid(connection: Connection | Session) -> int:
+    """The PostgreSQL server process serving this connection (or session)."""
+    return int(connection.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+
+def wait_until_blocked(engine: Engine, pid: int, *, timeout: float = 30.0) -> None:
+    """Return once PostgreSQL reports backend ``pid`` waiting for a lock.
+
+    This waits for an observable server state (pg_blocking_pids), not for time
+    to pass: the race it orders is decided by the lock manager.
+    """
+    deadline = time.monotonic() + timeout
+    paused = threading.Event()
+    with engine.connect() as connection:
+        while True:
+            blockers = connection.execute(
+                text("SELECT cardinality(pg_blocking_pids(:pid))"), {"pid": pid}
+            ).scalar_one()
+            connection.rollback()
+            if blockers:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"backend {pid} never waited for a lock")
+            paused.wait(0.005)
+
+
+def create_portfolio(engine: Engine, cash: Decimal | int | str = 10_000, name: str = "p") -> UUID:
+    """Commit a new portfolio (version 1) and return its id."""
+    portfolio = Portfolio(name, cash)
+    with UnitOfWork(engine) as uow:
+        uow.portfolios.add(portfolio)
+        uow.commit()
+    return portfolio.id
+
+
+def reload(engine: Engine, portfolio_id: UUID) -> Portfolio:
+    """A detached copy of the committed portfolio, open and closed positions loaded."""
+    with UnitOfWork(engine) as uow:
+        snapshot = uow.portfolios.get_snapshot(portfolio_id)
+        # Detach before the unit of work rolls back, which would expire every attribute.
+        uow.session.expunge_all()
+    return snapshot
+
+
+def stored_version(engine: Engine, portfolio_id: UUID) -> int:
+    """The version column as committed, read with plain SQL."""
+    with engine.connect() as connection:
+        version: Any = connection.execute(
+            text("SELECT version FROM portfolios WHERE id = :id"), {"id": portfolio_id}
+        ).scalar_one()
+    return int(version)
+
+
+@contextmanager
+def empty_database(server_url: str) -> Iterator[str]:
+    """A brand-new database with no tables at all (not copied from the migrated template)."""
+    name = f"pc_empty_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT", pool_size=1, max_overflow=0)
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+def table_names(url: str) -> set[str]:
+    """The tables of the public schema."""
+    engine = create_engine(url, pool_size=1, max_overflow=0)
+    try:
+        with engine.connect() as connection:
+            return set(inspect(connection).get_table_names())
+    finally:
+        engine.dispose()

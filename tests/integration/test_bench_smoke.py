@@ -1,0 +1,94 @@
+"""The benchmark in quick mode: it runs end to end and commits exactly what it reports.
+
+Only counts and structure are asserted here, never speed.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, text
+
+from portfolio_core.bench import main
+from portfolio_core.bench.scenarios import AMOUNT, QUICK
+from portfolio_core.store import LOCK_MODES
+
+STATS_KEYS = {
+    "workers",
+    "commits",
+    "attempts",
+    "attempts_per_commit",
+    "seconds",
+    "ops_per_s",
+    "p50_ms",
+    "p99_ms",
+    "rounds_ops_per_s",
+    "cpu_us_per_op",
+}
+
+
+def _assert_committed(stats: dict[str, Any], expected_commits: int) -> None:
+    assert set(stats) >= STATS_KEYS
+    assert stats["commits"] == expected_commits
+    assert stats["attempts"] >= stats["commits"]
+    verified = stats["verified"]
+    assert verified["version_delta"] == expected_commits
+    assert Decimal(verified["cash_delta"]) == AMOUNT * expected_commits
+    assert Decimal(verified["expected_cash_delta"]) == AMOUNT * expected_commits
+
+
+def _run_quick(database_url: str, tmp_path: Path) -> dict[str, Any]:
+    out = tmp_path / "bench.json"
+    assert main(["--url", database_url, "--quick", "--json", str(out)]) == 0
+    results: dict[str, Any] = json.loads(out.read_text())
+    return results
+
+
+def test_quick_benchmark_commits_exactly_what_it_reports(
+    database_url: str, engine: Engine, tmp_path: Path
+) -> None:
+    results = _run_quick(database_url, tmp_path)
+
+    assert results["meta"]["quick"] is True
+    scenarios = results["scenarios"]
+    assert set(scenarios) == {"uncontended", "hot_8", "hot_32", "reprice"}
+    assert set(results["targets_met"]) == set(scenarios)
+
+    uncontended = scenarios["uncontended"]
+    assert (uncontended["workers"], uncontended["portfolios"]) == (8, 64)
+    for side in ("raw", "library"):
+        _assert_committed(uncontended[side], 8 * QUICK.uncontended_ops)
+    assert uncontended["ratio"] > 0
+
+    for name, workers in (("hot_8", 8), ("hot_32", 32)):
+        hot = scenarios[name]
+        expected = workers * hot["ops_per_worker"]
+        _assert_committed(hot["raw"], expected)
+        assert hot["raw"]["attempts"] == expected  # FOR UPDATE never retries
+        assert set(hot["library"]) == set(LOCK_MODES)
+        for stats in hot["library"].values():
+            _assert_committed(stats, expected)
+        assert hot["library"]["wait"]["attempts"] == expected
+        assert hot["best_mode"] in LOCK_MODES
+        assert hot["ratio"] == hot["library"][hot["best_mode"]]["ratio"]
+
+    reprice = scenarios["reprice"]
+    for side in ("raw", "library"):
+        assert reprice[side]["version_bumps"] == [1] * QUICK.reprice_rounds
+        assert reprice[side]["positions_repriced_per_call"] == QUICK.reprice_positions
+        assert reprice[side]["commits"] == QUICK.reprice_rounds
+
+    # The run cleans up after itself.
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM portfolios")).scalar_one() == 0
+        assert connection.execute(text("SELECT count(*) FROM positions")).scalar_one() == 0
+
+
+def test_bench_rejects_an_unknown_option() -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--no-such-option"])
+    assert exited.value.code == 2

@@ -1,0 +1,119 @@
+"""The built wheel carries the migration scripts and migrates a database on its own.
+
+The wheel is built from a copy of the checkout, installed into a fresh
+virtualenv, and run from a directory outside the checkout with a clean
+PYTHONPATH, so nothing but the installed package can be imported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.helpers import empty_database, table_names
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+NOT_SHIPPED = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".hypothesis",
+    "tests",
+)
+
+CHECK_INSTALLED = """
+import json, sys
+import portfolio_core
+from portfolio_core.migrations import script_location
+portfolio_core.migrate(sys.argv[1])
+print(json.dumps({
+    "file": portfolio_core.__file__,
+    "scripts": str(script_location()),
+    "path": sys.path,
+    "version": portfolio_core.__version__,
+}))
+"""
+
+
+def _run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(
+        [str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, f"{args} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The package's wheel, built (in an isolated build environment) from a copy of the checkout."""
+    work = tmp_path_factory.mktemp("wheel")
+    source = work / "src"
+    shutil.copytree(REPOSITORY, source, ignore=NOT_SHIPPED)
+    _run(sys.executable, "-m", "build", "--wheel", "--outdir", work / "dist", source, cwd=work)
+    [built] = (work / "dist").glob("portfolio_core-*.whl")
+    return built
+
+
+@pytest.fixture
+def empty_url(postgres_server_url: str) -> Iterator[str]:
+    """A database with no tables, not copied from the migrated template."""
+    with empty_database(postgres_server_url) as url:
+        yield url
+
+
+def test_wheel_contains_the_migration_scripts_and_py_typed(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+
+    assert "portfolio_core/py.typed" in names
+    assert "portfolio_core/_alembic/env.py" in names
+    assert "portfolio_core/_alembic/script.py.mako" in names
+    assert any(
+        n.startswith("portfolio_core/_alembic/versions/0001") and n.endswith(".py") for n in names
+    )
+    assert not any(n.startswith(("tests/", "alembic/")) for n in names)
+
+
+def test_installed_wheel_migrates_a_fresh_database_without_the_checkout(
+    wheel: Path, empty_url: str, tmp_path: Path
+) -> None:
+    venv = tmp_path / "venv"
+    _run(sys.executable, "-m", "venv", venv, cwd=tmp_path)
+    python = venv / "bin" / "python"
+    _run(
+        python,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        wheel,
+        cwd=tmp_path,
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "PORTFOLIO_CORE"))}
+
+    output = _run(python, "-c", CHECK_INSTALLED, empty_url, cwd=tmp_path, env=env)
+
+    report = json.loads(output.strip().splitlines()[-1])
+    site = venv.resolve()
+    assert Path(report["file"]).resolve().is_relative_to(site)
+    assert Path(report["scripts"]).resolve().is_relative_to(site)
+    assert Path(report["scripts"]).name == "_alembic"
+    assert not any(
+        p and Path(p).resolve().is_relative_to(REPOSITORY) for p in report["path"] if p != ""
+    )
+    assert table_names(empty_url) >= {"portfolios", "positions", "alembic_version"}
