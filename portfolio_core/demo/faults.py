@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -49,7 +50,8 @@ class FaultInjector(threading.Thread):
 
     ``application_name`` selects the victims (the demo's connections carry
     it); ``server`` is the embedded server to restart, or None when the demo
-    does not own one; ``restart_due()`` says when the restart should happen.
+    does not own one; ``restart_due()`` says when the restart should happen
+    (after a few terminations); ``restarted`` (an Event) is set once it has.
     """
 
     def __init__(
@@ -60,12 +62,14 @@ class FaultInjector(threading.Thread):
         server: EmbeddedPostgres | None,
         restart_due: Callable[[], bool],
         seed: int,
+        restarted: Any = None,
         interval: tuple[float, float] = (0.15, 0.45),  # float-ok: seconds
     ) -> None:
         super().__init__(name="demo-faults", daemon=True)
         self.application_name = application_name
         self.server = server
         self.restart_due = restart_due
+        self.restarted = restarted
         self.rng = random.Random(f"faults:{seed}")
         self.interval = interval
         self.counts = FaultCounts()
@@ -81,7 +85,8 @@ class FaultInjector(threading.Thread):
             while not self.halt.wait(self.rng.uniform(*self.interval)):
                 rounds += 1
                 # A few terminations first, so that even a short run sees both kinds of fault.
-                due = rounds > 3 and self.restart_due()
+                warmed_up = self.counts.terminated >= 3 or rounds > 10
+                due = warmed_up and self.restart_due()
                 if self.server is not None and not self.counts.restarts and due:
                     self._restart(self.server)
                 else:
@@ -102,6 +107,8 @@ class FaultInjector(threading.Thread):
         started = time.monotonic()
         server.restart()
         self.counts.restarts += 1
+        if self.restarted is not None:
+            self.restarted.set()
         self.counts.restart_seconds = time.monotonic() - started
         self.engine.dispose()
 

@@ -34,6 +34,8 @@ from portfolio_core.store import PortfolioStore
 
 RESTART_AT: Final = 0.4
 """The embedded server restarts once this share of the run is behind."""
+GATE_AT: Final = 0.6
+"""In an --ops run with faults, operations past this share wait for the restart."""
 
 
 class DemoFailedError(PortfolioCoreError):
@@ -96,12 +98,18 @@ def _run_workers(
     portfolio_ids: list[UUID],
     keyed: bool,
     console: Console,
-    start_faults: Callable[[str, Callable[[], bool]], None],
+    start_faults: Callable[[str, Callable[[], bool], Any], None],
+    owns_server: bool,
+    announce: Callable[[str], None],
 ) -> tuple[WorkerStats, float]:  # float-ok: seconds
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
     claimed = context.Value("q", 0) if config.ops is not None else None
     messages = context.Queue()
+    restarted = context.Event()
+    gate = None
+    if config.faults and owns_server and config.ops is not None:
+        gate = int(config.ops * GATE_AT)
     application_name = f"{APPLICATION_NAME_PREFIX}-{uuid.uuid4().hex[:8]}"
     processes = [
         context.Process(
@@ -115,6 +123,8 @@ def _run_workers(
                 keyed,
                 stop,
                 claimed,
+                restarted,
+                gate,
                 messages,
             ),
             name=f"demo-process-{i}",
@@ -133,7 +143,8 @@ def _run_workers(
 
     for process in processes:
         process.start()
-    start_faults(application_name, lambda: share_done() >= RESTART_AT)
+    start_faults(application_name, lambda: share_done() >= RESTART_AT, restarted)
+    announce(f"demo: {config.workers} workers in {config.processes} processes started")
     total = config.ops if config.ops is not None else config.duration
     with _progress_bar(console, config) as progress:
         task = progress.add_task("trading", total=total, committed=0, conflicts=0, retries=0)
@@ -203,18 +214,33 @@ def run_demo(
         ]
         injector: list[FaultInjector] = []
 
-        def start_faults(application_name: str, restart_due: Callable[[], bool]) -> None:
+        def start_faults(
+            application_name: str, restart_due: Callable[[], bool], restarted: Any
+        ) -> None:
             if not config.faults:
                 return
             faults = FaultInjector(
-                url, application_name, server=server, restart_due=restart_due, seed=config.seed
+                url,
+                application_name,
+                server=server,
+                restart_due=restart_due,
+                seed=config.seed,
+                restarted=restarted,
             )
             stack.callback(faults.stop)
             injector.append(faults)
             faults.start()
 
         stats, elapsed = _run_workers(
-            stack, config, url, portfolio_ids, features.keyed_store, console, start_faults
+            stack,
+            config,
+            url,
+            portfolio_ids,
+            features.keyed_store,
+            console,
+            start_faults,
+            server is not None,
+            announce,
         )
         for faults in injector:
             faults.stop()

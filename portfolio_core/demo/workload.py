@@ -95,6 +95,8 @@ class _Shared:
     keyed: bool
     stop: Any  # multiprocessing.Event
     claimed: Any  # multiprocessing.Value('q') or None
+    restarted: Any  # multiprocessing.Event, set once the server has been restarted
+    restart_gate: int | None  # operations past this number wait for the restart
 
 
 class Worker(threading.Thread):
@@ -118,7 +120,13 @@ class Worker(threading.Thread):
             if claimed.value >= limit:
                 return False
             claimed.value += 1
-            return True
+            number = claimed.value
+        gate = self.shared.restart_gate
+        if gate is not None and number > gate:
+            # A short --ops run could end before the fault injector restarts the
+            # server: the second part of the run waits (bounded) for the restart.
+            self.shared.restarted.wait(30)
+        return True
 
     def run(self) -> None:
         """Work until the stop event is set or the operation budget is spent."""
@@ -189,6 +197,8 @@ def child_main(
     keyed: bool,
     stop: Any,
     claimed: Any,
+    restarted: Any,
+    restart_gate: int | None,
     queue: Any,
 ) -> None:
     """Entry point of one demo process: run its worker threads, report through ``queue``.
@@ -205,7 +215,16 @@ def child_main(
         waits = [0]
         engine = demo_engine(url, application_name, threads + 1, waits)
         store = PortfolioStore(engine, demo_service(engine))
-        shared = _Shared(config, store, [UUID(p) for p in portfolio_ids], keyed, stop, claimed)
+        shared = _Shared(
+            config,
+            store,
+            [UUID(p) for p in portfolio_ids],
+            keyed,
+            stop,
+            claimed,
+            restarted,
+            restart_gate,
+        )
         workers = [Worker(shared, index, t) for t in range(threads)]
         for worker in workers:
             worker.start()
