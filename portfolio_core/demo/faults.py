@@ -80,13 +80,10 @@ class FaultInjector(threading.Thread):
 
     def run(self) -> None:
         """Inject faults until :meth:`stop`."""
-        rounds = 0
         try:
             while not self.halt.wait(self.rng.uniform(*self.interval)):
-                rounds += 1
                 # A few terminations first, so that even a short run sees both kinds of fault.
-                warmed_up = self.counts.terminated >= 3 or rounds > 10
-                due = warmed_up and self.restart_due()
+                due = self.counts.terminated >= 3 and self.restart_due()
                 if self.server is not None and not self.counts.restarts and due:
                     self._restart(self.server)
                 else:
