@@ -6,6 +6,7 @@ database at import time.
 
 from portfolio_core.concurrency import ConcurrencyMetrics, ConcurrencyService, RetryPolicy
 from portfolio_core.domain import Portfolio, Position, PositionRequest
+from portfolio_core.domain.events import PortfolioEvent, PortfolioOperation
 from portfolio_core.errors import (
     CommitOutcomeUnknownError,
     ConcurrencyException,
@@ -13,6 +14,7 @@ from portfolio_core.errors import (
     ConnectionLostError,
     DatabaseConnectionError,
     DeadlockException,
+    IdempotencyConflictError,
     InsufficientFundsError,
     OptimisticLockException,
     PessimisticLockException,
@@ -39,12 +41,15 @@ __all__ = [
     "ConnectionLostError",
     "DatabaseConnectionError",
     "DeadlockException",
+    "IdempotencyConflictError",
     "InsufficientFundsError",
     "OptimisticLockException",
     "PessimisticLockException",
     "Portfolio",
     "PortfolioCoreError",
+    "PortfolioEvent",
     "PortfolioNotFoundError",
+    "PortfolioOperation",
     "PortfolioStore",
     "Position",
     "PositionNotFoundError",

@@ -11,6 +11,7 @@ Errors carry the objects they concern as attributes, not only as text::
     ├── InsufficientFundsError        portfolio_id, requested, available
     ├── PortfolioNotFoundError(LookupError)   portfolio_id
     ├── PositionNotFoundError(LookupError)    portfolio_id, symbol
+    ├── IdempotencyConflictError  key: the key was used before for a different request
     ├── DatabaseConnectionError       the database could not be reached
     │   └── ConnectionLostError       the connection broke before COMMIT (retryable)
     └── ConcurrencyException          entity_type, entity_id
@@ -20,6 +21,7 @@ Errors carry the objects they concern as attributes, not only as text::
         ├── PessimisticLockException  sqlstate, timeout: a row or advisory lock not obtained
         ├── DeadlockException         entities: PostgreSQL chose this transaction as victim
         └── CommitOutcomeUnknownError the connection died during COMMIT: it may have committed
+                                      (idempotency_key set when the outcome could not be resolved)
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ __all__ = [
     "ConnectionLostError",
     "DatabaseConnectionError",
     "DeadlockException",
+    "IdempotencyConflictError",
     "InsufficientFundsError",
     "OptimisticLockException",
     "PessimisticLockException",
@@ -94,6 +97,29 @@ class PositionNotFoundError(PortfolioCoreError, LookupError):
         self.portfolio_id = portfolio_id
         self.symbol = symbol
         super().__init__(f"portfolio {portfolio_id} has no open position in {symbol}")
+
+
+class IdempotencyConflictError(PortfolioCoreError):
+    """An idempotency key came back with a different request than the one stored with it.
+
+    ``key`` is the key; ``stored_fingerprint`` and ``request_fingerprint`` the
+    two requests' fingerprints (``request_fingerprint`` is None when the
+    request could not even be re-applied, ``reason`` says why).
+    """
+
+    def __init__(
+        self,
+        key: str,
+        *,
+        stored_fingerprint: str | None = None,
+        request_fingerprint: str | None = None,
+        reason: str = "a different request",
+    ) -> None:
+        self.key = key
+        self.stored_fingerprint = stored_fingerprint
+        self.request_fingerprint = request_fingerprint
+        self.reason = reason
+        super().__init__(f"idempotency key {key!r} was already used for {reason}")
 
 
 class DatabaseConnectionError(PortfolioCoreError):

@@ -8,20 +8,35 @@ a conflict re-runs the whole thing (fresh session, reload, re-apply, commit).
     pid = store.create_portfolio("alpha", Decimal("10000"))
     store.execute(pid, lambda p: p.deposit(Decimal("250")))
     store.execute(pid, lambda p: p.open_position(PositionRequest("AAPL", 10, "150")), lock="wait")
+
+``execute``, ``transfer`` and ``update_all_prices`` take an ``idempotency_key``:
+the first call with a key applies the change and stores the key, the request's
+fingerprint and the result in the same transaction; a later call with the same
+key and request returns the stored result and changes nothing; with another
+request it raises IdempotencyConflictError. A COMMIT whose reply was lost is
+resolved through the key (``portfolio_core.exactly_once``). Every committed
+change is in the audit trail: ``history`` and ``replay``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Literal, TypeVar
+from datetime import timedelta
+from typing import Any, Literal, TypeVar
 from uuid import UUID
 
 from sqlalchemy import Engine
 
 from portfolio_core.concurrency.service import ConcurrencyService
+from portfolio_core.domain import events as domain_events
 from portfolio_core.domain import money
+from portfolio_core.domain.events import PortfolioEvent
 from portfolio_core.domain.portfolio import Portfolio
-from portfolio_core.errors import ValidationError
+from portfolio_core.errors import IdempotencyConflictError, PortfolioCoreError, ValidationError
+from portfolio_core.exactly_once import run_resolving_outcome
+from portfolio_core.persistence import idempotency
+from portfolio_core.persistence.events import events_with_key, load_history
+from portfolio_core.persistence.idempotency import StoredKey
 from portfolio_core.persistence.repository import as_portfolio_id
 from portfolio_core.unit_of_work import UnitOfWork
 
@@ -80,15 +95,23 @@ class PortfolioStore:
         *,
         lock: LockMode = "optimistic",
         lock_timeout: float | None = None,  # float-ok: seconds
+        idempotency_key: str | None = None,
     ) -> T:
         """Run ``operation(portfolio)`` in a unit of work, commit, and return its result.
 
         Retried as a whole per the concurrency service's policy, so
         ``operation`` must be safe to call again (it only touches the portfolio).
+        With ``idempotency_key`` the result must be JSON-able (see
+        ``persistence.idempotency``) and the request is fingerprinted by the
+        operations ``operation`` performs; a repeated key re-applies
+        ``operation`` to the portfolio as it stood before the keyed change
+        (replayed from the audit trail), compares, and changes nothing.
         """
         pid = as_portfolio_id(portfolio_id)
         if lock not in LOCK_MODES:
             raise ValidationError("lock", lock, f"must be one of {LOCK_MODES}")
+        key = None if idempotency_key is None else idempotency.validate_key(idempotency_key)
+        last_fingerprint: list[str] = []
 
         def work() -> T:
             with self.unit_of_work() as uow:
@@ -98,45 +121,134 @@ class PortfolioStore:
                     portfolio = uow.portfolios.get_portfolio_for_update(
                         pid, nowait=lock == "nowait", lock_timeout=lock_timeout
                     )
+                if key is not None:
+                    stored = idempotency.find_key(uow.session, key)
+                    if stored is not None:
+                        return _repeated_execute(uow, stored, pid, portfolio, operation)
                 result = operation(portfolio)
+                if key is not None:
+                    request = idempotency.operations_request(pid, portfolio.pending_operations())
+                    last_fingerprint[:] = [idempotency.fingerprint(request)]
+                    idempotency.claim_key(uow.session, key, last_fingerprint[0], result, [pid])
                 uow.commit()
             return result
 
-        return self.concurrency.run(work, entity_type="Portfolio", entity_id=pid)
+        return self._run(work, pid, key, last_fingerprint)
 
-    def transfer(self, from_id: UUID, to_id: UUID, amount: money.AmountLike) -> None:
+    def transfer(
+        self,
+        from_id: UUID,
+        to_id: UUID,
+        amount: money.AmountLike,
+        *,
+        idempotency_key: str | None = None,
+    ) -> None:
         """Move cash between two portfolios atomically.
 
         Both rows are locked in primary-key order, so transfers in opposite
-        directions queue up instead of deadlocking.
+        directions queue up instead of deadlocking. The legs are recorded as
+        ``transfer_out``/``transfer_in`` (booked as a withdrawal and a deposit).
         """
         source, target = as_portfolio_id(from_id), as_portfolio_id(to_id)
         if source == target:
             raise ValidationError("to_id", to_id, "must differ from from_id")
         value = money.positive(amount, "amount")
+        key = None if idempotency_key is None else idempotency.validate_key(idempotency_key)
+        request = idempotency.fingerprint(
+            {"request": "transfer", "from": source, "to": target, "amount": value}
+        )
 
         def work() -> None:
             with self.unit_of_work() as uow:
                 locked = {
                     p.id: p for p in uow.portfolios.get_portfolios_for_update([source, target])
                 }
-                locked[source].withdraw(value)
-                locked[target].deposit(value)
+                if key is not None and _stored_result(uow, key, request) is not _MISSING:
+                    return
+                locked[source].transfer_out(value, target)
+                locked[target].transfer_in(value, source)
+                if key is not None:
+                    idempotency.claim_key(uow.session, key, request, None, [source, target])
                 uow.commit()
 
-        self.concurrency.run(work, entity_type="Portfolio", entity_id=(source, target))
+        self._run(work, (source, target), key, [request])
 
-    def update_all_prices(self, portfolio_id: UUID, prices: Mapping[str, money.AmountLike]) -> int:
+    def update_all_prices(
+        self,
+        portfolio_id: UUID,
+        prices: Mapping[str, money.AmountLike],
+        *,
+        idempotency_key: str | None = None,
+    ) -> int:
         """Re-price every open position found in ``prices`` (constant statements, one bump)."""
         pid = as_portfolio_id(portfolio_id)
+        key = None if idempotency_key is None else idempotency.validate_key(idempotency_key)
+        request = ""
+        if key is not None:
+            validated = {
+                money.validate_symbol(symbol): money.non_negative(price, f"prices[{symbol!r}]")
+                for symbol, price in prices.items()
+            }
+            request = idempotency.fingerprint(
+                {"request": "update_all_prices", "portfolio_id": pid, "prices": validated}
+            )
 
         def work() -> int:
             with self.unit_of_work() as uow:
+                if key is not None:
+                    stored = _stored_result(uow, key, request)
+                    if stored is not _MISSING:
+                        return int(stored)
                 updated = uow.portfolios.update_all_prices(pid, prices)
+                if key is not None:
+                    idempotency.claim_key(uow.session, key, request, updated, [pid])
                 uow.commit()
             return updated
 
+        return self._run(work, pid, key, [request])
+
+    def history(self, portfolio_id: UUID, since_version: int | None = None) -> list[PortfolioEvent]:
+        """The portfolio's audit trail after ``since_version`` (all if None), oldest first."""
+        pid = as_portfolio_id(portfolio_id)
+
+        def work() -> list[PortfolioEvent]:
+            with self.unit_of_work() as uow:
+                return uow.portfolios.history(pid, since_version)
+
         return self.concurrency.run(work, entity_type="Portfolio", entity_id=pid)
+
+    def replay(self, portfolio_id: UUID, version: int | None = None) -> Portfolio:
+        """The portfolio at ``version`` (default: latest) rebuilt from its events alone."""
+        pid = as_portfolio_id(portfolio_id)
+
+        def work() -> Portfolio:
+            with self.unit_of_work() as uow:
+                return uow.portfolios.replay(pid, version)
+
+        return self.concurrency.run(work, entity_type="Portfolio", entity_id=pid)
+
+    def purge_idempotency_keys(self, older_than: timedelta) -> int:
+        """Delete idempotency keys created more than ``older_than`` ago; return how many.
+
+        A purged key can be used again: keep keys longer than clients retry.
+        """
+
+        def work() -> int:
+            with self.engine.begin() as connection:
+                return idempotency.purge_keys(connection, older_than)
+
+        return self.concurrency.run(work, entity_type="IdempotencyKey")
+
+    def _run(self, work: Callable[[], T], entity_id: object, key: str | None, fp: list[str]) -> T:
+        """Run a whole unit of work under the retry policy, resolving a lost COMMIT via ``key``."""
+        return run_resolving_outcome(
+            lambda: self.concurrency.run(work, entity_type="Portfolio", entity_id=entity_id),
+            engine=self.engine,
+            policy=self.concurrency.policy,
+            key=key,
+            request_fingerprint=lambda: fp[0] if fp else None,
+            entity_id=entity_id,
+        )
 
     def batch_update(self, updates: Mapping[UUID, Callable[[Portfolio], T]]) -> dict[UUID, T]:
         """Apply one operation per portfolio in one unit of work: all commit or none."""
@@ -152,3 +264,69 @@ class PortfolioStore:
     def metrics(self) -> dict[str, int]:
         """The concurrency service's counters (same keys as get_metrics())."""
         return self.concurrency.get_metrics()
+
+
+_MISSING: Any = object()
+
+
+def _stored_result(uow: UnitOfWork, key: str, request_fingerprint: str) -> Any:
+    """The stored result for ``key`` if it was used for this request, else _MISSING.
+
+    IdempotencyConflictError if the key was used for another request.
+    """
+    stored = idempotency.find_key(uow.session, key)
+    if stored is None:
+        return _MISSING
+    if stored.fingerprint != request_fingerprint:
+        raise IdempotencyConflictError(
+            key, stored_fingerprint=stored.fingerprint, request_fingerprint=request_fingerprint
+        )
+    return stored.result
+
+
+def _repeated_execute(
+    uow: UnitOfWork,
+    stored: StoredKey,
+    pid: UUID,
+    current: Portfolio,
+    operation: Callable[[Portfolio], T],
+) -> T:
+    """The stored result of a repeated ``execute`` key, once the request is known to match.
+
+    The callable is applied again, to the portfolio as it stood just before
+    the keyed change (replayed from the audit trail; the current state if the
+    change recorded no event), and the operations it performs are
+    fingerprinted. The unit of work is never committed: nothing changes.
+    """
+    if pid not in stored.portfolio_ids:
+        raise IdempotencyConflictError(
+            stored.key, stored_fingerprint=stored.fingerprint, reason="another portfolio"
+        )
+    versions = [
+        version
+        for event_pid, version in events_with_key(uow.session, stored.key)
+        if event_pid == pid
+    ]
+    if versions:
+        before = versions[0] - 1
+        history = load_history(uow.session, pid, until_version=before)
+        portfolio = domain_events.replay(pid, history, before)
+    else:
+        portfolio = current
+    baseline = len(portfolio.pending_operations())
+    try:
+        operation(portfolio)
+    except PortfolioCoreError as error:
+        raise IdempotencyConflictError(
+            stored.key,
+            stored_fingerprint=stored.fingerprint,
+            reason=f"a request that now fails ({type(error).__name__})",
+        ) from error
+    performed = portfolio.pending_operations()[baseline:]
+    request = idempotency.fingerprint(idempotency.operations_request(pid, performed))
+    if request != stored.fingerprint:
+        raise IdempotencyConflictError(
+            stored.key, stored_fingerprint=stored.fingerprint, request_fingerprint=request
+        )
+    result: T = stored.result
+    return result

@@ -10,8 +10,10 @@
 Nothing is written unless ``commit()`` is called; leaving the block rolls back
 whatever was not committed. The session never autoflushes: all writes go out at
 ``commit()``, where the aggregate versions are bumped (once per portfolio) and
-checked. Errors come out translated (StaleDataException with the version
-re-read, DeadlockException, ...): SQLAlchemy's StaleDataError never leaks.
+checked, and the audit trail's events are written in the same transaction
+(``portfolio_core.persistence.events``). Errors come out translated
+(StaleDataException with the version re-read, DeadlockException, ...):
+SQLAlchemy's StaleDataError never leaks.
 
 A UnitOfWork does not retry. Retrying means running the whole unit of work
 again in a fresh session: that is ``ConcurrencyService.run`` and
@@ -30,6 +32,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from portfolio_core.errors import PortfolioCoreError, StaleDataException
 from portfolio_core.persistence.errors import translated
+from portfolio_core.persistence.events import write_events
 from portfolio_core.persistence.mapping import FLUSHED_VERSIONS_KEY, PortfolioSession
 from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository
 
@@ -78,7 +81,7 @@ class UnitOfWork:
             self._active = False
 
     def commit(self) -> None:
-        """Flush every change (bumping and checking versions), then COMMIT.
+        """Flush every change (bumping and checking versions), write the events, then COMMIT.
 
         A failure while flushing is definite (nothing committed). A connection
         lost while COMMIT itself was in flight raises CommitOutcomeUnknownError:
@@ -88,6 +91,7 @@ class UnitOfWork:
         try:
             with translated():
                 session.flush()
+                write_events(session)
         except StaleDataError as error:
             flushed = session.info.get(FLUSHED_VERSIONS_KEY, [])
             session.rollback()

@@ -11,6 +11,11 @@ Rules kept here, in plain Python, before anything reaches the database:
 
 ``version`` belongs to persistence: it is read-only here and is bumped once per
 committed unit of work by the mapper (see ``portfolio_core.persistence``).
+
+Each command, once it has succeeded, appends a ``PortfolioOperation`` to a
+pending list that is not mapped to any column (see
+``portfolio_core.domain.events``); persistence writes the list to the audit
+trail when the unit of work commits and empties it afterwards.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from portfolio_core.domain import money
+from portfolio_core.domain.events import Argument, PortfolioOperation
 from portfolio_core.domain.position import Position, PositionRequest, utcnow
 from portfolio_core.errors import (
     InsufficientFundsError,
@@ -45,6 +51,8 @@ class Portfolio:
     _version: int
     _positions: list[Position]
     _closed: list[Position]
+    # Not mapped; created lazily because instances loaded by the ORM skip __init__.
+    _pending_operations: list[PortfolioOperation]
 
     def __init__(
         self,
@@ -64,6 +72,8 @@ class Portfolio:
         self._version = 1
         self._positions = []
         self._closed = []
+        self._pending_operations = []
+        self._record("created", name=self.name, cash_balance=self.cash_balance)
 
     # -- read side -----------------------------------------------------------
 
@@ -148,6 +158,12 @@ class Portfolio:
             self._positions.append(position)
         self._debit(cost)
         self._touch()
+        self._record(
+            "open_position",
+            symbol=request.symbol,
+            quantity=request.quantity,
+            entry_price=request.entry_price,
+        )
         return position
 
     def close_position(
@@ -174,6 +190,12 @@ class Portfolio:
         self.cash_balance = cash
         self.realized_pnl = realized
         self._touch()
+        self._record(
+            "close_position",
+            symbol=symbol,
+            exit_price=price,
+            quantity=None if quantity is None else amount,
+        )
         return profit
 
     def update_position_price(self, symbol: str, price: money.AmountLike) -> None:
@@ -181,6 +203,7 @@ class Portfolio:
         position = self._open_position(symbol)
         position.current_price = money.non_negative(price, "price")
         self._touch()
+        self._record("update_position_price", symbol=symbol, price=position.current_price)
 
     def update_all_prices(self, prices: Mapping[str, money.AmountLike]) -> int:
         """Re-price every open position found in ``prices``; return how many changed.
@@ -192,36 +215,84 @@ class Portfolio:
             money.validate_symbol(symbol): money.non_negative(price, f"prices[{symbol!r}]")
             for symbol, price in prices.items()
         }
-        updated = 0
+        applied: dict[str, Decimal] = {}
         for position in self._positions:
             if position.is_open and position.symbol in validated:
                 position.current_price = validated[position.symbol]
-                updated += 1
-        if updated:
+                applied[position.symbol] = position.current_price
+        if applied:
             self._touch()
-        return updated
+            self._record("update_all_prices", prices=applied)
+        return len(applied)
 
     def deposit(self, amount: money.AmountLike) -> None:
         """Add cash."""
-        value = money.positive(amount, "amount")
-        self.cash_balance = money.checked_result(
-            money.add(self.cash_balance, value), "cash_balance"
-        )
-        self.total_deposits = money.checked_result(
-            money.add(self.total_deposits, value), "total_deposits"
-        )
-        self._touch()
+        self._record("deposit", amount=self._credit_cash(amount))
 
     def withdraw(self, amount: money.AmountLike) -> None:
         """Take cash out; InsufficientFundsError if there is not enough."""
-        value = money.positive(amount, "amount")
-        self._debit(value)
-        self.total_withdrawals = money.checked_result(
-            money.add(self.total_withdrawals, value), "total_withdrawals"
+        self._record("withdraw", amount=self._debit_cash(amount))
+
+    def transfer_out(self, amount: money.AmountLike, to_portfolio_id: UUID) -> None:
+        """The paying leg of a transfer: a withdrawal recorded with its counterparty."""
+        self._record(
+            "transfer_out", amount=self._debit_cash(amount), to_portfolio_id=str(to_portfolio_id)
         )
-        self._touch()
+
+    def transfer_in(self, amount: money.AmountLike, from_portfolio_id: UUID) -> None:
+        """The receiving leg of a transfer: a deposit recorded with its counterparty."""
+        self._record(
+            "transfer_in",
+            amount=self._credit_cash(amount),
+            from_portfolio_id=str(from_portfolio_id),
+        )
+
+    # -- audit trail -----------------------------------------------------------
+
+    def pending_operations(self) -> tuple[PortfolioOperation, ...]:
+        """The commands applied since the last commit (or creation), oldest first."""
+        return tuple(self._operations())
+
+    def record_external_operation(self, operation: PortfolioOperation) -> None:
+        """Append an operation persistence applied in SQL, so the audit keeps its order."""
+        self._operations().append(operation)
+
+    def take_pending_operations(self) -> tuple[PortfolioOperation, ...]:
+        """Return the pending operations and forget them (persistence calls this)."""
+        operations = self.pending_operations()
+        self._operations().clear()
+        return operations
 
     # -- internals -----------------------------------------------------------
+
+    def _operations(self) -> list[PortfolioOperation]:
+        try:
+            return self._pending_operations
+        except AttributeError:  # loaded from the database: __init__ did not run
+            self._pending_operations = []
+            return self._pending_operations
+
+    def _record(self, kind: str, **arguments: Argument) -> None:
+        self._operations().append(PortfolioOperation(kind, arguments))
+
+    def _credit_cash(self, amount: money.AmountLike) -> Decimal:
+        value = money.positive(amount, "amount")
+        cash = money.checked_result(money.add(self.cash_balance, value), "cash_balance")
+        deposits = money.checked_result(money.add(self.total_deposits, value), "total_deposits")
+        self.cash_balance = cash
+        self.total_deposits = deposits
+        self._touch()
+        return value
+
+    def _debit_cash(self, amount: money.AmountLike) -> Decimal:
+        value = money.positive(amount, "amount")
+        withdrawals = money.checked_result(
+            money.add(self.total_withdrawals, value), "total_withdrawals"
+        )
+        self._debit(value)
+        self.total_withdrawals = withdrawals
+        self._touch()
+        return value
 
     def _debit(self, amount: Decimal) -> None:
         if amount > self.cash_balance:

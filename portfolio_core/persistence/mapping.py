@@ -142,6 +142,10 @@ def _note_db_work(session: Session, transaction: Any, connection: Any) -> None:
 
 
 def _end_of_transaction(session: Session, *args: Any) -> None:
+    # A savepoint's release or rollback fires these events too, but the
+    # transaction (and its one bump per portfolio) goes on.
+    if session.in_nested_transaction():
+        return
     for key in (START_VERSIONS_KEY, FLUSHED_VERSIONS_KEY, DB_WORK_KEY):
         session.info.pop(key, None)
 

@@ -5,6 +5,10 @@ work does.  Reads go through the ORM (identity map, version checks); the few
 operations that must not cost one statement per row (re-pricing thousands of
 positions, atomic field updates) are single SQL statements that keep the
 identity map in step afterwards.
+
+Those SQL paths record their operations for the audit trail
+(``persistence.events.record_sql_operation``) just as the domain records its
+commands; :meth:`history` and :meth:`replay` read the trail back.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
+from portfolio_core.domain import events as domain_events
 from portfolio_core.domain import money
+from portfolio_core.domain.events import PortfolioEvent, PortfolioOperation
 from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.domain.position import Position, PositionRequest
 from portfolio_core.errors import (
@@ -30,6 +36,7 @@ from portfolio_core.errors import (
     ValidationError,
 )
 from portfolio_core.persistence.errors import translated
+from portfolio_core.persistence.events import load_history, record_sql_operation
 from portfolio_core.persistence.locking import guarded_lock_attempt, local_lock_timeout
 from portfolio_core.persistence.mapping import PortfolioSession, needs_bump
 from portfolio_core.persistence.schema import portfolios
@@ -72,7 +79,7 @@ _REPRICE: Final = text(
     " SELECT * FROM unnest(CAST(:symbols AS varchar[]), CAST(:prices AS numeric[]))) "
     "UPDATE positions AS p SET current_price = v.price, version = p.version + 1 "
     "FROM v WHERE p.portfolio_id = :pid AND p.closed_at IS NULL AND p.symbol = v.symbol "
-    "RETURNING p.id, p.version"
+    "RETURNING p.id, p.version, p.symbol"
 )
 
 
@@ -133,7 +140,33 @@ class PostgreSQLPortfolioRepository:
             raise StaleDataException(
                 "Portfolio", portfolio.id, portfolio._version, current._version
             )
-        return self.session.merge(portfolio)
+        merged = self.session.merge(portfolio)
+        if merged is not portfolio:
+            # The copy's recorded commands are not mapped: carry them over.
+            for operation in portfolio.pending_operations():
+                merged.record_external_operation(operation)
+        return merged
+
+    # -- audit trail -------------------------------------------------------------
+
+    def history(
+        self, portfolio_id: UUID, since_version: int | None = None
+    ) -> builtins.list[PortfolioEvent]:
+        """The portfolio's committed events after ``since_version`` (all if None), oldest first."""
+        pid = as_portfolio_id(portfolio_id)
+        with translated(entity_type="Portfolio", entity_id=pid):
+            return load_history(self.session, pid, since_version)
+
+    def replay(self, portfolio_id: UUID, version: int | None = None) -> Portfolio:
+        """The portfolio as it stood at ``version`` (default: latest), rebuilt from events alone.
+
+        A new, unattached Portfolio; see ``portfolio_core.domain.events.replay``.
+        PortfolioNotFoundError if the portfolio has no events.
+        """
+        pid = as_portfolio_id(portfolio_id)
+        with translated(entity_type="Portfolio", entity_id=pid):
+            events = load_history(self.session, pid, until_version=version)
+        return domain_events.replay(pid, events, version)
 
     # -- pessimistic locking ---------------------------------------------------
 
@@ -260,6 +293,16 @@ class PostgreSQLPortfolioRepository:
                 if actual is None:
                     raise PortfolioNotFoundError(pid)
                 raise StaleDataException("Portfolio", pid, expected_version, actual)
+        operations = [
+            PortfolioOperation(name, {name.removeprefix("set_"): value})
+            for name, value in (
+                ("set_name", params.get("name")),
+                ("set_cash_balance", params.get("cash")),
+            )
+            if value is not None
+        ]
+        for operation in operations:
+            record_sql_operation(self.session, pid, operation)
         loaded = self._loaded_portfolio(pid)
         if loaded is not None and loaded._version == expected_version:
             for attribute in (
@@ -302,6 +345,15 @@ class PostgreSQLPortfolioRepository:
             bumped = None
             if needs_bump(session, pid, version):
                 bumped = session.execute(_BUMP_VERSION, {"pid": pid}).one()
+        applied = dict(zip(symbols, values, strict=True))
+        record_sql_operation(
+            session,
+            pid,
+            PortfolioOperation(
+                "update_all_prices",
+                {"prices": {row.symbol: applied[row.symbol] for row in changed}},
+            ),
+        )
         self._sync_repriced(pid, dict(zip(symbols, values, strict=True)), changed, version, bumped)
         return len(changed)
 
@@ -314,7 +366,7 @@ class PostgreSQLPortfolioRepository:
         bumped: Any,
     ) -> None:
         identity_map = self.session.identity_map
-        for position_id, new_version in changed:
+        for position_id, new_version, _symbol in changed:
             position = identity_map.get(identity_key(Position, (pid, position_id)))
             if isinstance(position, Position):
                 set_committed_value(position, "current_price", prices[position.symbol])

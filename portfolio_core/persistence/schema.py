@@ -5,6 +5,14 @@ Python (finite, non-negative where it must be, never NaN) so that a row
 written by any other client is held to the same rules.  Every constraint has a
 stable name through the MetaData naming convention, which keeps migrations and
 autogenerate comparisons deterministic.
+
+``portfolio_events`` is the audit trail (see ``portfolio_core.persistence.events``):
+one row per committed unit of work per portfolio, keyed (portfolio_id, version).
+It is append-only in the database itself: a trigger refuses UPDATE, DELETE and
+TRUNCATE, whoever asks (table privileges alone do not stop the owner). It has no
+foreign key to ``portfolios`` on purpose: the trail outlives what it describes.
+``idempotency_keys`` holds each key's request fingerprint and result (see
+``portfolio_core.persistence.idempotency``).
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from decimal import Decimal
 from typing import Final
 
 from sqlalchemy import (
+    DDL,
     CheckConstraint,
     Column,
     DateTime,
@@ -25,9 +34,11 @@ from sqlalchemy import (
     String,
     Table,
     Uuid,
+    event,
     func,
     text,
 )
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from portfolio_core.domain.money import NAME_MAX_LENGTH, PRECISION, SCALE, SYMBOL_MAX_LENGTH
 
@@ -115,4 +126,68 @@ Index(
     positions.c.symbol,
     unique=True,
     postgresql_where=positions.c.closed_at.is_(None),
+)
+
+
+IDEMPOTENCY_KEY_MAX_LENGTH: Final = 200
+
+portfolio_events: Final = Table(
+    "portfolio_events",
+    metadata,
+    Column("portfolio_id", Uuid(as_uuid=True), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # [{"kind": ..., "arguments": {...}}, ...] with every Decimal as a string.
+    Column("operations", JSONB(none_as_null=True), nullable=False),
+    Column("idempotency_key", String(IDEMPOTENCY_KEY_MAX_LENGTH), nullable=True),
+    PrimaryKeyConstraint("portfolio_id", "version"),
+    CheckConstraint("version >= 1", name="version_positive"),
+    CheckConstraint("jsonb_typeof(operations) = 'array'", name="operations_is_array"),
+)
+Index(
+    "ix_portfolio_events_idempotency_key",
+    portfolio_events.c.idempotency_key,
+    postgresql_where=portfolio_events.c.idempotency_key.is_not(None),
+)
+
+idempotency_keys: Final = Table(
+    "idempotency_keys",
+    metadata,
+    Column("key", String(IDEMPOTENCY_KEY_MAX_LENGTH), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("portfolio_ids", ARRAY(Uuid(as_uuid=True)), nullable=False),
+    Column("result", JSONB(none_as_null=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("key"),
+    CheckConstraint("length(key) > 0", name="key_not_empty"),
+)
+Index("ix_idempotency_keys_created_at", idempotency_keys.c.created_at)
+
+APPEND_ONLY_FUNCTION: Final = """
+CREATE FUNCTION portfolio_events_append_only() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION USING
+        MESSAGE = 'portfolio_events is append-only: ' || TG_OP || ' refused',
+        ERRCODE = 'P0001',
+        HINT = 'the audit trail can only grow; write a new event instead';
+END
+$$
+"""
+"""The trigger function refusing any change to the audit trail (SQLSTATE P0001)."""
+APPEND_ONLY_TRIGGERS: Final = (
+    "CREATE TRIGGER portfolio_events_no_update_delete BEFORE UPDATE OR DELETE "
+    "ON portfolio_events FOR EACH ROW EXECUTE FUNCTION portfolio_events_append_only()",
+    "CREATE TRIGGER portfolio_events_no_truncate BEFORE TRUNCATE "
+    "ON portfolio_events FOR EACH STATEMENT EXECUTE FUNCTION portfolio_events_append_only()",
+)
+"""Row triggers (UPDATE, DELETE) and a statement trigger (TRUNCATE) on portfolio_events."""
+
+# metadata.create_all() builds the same append-only table the migration does.
+for _statement in (APPEND_ONLY_FUNCTION, *APPEND_ONLY_TRIGGERS):
+    event.listen(portfolio_events, "after_create", DDL(_statement))  # type: ignore[no-untyped-call]
+event.listen(
+    portfolio_events,
+    "after_drop",
+    DDL("DROP FUNCTION IF EXISTS portfolio_events_append_only()"),  # type: ignore[no-untyped-call]
 )

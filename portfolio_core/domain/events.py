@@ -1,0 +1,211 @@
+"""What the domain did: operation records, audit events, and replay from them.
+
+Every Portfolio command appends a :class:`PortfolioOperation` (its kind and
+its arguments, as given and validated) to the portfolio's pending list; the
+persistence layer writes them, one :class:`PortfolioEvent` per committed unit
+of work per portfolio, in the same transaction as the change
+(``portfolio_core.persistence.events``).
+
+Operation kinds and their arguments (amounts are Decimals, the rest str):
+
+====================== ==================================================
+created                name, cash_balance (the event at version 1)
+deposit, withdraw      amount
+transfer_out           amount, to_portfolio_id
+transfer_in            amount, from_portfolio_id
+open_position          symbol, quantity, entry_price
+close_position         symbol, exit_price, quantity (None: the whole position)
+update_position_price  symbol, price
+update_all_prices      prices (symbol -> price, the open positions re-priced)
+set_name               name (update_portfolio_atomic)
+set_cash_balance       cash_balance (update_portfolio_atomic: booked as a
+                       deposit or withdrawal of the difference)
+====================== ==================================================
+
+:func:`replay` rebuilds a portfolio from its events alone by calling the same
+domain methods on a fresh Portfolio; only generated position ids and
+wall-clock timestamps differ from the stored aggregate (the replayed
+``created_at``/``last_updated`` are the events' database timestamps).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Final
+from uuid import UUID
+
+from portfolio_core.errors import PortfolioNotFoundError, ValidationError
+
+if TYPE_CHECKING:
+    from portfolio_core.domain.portfolio import Portfolio
+
+Argument = Decimal | str | None | Mapping[str, Decimal]
+"""An operation argument: an amount, a symbol/name/id, None, or symbol -> price."""
+
+DECIMAL_ARGUMENTS: Final = frozenset(
+    {"amount", "cash_balance", "quantity", "entry_price", "exit_price", "price"}
+)
+PRICE_MAP_ARGUMENTS: Final = frozenset({"prices"})
+
+
+@dataclass(frozen=True, slots=True)
+class PortfolioOperation:
+    """One domain command as it was applied: ``kind`` and its ``arguments``."""
+
+    kind: str
+    arguments: Mapping[str, Argument]
+
+    def __post_init__(self) -> None:
+        # Read-only view: an operation record is a fact, not a draft.
+        object.__setattr__(self, "arguments", MappingProxyType(dict(self.arguments)))
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able dict; Decimals become strings (``str`` keeps them exact)."""
+        arguments: dict[str, Any] = {}
+        for name, value in self.arguments.items():
+            if isinstance(value, Decimal):
+                arguments[name] = str(value)
+            elif isinstance(value, Mapping):
+                arguments[name] = {symbol: str(price) for symbol, price in value.items()}
+            else:
+                arguments[name] = value
+        return {"kind": self.kind, "arguments": arguments}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PortfolioOperation:
+        """The inverse of :meth:`to_json`."""
+        arguments: dict[str, Argument] = {}
+        for name, value in dict(data["arguments"]).items():
+            if value is not None and name in DECIMAL_ARGUMENTS:
+                arguments[name] = Decimal(value)
+            elif value is not None and name in PRICE_MAP_ARGUMENTS:
+                arguments[name] = {symbol: Decimal(price) for symbol, price in value.items()}
+            else:
+                arguments[name] = value
+        return cls(str(data["kind"]), arguments)
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.to_json(), sort_keys=True))
+
+
+@dataclass(frozen=True, slots=True)
+class PortfolioEvent:
+    """One committed unit of work on one portfolio, as the audit trail keeps it.
+
+    ``version`` is the portfolio's version after the change (1 for its
+    creation); ``occurred_at`` is the database's transaction timestamp;
+    ``operations`` the commands applied, in order; ``idempotency_key`` the key
+    the change was made under, if any.
+    """
+
+    portfolio_id: UUID
+    version: int
+    occurred_at: datetime
+    operations: tuple[PortfolioOperation, ...]
+    idempotency_key: str | None = None
+
+
+def _decimal(operation: PortfolioOperation, name: str) -> Decimal:
+    value = operation.arguments.get(name)
+    if not isinstance(value, Decimal):
+        raise ValidationError(name, value, f"missing from a {operation.kind!r} operation")
+    return value
+
+
+def _text(operation: PortfolioOperation, name: str) -> str:
+    value = operation.arguments.get(name)
+    if not isinstance(value, str):
+        raise ValidationError(name, value, f"missing from a {operation.kind!r} operation")
+    return value
+
+
+def apply_operation(portfolio: Portfolio, operation: PortfolioOperation) -> None:
+    """Apply one recorded operation to ``portfolio`` through the domain methods."""
+    from portfolio_core.domain import money
+    from portfolio_core.domain.position import PositionRequest
+
+    kind = operation.kind
+    arguments = operation.arguments
+    if kind == "deposit":
+        portfolio.deposit(_decimal(operation, "amount"))
+    elif kind == "withdraw":
+        portfolio.withdraw(_decimal(operation, "amount"))
+    elif kind == "transfer_out":
+        portfolio.transfer_out(
+            _decimal(operation, "amount"), UUID(_text(operation, "to_portfolio_id"))
+        )
+    elif kind == "transfer_in":
+        portfolio.transfer_in(
+            _decimal(operation, "amount"), UUID(_text(operation, "from_portfolio_id"))
+        )
+    elif kind == "open_position":
+        portfolio.open_position(
+            PositionRequest(
+                _text(operation, "symbol"),
+                _decimal(operation, "quantity"),
+                _decimal(operation, "entry_price"),
+            )
+        )
+    elif kind == "close_position":
+        quantity = arguments.get("quantity")
+        portfolio.close_position(
+            _text(operation, "symbol"),
+            _decimal(operation, "exit_price"),
+            quantity if isinstance(quantity, Decimal) else None,
+        )
+    elif kind == "update_position_price":
+        portfolio.update_position_price(_text(operation, "symbol"), _decimal(operation, "price"))
+    elif kind == "update_all_prices":
+        prices = arguments.get("prices")
+        portfolio.update_all_prices(dict(prices) if isinstance(prices, Mapping) else {})
+    elif kind == "set_name":
+        portfolio.name = money.validate_name(_text(operation, "name"))
+    elif kind == "set_cash_balance":
+        target = _decimal(operation, "cash_balance")
+        difference = money.sub(target, portfolio.cash_balance)
+        if difference > 0:
+            portfolio.deposit(difference)
+        elif difference < 0:
+            portfolio.withdraw(-difference)
+    else:
+        raise ValidationError("kind", kind, "is not a known portfolio operation")
+
+
+def replay(
+    portfolio_id: UUID, events: Iterable[PortfolioEvent], version: int | None = None
+) -> Portfolio:
+    """The portfolio as it stood at ``version`` (default: the last event), from events alone.
+
+    ``events`` must start with the creation event (version 1) and be in
+    version order. PortfolioNotFoundError if there is none.
+    """
+    from portfolio_core.domain.portfolio import Portfolio
+
+    portfolio: Portfolio | None = None
+    for event in events:
+        if version is not None and event.version > version:
+            break
+        operations = list(event.operations)
+        if portfolio is None:
+            if not operations or operations[0].kind != "created":
+                raise ValidationError(
+                    "events", event.version, "do not start with the portfolio's creation"
+                )
+            created = operations.pop(0)
+            portfolio = Portfolio(
+                _text(created, "name"), _decimal(created, "cash_balance"), id=portfolio_id
+            )
+            portfolio.created_at = event.occurred_at
+        for operation in operations:
+            apply_operation(portfolio, operation)
+        portfolio._version = event.version
+        portfolio.last_updated = event.occurred_at
+    if portfolio is None:
+        raise PortfolioNotFoundError(portfolio_id)
+    portfolio.take_pending_operations()
+    return portfolio

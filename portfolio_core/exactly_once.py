@@ -1,0 +1,116 @@
+"""Exactly-once changes: commit outcome resolution with idempotency keys.
+
+A connection lost while COMMIT was in flight leaves the outcome unknown: the
+server may have committed and only the reply was lost. ``UnitOfWork.commit``
+raises CommitOutcomeUnknownError then, and :func:`run_resolving_outcome`,
+wrapped around the *whole* retried unit of work (``PortfolioStore`` does it),
+decides what happened:
+
+* without an idempotency key: CommitOutcomeUnknownError at once, never a
+  blind retry (it could apply the change twice);
+* with a key, it looks the key up on a fresh connection (the key row is
+  committed in the same transaction as the change, so it exists if and only
+  if the change committed):
+
+  - found: the change committed; its stored result is returned (after
+    checking the stored fingerprint is this request's);
+  - not found: PostgreSQL is atomic, nothing committed; the unit of work is
+    run again from scratch (at most ``policy.max_retries`` times);
+  - database unreachable for the whole retry policy (attempts and deadline):
+    CommitOutcomeUnknownError carrying the key, so the caller can resolve it
+    later with the same key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+from tenacity import Retrying, retry_if_exception_type
+
+from portfolio_core.concurrency.metrics import log_event
+from portfolio_core.concurrency.retry import RetryPolicy
+from portfolio_core.errors import CommitOutcomeUnknownError, IdempotencyConflictError
+from portfolio_core.persistence.idempotency import StoredKey, find_key
+
+T = TypeVar("T")
+
+
+def lookup_key_on_fresh_connection(
+    engine: Engine, key: str, policy: RetryPolicy, *, entity_id: object = None
+) -> StoredKey | None:
+    """Find ``key`` on a new connection, retrying while the database is unreachable.
+
+    A disconnect invalidates the engine's whole pool, so each checkout here is
+    a new connection. CommitOutcomeUnknownError (with the key) when the policy
+    runs out before the database answers.
+    """
+    retrying = Retrying(
+        stop=policy.stop(),
+        wait=policy.wait(),
+        sleep=policy.sleep,
+        retry=retry_if_exception_type(DBAPIError),
+        reraise=True,
+    )
+    try:
+        for attempt in retrying:
+            with attempt, engine.connect() as connection:
+                return find_key(connection, key)
+    except DBAPIError as error:
+        raise CommitOutcomeUnknownError(
+            f"connection lost during COMMIT and the database stayed unreachable: "
+            f"whether idempotency key {key!r} committed is unknown; retry with the same key",
+            entity_type="Portfolio",
+            entity_id=entity_id,
+            idempotency_key=key,
+        ) from error
+    raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
+
+
+def run_resolving_outcome(
+    run: Callable[[], T],
+    *,
+    engine: Engine,
+    policy: RetryPolicy,
+    key: str | None,
+    request_fingerprint: Callable[[], str | None],
+    entity_id: object = None,
+) -> T:
+    """``run()`` (a whole retried unit of work), resolving a lost COMMIT through ``key``.
+
+    ``request_fingerprint()`` gives the fingerprint the last attempt stored
+    with the key (None if it did not get that far).
+    """
+    resolutions = 0
+    while True:
+        try:
+            return run()
+        except CommitOutcomeUnknownError as lost:
+            if key is None:
+                raise
+            stored = lookup_key_on_fresh_connection(engine, key, policy, entity_id=entity_id)
+            log_event(
+                "commit_outcome_resolved",
+                entity_type="Portfolio",
+                entity_id=entity_id,
+                idempotency_key=key,
+                committed=stored is not None,
+            )
+            if stored is not None:
+                ours = request_fingerprint()
+                if ours is not None and ours != stored.fingerprint:
+                    raise IdempotencyConflictError(
+                        key, stored_fingerprint=stored.fingerprint, request_fingerprint=ours
+                    ) from lost
+                result: Any = stored.result
+                return result  # type: ignore[no-any-return]
+            resolutions += 1
+            if resolutions > policy.max_retries:
+                raise CommitOutcomeUnknownError(
+                    f"COMMIT of idempotency key {key!r} was lost {resolutions} times",
+                    entity_type="Portfolio",
+                    entity_id=entity_id,
+                    idempotency_key=key,
+                ) from lost
