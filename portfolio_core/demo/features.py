@@ -19,16 +19,19 @@ from sqlalchemy import Engine
 from portfolio_core.store import PortfolioStore
 
 EVENTS_TABLE: Final = "portfolio_events"
+KEYS_TABLE: Final = "idempotency_keys"
 KEYED_METHODS: Final = ("execute", "transfer", "update_all_prices")
 
 
 @dataclass(frozen=True)
 class Features:
-    """``events_table`` (name or None), its idempotency-key column, keyed store methods."""
+    """``events_table`` (name or None), its idempotency-key column, keyed store methods,
+    and the table of stored idempotency keys (name or None)."""
 
     events_table: str | None
     events_key_column: str | None
     keyed_store: bool
+    keys_table: str | None = None
 
 
 def keyed_store() -> bool:
@@ -47,4 +50,5 @@ def detect(engine: Engine) -> Features:
     if table is not None:
         columns = {c["name"] for c in inspector.get_columns(table)}
         key_column = "idempotency_key" if "idempotency_key" in columns else None
-    return Features(table, key_column, keyed_store())
+    keys_table = KEYS_TABLE if inspector.has_table(KEYS_TABLE) else None
+    return Features(table, key_column, keyed_store(), keys_table)

@@ -8,7 +8,6 @@ what they committed, no more and no less (:mod:`portfolio_core.demo.ledger`).
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final
@@ -136,7 +135,7 @@ def _ledger_checks(rows: list[Row], ledger: Ledger) -> list[Check]:
             "versions == committed changes",
             not unexplained,
             f"sum(version - 1) = {sum(r.version - 1 for r in rows)}; "
-            f"committed changes = {sum(t.versions for t in ledger.known.values())}"
+            f"version bumps of committed ops = {sum(t.versions for t in ledger.known.values())}"
             + unknown_note
             + (f"; unexplained: {'; '.join(unexplained[:3])}" if unexplained else ""),
         ),
@@ -175,32 +174,46 @@ def _event_checks(engine: Engine, rows: list[Row], features: Features) -> list[C
     ]
 
 
+def _expected_portfolios(kind: str) -> range:
+    """How many portfolios a committed keyed operation of ``kind`` leaves an event on."""
+    if kind == "transfer":
+        return range(2, 3)
+    # A re-pricing that matched nothing commits no change, so no event.
+    return range(2) if kind == "reprice_all" else range(1, 2)
+
+
 def _key_checks(engine: Engine, keys: dict[str, str], features: Features) -> list[Check]:
     column, table = features.events_key_column, features.events_table
     if column is None or table is None:
         return []
     with engine.connect() as connection:
-        counts = Counter(
-            {
-                str(key): int(n)
-                for key, n in connection.execute(
-                    text(
-                        f"SELECT {column} AS key, count(*) AS n FROM {table} "
-                        f"WHERE {column} = ANY(:keys) GROUP BY {column}"
-                    ),
-                    {"keys": list(keys)},
-                ).all()
-            }
+        found = connection.execute(
+            text(
+                f"SELECT {column} AS key, count(*) AS n, count(DISTINCT portfolio_id) AS d "
+                f"FROM {table} WHERE {column} = ANY(:keys) GROUP BY {column}"
+            ),
+            {"keys": list(keys)},
+        ).all()
+        stored = (
+            connection.execute(
+                text(f"SELECT count(*) FROM {features.keys_table} WHERE key = ANY(:keys)"),
+                {"keys": list(keys)},
+            ).scalar_one()
+            if features.keys_table
+            else len(keys)
         )
-    # A re-pricing that matched nothing commits no change and may leave no event.
-    missing = [k for k, kind in keys.items() if counts[k] == 0 and kind != "reprice_all"]
-    twice = [k for k in keys if counts[k] > 1]
+    events = {str(r.key): (int(r.n), int(r.d)) for r in found}
+    # Applied once: one event per portfolio it touched (a transfer has two legs).
+    twice = [k for k, (n, d) in events.items() if n != d]
+    wrong = [
+        k for k, kind in keys.items() if events.get(k, (0, 0))[1] not in _expected_portfolios(kind)
+    ]
     return [
         Check(
             "every keyed op applied exactly once",
-            not missing and not twice,
-            f"{len(keys)} keyed ops committed; {len(missing)} without an event, "
-            f"{len(twice)} applied more than once",
+            not twice and not wrong and stored == len(keys),
+            f"{len(keys)} keyed ops committed, {stored} keys stored; {len(events)} with events, "
+            f"{len(twice)} applied twice, {len(wrong)} with missing or extra events",
         )
     ]
 

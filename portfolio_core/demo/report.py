@@ -62,7 +62,11 @@ def build_report(
             "committed_by_lock_mode": dict(stats.committed_by_lock),
             "refused_by_domain": dict(stats.rejected),
             "outcome_unknown": dict(stats.unknown),
-            "outcome_unknown_resolved_by_key": stats.resolved_by_key,
+            "outcome_unknown_resolved_by_key": {
+                "had_committed": stats.events["commit_outcome_resolved_committed"],
+                "had_not_committed_rerun": stats.events["commit_outcome_resolved_rerun"],
+                "resent_by_worker": stats.resolved_by_key,
+            },
             "abandoned": stats.abandoned,
             "unexpected_errors": stats.unexpected[:20],
         },
@@ -113,8 +117,11 @@ def render(console: Console, report: dict[str, Any]) -> None:
     kinds.append(("[b]committed[/b]", ops["committed"]))
     kinds += [(f"by lock {mode}", n) for mode, n in sorted(ops["committed_by_lock_mode"].items())]
     kinds += [(f"refused: {reason}", n) for reason, n in sorted(ops["refused_by_domain"].items())]
-    kinds.append(("outcome unknown (COMMIT cut)", sum(ops["outcome_unknown"].values())))
-    kinds.append(("resolved by idempotency key", ops["outcome_unknown_resolved_by_key"]))
+    kinds.append(("outcome unknown (COMMIT cut, no key)", sum(ops["outcome_unknown"].values())))
+    resolved = ops["outcome_unknown_resolved_by_key"]
+    kinds.append(("COMMIT cut, key shows it committed", resolved["had_committed"]))
+    kinds.append(("COMMIT cut, key shows it did not: re-run", resolved["had_not_committed_rerun"]))
+    kinds.append(("COMMIT cut, store gave up: worker re-sent key", resolved["resent_by_worker"]))
     console.print(_pairs("Operations", kinds))
     concurrency: list[tuple[str, object]] = [("attempts", report["attempts"])]
     concurrency.append(("retries", retries["total"]))

@@ -42,6 +42,10 @@ class EventCounter(logging.Handler):
         if event is None:
             return
         self.events[str(event)] += 1
+        if event == "commit_outcome_resolved":
+            # A lost COMMIT settled through its idempotency key: did it commit?
+            committed = bool(getattr(record, "committed", False))
+            self.events[f"commit_outcome_resolved_{'committed' if committed else 'rerun'}"] += 1
         if event == "retrying":
             error = str(getattr(record, "error", None))
             self.retry_causes[RETRY_CAUSES.get(error, error)] += 1
