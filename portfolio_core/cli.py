@@ -6,7 +6,7 @@
     portfolio-core db [--data-dir DIR]
     portfolio-core demo [--url URL] [--workers N] [--processes P] [--portfolios M]
                         [--duration S | --ops K] [--hot-share F] [--faults] [--seed X]
-                        [--json FILE]
+                        [--no-keys] [--json FILE]
     portfolio-core bench [ARGS...]
 
 Errors the user can fix (bad arguments, a bad or unreachable URL, a missing
@@ -127,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--faults", action="store_true", help="kill backends, restart the server")
     demo.add_argument("--seed", type=int, default=42, help="random seed (42)")
+    demo.add_argument(
+        "--no-keys",
+        dest="use_keys",
+        action="store_false",
+        help="no idempotency keys: a cut COMMIT stays unknown and the database settles it",
+    )
     demo.add_argument("--json", type=Path, dest="json_path", help="also write the report here")
 
     commands.add_parser(
@@ -258,6 +264,7 @@ def _demo(arguments: argparse.Namespace) -> int:
         faults=arguments.faults,
         seed=arguments.seed,
         json_path=arguments.json_path,
+        use_keys=arguments.use_keys,
     )
     width = None if sys.stdout.isatty() else 110
     console = Console(width=width)

@@ -35,6 +35,8 @@ class DemoConfig:
     json_path: Path | None = None
     initial_cash: Decimal = Decimal("100000")
     lock_timeout: float = 1.0  # float-ok: seconds, for the "wait" lock mode
+    use_keys: bool = True
+    """Send idempotency keys when the store takes them (False shows the keyless path)."""
 
     def __post_init__(self) -> None:
         if self.workers < 1:

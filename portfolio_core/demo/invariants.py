@@ -125,7 +125,7 @@ def _ledger_checks(rows: list[Row], ledger: Ledger) -> list[Check]:
     external = sum((r.deposits - r.withdrawals for r in rows), Decimal(0))
     flows = explains(external - ledger.external, [u.external for u in ledger.unknown])
     unknown_note = (
-        f"; {len(ledger.unknown)} outcome-unknown ops, of which the database shows "
+        f"; {len(ledger.unknown)} outcome-unknown ops; the database matches "
         f"{committed_unknowns} committed"
         if ledger.unknown
         else ""

@@ -7,6 +7,7 @@ embedded server, whose temporary folder is removed (also on Ctrl-C).
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import queue as queue_module
 import time
@@ -207,6 +208,8 @@ def run_demo(
         engine = create_engine(url, pool_size=2, max_overflow=0, pool_pre_ping=True)
         stack.callback(engine.dispose)
         features = detect(engine)
+        if not config.use_keys:
+            features = dataclasses.replace(features, keyed_store=False)
         store = PortfolioStore(engine)
         portfolio_ids = [
             store.create_portfolio(f"demo-{i}", config.initial_cash)
