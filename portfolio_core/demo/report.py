@@ -110,8 +110,11 @@ def render(console: Console, report: dict[str, Any]) -> None:
     console.print(
         f"\n[bold]portfolio-core demo[/bold]: {config['workers']} workers in "
         f"{config['processes']} processes, {config['portfolios']} portfolios "
-        f"(hot share {config['hot_share']}), seed {config['seed']}, {report['database']}, "
-        f"{report['elapsed_seconds']} s"
+        f"(hot share {config['hot_share']}), seed {config['seed']}, "
+        f"{report['elapsed_seconds']} s\n{report['database']}; idempotency keys: "
+        f"{'yes' if report['features']['idempotency_keys'] else 'no'}; audit trail: "
+        f"{'yes' if report['features']['events_table'] else 'no'}",
+        highlight=False,
     )
     kinds = [(kind, n) for kind, n in ops["committed_by_kind"].items()]
     kinds.append(("[b]committed[/b]", ops["committed"]))

@@ -26,9 +26,11 @@ from sqlalchemy.engine import make_url
 
 from portfolio_core.cli import main
 from portfolio_core.demo.features import keyed_store
+from portfolio_core.migrations import head_revision
 from portfolio_core.persistence.engine import create_engine
 
 UNREACHABLE = "postgresql://postgres@127.0.0.1:1/x"
+FIRST_REVISION = "0001"
 DATA_DIR = re.compile(r"data dir (\S+?)\)?$")
 
 
@@ -103,6 +105,12 @@ def test_migrate_upgrades_a_fresh_database_and_downgrades_to_base(
     assert main(["migrate", "--url", empty_database_url]) == 0
     assert "upgraded" in capsys.readouterr().out
     assert {"portfolios", "positions", "alembic_version"} <= _tables(empty_database_url)
+
+    assert main(["migrate", "--url", empty_database_url, "--revision", FIRST_REVISION]) == 0
+    out = capsys.readouterr().out
+    assert ("downgraded" in out) == (head_revision() != FIRST_REVISION)
+    assert out.rstrip().endswith(f"-> {FIRST_REVISION}")
+    assert "portfolios" in _tables(empty_database_url)
 
     assert main(["migrate", "--url", empty_database_url, "--revision", "base"]) == 0
     assert "downgraded" in capsys.readouterr().out
