@@ -149,7 +149,7 @@ class Worker(threading.Thread):
                 stats.rejected[type(refusal).__name__] += 1
                 return
             except CommitOutcomeUnknownError:
-                if op.key is not None:
+                if op.key is not None and time.monotonic() < deadline:
                     # Same key again: the store applies it only if it never committed.
                     stats.resolved_by_key += 1
                     continue
