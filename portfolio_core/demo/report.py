@@ -111,7 +111,9 @@ def render(console: Console, report: dict[str, Any]) -> None:
         f"\n[bold]portfolio-core demo[/bold]: {config['workers']} workers in "
         f"{config['processes']} processes, {config['portfolios']} portfolios "
         f"(hot share {config['hot_share']}), seed {config['seed']}, "
-        f"{report['elapsed_seconds']} s\n{report['database']}; idempotency keys: "
+        f"{report['elapsed_seconds']} s\n{report['database']}"
+        f"{', restarted once mid-run' if (report['faults'] or {}).get('server_restarts') else ''}"
+        "; idempotency keys: "
         f"{'yes' if report['features']['idempotency_keys'] else 'no'}; audit trail: "
         f"{'yes' if report['features']['events_table'] else 'no'}",
         highlight=False,

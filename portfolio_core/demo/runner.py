@@ -51,7 +51,7 @@ def _stop_processes(processes: Sequence[Any]) -> None:
         process.join(timeout=10)
 
 
-def _progress_bar(console: Console, config: DemoConfig) -> Progress:
+def _progress_bar(console: Console) -> Progress:
     return Progress(
         SpinnerColumn(),
         TextColumn("[bold]{task.description}"),
@@ -147,7 +147,7 @@ def _run_workers(
     start_faults(application_name, lambda: share_done() >= RESTART_AT, restarted)
     announce(f"demo: {config.workers} workers in {config.processes} processes started")
     total = config.ops if config.ops is not None else config.duration
-    with _progress_bar(console, config) as progress:
+    with _progress_bar(console) as progress:
         task = progress.add_task("trading", total=total, committed=0, conflicts=0, retries=0)
         while not collector.complete:
             try:
@@ -194,11 +194,7 @@ def run_demo(
             server = EmbeddedPostgres()
             stack.callback(server.stop)
             url = server.start()
-            database = (
-                "embedded PostgreSQL (restarted mid-run)"
-                if config.faults
-                else "embedded PostgreSQL"
-            )
+            database = "embedded PostgreSQL"
             announce(f"demo: embedded PostgreSQL at {url} (data dir {server.data_dir})")
         else:
             url = config.url
