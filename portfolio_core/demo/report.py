@@ -14,7 +14,7 @@ from portfolio_core.demo.faults import FaultCounts
 from portfolio_core.demo.features import Features
 from portfolio_core.demo.invariants import Check, as_json
 from portfolio_core.demo.operations import KINDS
-from portfolio_core.demo.stats import WorkerStats
+from portfolio_core.demo.stats import RETRY_CAUSES, WorkerStats
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:  # float-ok: milliseconds
@@ -73,7 +73,9 @@ def build_report(
         "attempts": stats.calls + retries,
         "retries": {
             "total": retries + sum(stats.reruns.values()),
-            "by_cause": dict(stats.retry_causes),
+            # Every cause is listed, zeros too: "no deadlock" is worth seeing.
+            "by_cause": {cause: stats.retry_causes[cause] for cause in RETRY_CAUSES.values()}
+            | dict(stats.retry_causes),
             "reruns_after_policy_exhausted": dict(stats.reruns),
         },
         "concurrency_metrics": dict(stats.metrics),
