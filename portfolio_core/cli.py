@@ -253,6 +253,10 @@ def _demo(arguments: argparse.Namespace) -> int:
         raise UsageError("the demo needs rich: pip install 'portfolio-core[cli]'") from None
     from portfolio_core.demo import DemoConfig, run_demo
 
+    if arguments.json_path is not None and not arguments.json_path.parent.is_dir():
+        # Refused now rather than after a whole run.
+        raise UsageError(f"--json: no such folder: {arguments.json_path.parent}")
+
     config = DemoConfig(
         url=arguments.url,
         workers=arguments.workers,

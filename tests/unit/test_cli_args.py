@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import types
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
@@ -51,6 +52,15 @@ def test_demo_with_more_processes_than_workers_is_refused_before_starting_anythi
 ) -> None:
     assert main(["demo", "--workers", "2", "--processes", "3", "--url", "postgresql://h/x"]) == 2
     assert "processes" in _one_line_error(capsys)
+
+
+def test_demo_json_into_a_missing_folder_is_refused_before_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "missing" / "report.json"
+
+    assert main(["demo", "--json", str(target)]) == 2
+    assert "--json: no such folder" in _one_line_error(capsys)
 
 
 @pytest.mark.parametrize(
