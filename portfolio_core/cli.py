@@ -96,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
         "than the database's current one (or 'base', or '-N') downgrades instead.",
     )
     migrate.add_argument("--url", help=f"database URL (default: ${DATABASE_URL_ENV})")
-    migrate.add_argument("--revision", default="head", help="target revision (default: head)")
+    migrate.add_argument(
+        "--revision", metavar="REV", default="head", help="target revision (default: head)"
+    )
     migrate.add_argument(
         "--sql", action="store_true", help="print the upgrade SQL from base instead of running it"
     )
@@ -107,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start an embedded PostgreSQL, migrate it, print its URL, stop on "
         "Ctrl-C/SIGTERM. Without --data-dir the data lives in a temporary folder, removed.",
     )
-    db.add_argument("--data-dir", type=Path, help="keep the data in this folder")
+    db.add_argument("--data-dir", metavar="DIR", type=Path, help="keep the data in this folder")
 
     demo = commands.add_parser(
         "demo",
@@ -116,24 +118,38 @@ def build_parser() -> argparse.ArgumentParser:
         "recomputes every invariant from the database. Exit 0 only if all hold.",
     )
     demo.add_argument("--url", help="database URL (default: a private embedded PostgreSQL)")
-    demo.add_argument("--workers", type=_positive_int, default=8, help="threads in all (8)")
-    demo.add_argument("--processes", type=_positive_int, default=2, help="OS processes (2)")
-    demo.add_argument("--portfolios", type=_positive_int, default=8, help="portfolios (8)")
-    bound = demo.add_mutually_exclusive_group()
-    bound.add_argument("--duration", type=_positive_seconds, help="seconds to run (30)")
-    bound.add_argument("--ops", type=_positive_int, help="operations to run in all")
     demo.add_argument(
-        "--hot-share", type=_share, default=0.3, help="share of ops on one portfolio (0.3)"
+        "--workers", metavar="N", type=_positive_int, default=8, help="threads in all (8)"
+    )
+    demo.add_argument(
+        "--processes", metavar="P", type=_positive_int, default=2, help="OS processes (2)"
+    )
+    demo.add_argument(
+        "--portfolios", metavar="M", type=_positive_int, default=8, help="portfolios (8)"
+    )
+    bound = demo.add_mutually_exclusive_group()
+    bound.add_argument(
+        "--duration", metavar="S", type=_positive_seconds, help="seconds to run (30)"
+    )
+    bound.add_argument("--ops", metavar="K", type=_positive_int, help="operations to run in all")
+    demo.add_argument(
+        "--hot-share",
+        metavar="F",
+        type=_share,
+        default=0.3,
+        help="share of ops on one portfolio (0.3)",
     )
     demo.add_argument("--faults", action="store_true", help="kill backends, restart the server")
-    demo.add_argument("--seed", type=int, default=42, help="random seed (42)")
+    demo.add_argument("--seed", metavar="X", type=int, default=42, help="random seed (42)")
     demo.add_argument(
         "--no-keys",
         dest="use_keys",
         action="store_false",
         help="no idempotency keys: a cut COMMIT stays unknown and the database settles it",
     )
-    demo.add_argument("--json", type=Path, dest="json_path", help="also write the report here")
+    demo.add_argument(
+        "--json", metavar="FILE", type=Path, dest="json_path", help="also write the report here"
+    )
 
     commands.add_parser(
         "bench", help="the concurrency benchmark (its own arguments)", add_help=False
