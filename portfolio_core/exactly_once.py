@@ -19,12 +19,16 @@ decides what happened:
   - database unreachable for the whole retry policy (attempts and deadline):
     CommitOutcomeUnknownError carrying the key, so the caller can resolve it
     later with the same key.
+
+It also holds what a repeated key does inside the unit of work
+(:func:`stored_result`, :func:`repeated_execute`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+from uuid import UUID
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
@@ -32,8 +36,19 @@ from tenacity import Retrying, retry_if_exception_type
 
 from portfolio_core.concurrency.metrics import log_event
 from portfolio_core.concurrency.retry import RetryPolicy
-from portfolio_core.errors import CommitOutcomeUnknownError, IdempotencyConflictError
+from portfolio_core.domain import events as domain_events
+from portfolio_core.domain.portfolio import Portfolio
+from portfolio_core.errors import (
+    CommitOutcomeUnknownError,
+    IdempotencyConflictError,
+    PortfolioCoreError,
+)
+from portfolio_core.persistence import idempotency
+from portfolio_core.persistence.events import events_with_key, load_history
 from portfolio_core.persistence.idempotency import StoredKey, find_key
+
+if TYPE_CHECKING:
+    from portfolio_core.unit_of_work import UnitOfWork
 
 T = TypeVar("T")
 
@@ -114,3 +129,70 @@ def run_resolving_outcome(
                     entity_id=entity_id,
                     idempotency_key=key,
                 ) from lost
+
+
+MISSING: Any = object()
+"""What stored_result returns when the key is not stored yet."""
+
+
+def stored_result(uow: UnitOfWork, key: str, request_fingerprint: str) -> Any:
+    """The stored result for ``key`` if it was used for this request, else MISSING.
+
+    IdempotencyConflictError if the key was used for another request.
+    """
+    stored = idempotency.find_key(uow.session, key)
+    if stored is None:
+        return MISSING
+    if stored.fingerprint != request_fingerprint:
+        raise IdempotencyConflictError(
+            key, stored_fingerprint=stored.fingerprint, request_fingerprint=request_fingerprint
+        )
+    return stored.result
+
+
+def repeated_execute(
+    uow: UnitOfWork,
+    stored: StoredKey,
+    pid: UUID,
+    current: Portfolio,
+    operation: Callable[[Portfolio], T],
+) -> T:
+    """The stored result of a repeated ``execute`` key, once the request is known to match.
+
+    The callable is applied again, to the portfolio as it stood just before
+    the keyed change (replayed from the audit trail; the current state if the
+    change recorded no event), and the operations it performs are
+    fingerprinted. The unit of work is never committed: nothing changes.
+    """
+    if pid not in stored.portfolio_ids:
+        raise IdempotencyConflictError(
+            stored.key, stored_fingerprint=stored.fingerprint, reason="another portfolio"
+        )
+    versions = [
+        version
+        for event_pid, version in events_with_key(uow.session, stored.key)
+        if event_pid == pid
+    ]
+    if versions:
+        before = versions[0] - 1
+        history = load_history(uow.session, pid, until_version=before)
+        portfolio = domain_events.replay(pid, history, before)
+    else:
+        portfolio = current
+    baseline = len(portfolio.pending_operations())
+    try:
+        operation(portfolio)
+    except PortfolioCoreError as error:
+        raise IdempotencyConflictError(
+            stored.key,
+            stored_fingerprint=stored.fingerprint,
+            reason=f"a request that fails where it ran ({type(error).__name__})",
+        ) from error
+    performed = portfolio.pending_operations()[baseline:]
+    request = idempotency.fingerprint(idempotency.operations_request(pid, performed))
+    if request != stored.fingerprint:
+        raise IdempotencyConflictError(
+            stored.key, stored_fingerprint=stored.fingerprint, request_fingerprint=request
+        )
+    result: T = stored.result
+    return result

@@ -22,21 +22,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 from uuid import UUID
 
 from sqlalchemy import Engine
 
 from portfolio_core.concurrency.service import ConcurrencyService
-from portfolio_core.domain import events as domain_events
 from portfolio_core.domain import money
 from portfolio_core.domain.events import PortfolioEvent
 from portfolio_core.domain.portfolio import Portfolio
-from portfolio_core.errors import IdempotencyConflictError, PortfolioCoreError, ValidationError
-from portfolio_core.exactly_once import run_resolving_outcome
+from portfolio_core.errors import ValidationError
+from portfolio_core.exactly_once import (
+    MISSING,
+    repeated_execute,
+    run_resolving_outcome,
+    stored_result,
+)
 from portfolio_core.persistence import idempotency
-from portfolio_core.persistence.events import events_with_key, load_history
-from portfolio_core.persistence.idempotency import StoredKey
 from portfolio_core.persistence.repository import as_portfolio_id
 from portfolio_core.unit_of_work import UnitOfWork
 
@@ -124,7 +126,7 @@ class PortfolioStore:
                 if key is not None:
                     stored = idempotency.find_key(uow.session, key)
                     if stored is not None:
-                        return _repeated_execute(uow, stored, pid, portfolio, operation)
+                        return repeated_execute(uow, stored, pid, portfolio, operation)
                 result = operation(portfolio)
                 if key is not None:
                     request = idempotency.operations_request(pid, portfolio.pending_operations())
@@ -156,14 +158,14 @@ class PortfolioStore:
         key = None if idempotency_key is None else idempotency.validate_key(idempotency_key)
         request = idempotency.fingerprint(
             {"request": "transfer", "from": source, "to": target, "amount": value}
-        )
+        )  # cheap: computed even without a key, which keeps work() simple
 
         def work() -> None:
             with self.unit_of_work() as uow:
                 locked = {
                     p.id: p for p in uow.portfolios.get_portfolios_for_update([source, target])
                 }
-                if key is not None and _stored_result(uow, key, request) is not _MISSING:
+                if key is not None and stored_result(uow, key, request) is not MISSING:
                     return
                 locked[source].transfer_out(value, target)
                 locked[target].transfer_in(value, source)
@@ -196,8 +198,8 @@ class PortfolioStore:
         def work() -> int:
             with self.unit_of_work() as uow:
                 if key is not None:
-                    stored = _stored_result(uow, key, request)
-                    if stored is not _MISSING:
+                    stored = stored_result(uow, key, request)
+                    if stored is not MISSING:
                         return int(stored)
                 updated = uow.portfolios.update_all_prices(pid, prices)
                 if key is not None:
@@ -205,7 +207,7 @@ class PortfolioStore:
                 uow.commit()
             return updated
 
-        return self._run(work, pid, key, [request])
+        return self._run(work, pid, key, [request] if key is not None else [])
 
     def history(self, portfolio_id: UUID, since_version: int | None = None) -> list[PortfolioEvent]:
         """The portfolio's audit trail after ``since_version`` (all if None), oldest first."""
@@ -264,69 +266,3 @@ class PortfolioStore:
     def metrics(self) -> dict[str, int]:
         """The concurrency service's counters (same keys as get_metrics())."""
         return self.concurrency.get_metrics()
-
-
-_MISSING: Any = object()
-
-
-def _stored_result(uow: UnitOfWork, key: str, request_fingerprint: str) -> Any:
-    """The stored result for ``key`` if it was used for this request, else _MISSING.
-
-    IdempotencyConflictError if the key was used for another request.
-    """
-    stored = idempotency.find_key(uow.session, key)
-    if stored is None:
-        return _MISSING
-    if stored.fingerprint != request_fingerprint:
-        raise IdempotencyConflictError(
-            key, stored_fingerprint=stored.fingerprint, request_fingerprint=request_fingerprint
-        )
-    return stored.result
-
-
-def _repeated_execute(
-    uow: UnitOfWork,
-    stored: StoredKey,
-    pid: UUID,
-    current: Portfolio,
-    operation: Callable[[Portfolio], T],
-) -> T:
-    """The stored result of a repeated ``execute`` key, once the request is known to match.
-
-    The callable is applied again, to the portfolio as it stood just before
-    the keyed change (replayed from the audit trail; the current state if the
-    change recorded no event), and the operations it performs are
-    fingerprinted. The unit of work is never committed: nothing changes.
-    """
-    if pid not in stored.portfolio_ids:
-        raise IdempotencyConflictError(
-            stored.key, stored_fingerprint=stored.fingerprint, reason="another portfolio"
-        )
-    versions = [
-        version
-        for event_pid, version in events_with_key(uow.session, stored.key)
-        if event_pid == pid
-    ]
-    if versions:
-        before = versions[0] - 1
-        history = load_history(uow.session, pid, until_version=before)
-        portfolio = domain_events.replay(pid, history, before)
-    else:
-        portfolio = current
-    baseline = len(portfolio.pending_operations())
-    try:
-        operation(portfolio)
-    except PortfolioCoreError as error:
-        raise IdempotencyConflictError(
-            stored.key,
-            stored_fingerprint=stored.fingerprint,
-            reason=f"a request that now fails ({type(error).__name__})",
-        ) from error
-    performed = portfolio.pending_operations()[baseline:]
-    request = idempotency.fingerprint(idempotency.operations_request(pid, performed))
-    if request != stored.fingerprint:
-        raise IdempotencyConflictError(
-            stored.key, stored_fingerprint=stored.fingerprint, request_fingerprint=request
-        )
-    result: T = stored.result
-    return result

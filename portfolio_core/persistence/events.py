@@ -49,6 +49,13 @@ IDEMPOTENCY_KEY_KEY: Final = "portfolio_core.idempotency_key"
 """session.info key: the idempotency key the current transaction's events carry."""
 EVENTS_WRITTEN_KEY: Final = "portfolio_core.events_written"
 """session.info key: True once this transaction's events have been written."""
+HELD_KEY: Final = "portfolio_core.recording_portfolios"
+"""session.info key: portfolios with pending operations, held until the transaction ends.
+
+The identity map only keeps *clean* objects weakly: a portfolio flushed
+mid-transaction (a savepoint flushes) and no longer referenced by the caller
+could be garbage-collected with its pending operations.
+"""
 
 EVENT_PRIMARY_KEY: Final = "pk_portfolio_events"
 
@@ -65,6 +72,7 @@ def record_sql_operation(
     loaded = session.identity_map.get(identity_key(Portfolio, (portfolio_id,)))
     if isinstance(loaded, Portfolio):
         loaded.record_external_operation(operation)
+        session.info.setdefault(HELD_KEY, {})[portfolio_id] = loaded
         return
     waiting: dict[UUID, list[PortfolioOperation]] = session.info.setdefault(SQL_OPERATIONS_KEY, {})
     waiting.setdefault(portfolio_id, []).append(operation)
@@ -77,12 +85,20 @@ def pending_operations(session: Session) -> dict[UUID, list[PortfolioOperation]]
         for pid, operations in session.info.get(SQL_OPERATIONS_KEY, {}).items()
         if operations
     }
-    for obj in (*session.identity_map.values(), *session.new):
-        if isinstance(obj, Portfolio):
-            operations = obj.pending_operations()
-            if operations:
-                collected.setdefault(obj.id, []).extend(operations)
+    for portfolio in _recording_portfolios(session):
+        operations = portfolio.pending_operations()
+        if operations:
+            collected.setdefault(portfolio.id, []).extend(operations)
     return collected
+
+
+def _recording_portfolios(session: Session) -> list[Portfolio]:
+    seen: dict[int, Portfolio] = {}
+    held = session.info.get(HELD_KEY, {})
+    for obj in (*held.values(), *session.identity_map.values(), *session.new):
+        if isinstance(obj, Portfolio):
+            seen.setdefault(id(obj), obj)
+    return list(seen.values())
 
 
 def set_idempotency_key(session: Session, key: str | None) -> None:
@@ -188,6 +204,14 @@ def events_with_key(session: Session, key: str) -> Sequence[tuple[UUID, int]]:
 # -- session hooks ----------------------------------------------------------------
 
 
+@event.listens_for(PortfolioSession, "before_flush")
+def _hold_recording_portfolios(session: Session, *args: Any) -> None:
+    held: dict[UUID, Portfolio] = session.info.setdefault(HELD_KEY, {})
+    for portfolio in _recording_portfolios(session):
+        if portfolio.pending_operations():
+            held[portfolio.id] = portfolio
+
+
 @event.listens_for(PortfolioSession, "before_commit")
 def _write_events_before_commit(session: Session) -> None:
     # A savepoint release also fires before_commit: events belong to the outer COMMIT.
@@ -199,20 +223,25 @@ def _write_events_before_commit(session: Session) -> None:
 def _forget_committed_operations(session: Session) -> None:
     if session.in_nested_transaction():
         return
-    for obj in session.identity_map.values():
-        if isinstance(obj, Portfolio):
-            obj.take_pending_operations()
+    for portfolio in _recording_portfolios(session):
+        portfolio.take_pending_operations()
     _forget_transaction_state(session)
 
 
 @event.listens_for(PortfolioSession, "after_rollback")
 def _forget_rolled_back_state(session: Session) -> None:
-    # Pending operations stay on the objects: a retried unit of work that
-    # re-adds a new Portfolio (create_portfolio) still needs its "created".
-    if not session.in_nested_transaction():
-        _forget_transaction_state(session)
+    if session.in_nested_transaction():
+        return
+    # A loaded portfolio's changes are gone with the transaction, and so are
+    # its operations. A new one keeps both (its Python state is untouched): a
+    # retry that adds it again (create_portfolio) still needs its "created".
+    for portfolio in _recording_portfolios(session):
+        operations = portfolio.pending_operations()
+        if operations and operations[0].kind != "created":
+            portfolio.take_pending_operations()
+    _forget_transaction_state(session)
 
 
 def _forget_transaction_state(session: Session) -> None:
-    for key in (SQL_OPERATIONS_KEY, IDEMPOTENCY_KEY_KEY, EVENTS_WRITTEN_KEY):
+    for key in (SQL_OPERATIONS_KEY, IDEMPOTENCY_KEY_KEY, EVENTS_WRITTEN_KEY, HELD_KEY):
         session.info.pop(key, None)
