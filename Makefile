@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+CLI_STAMP := $(VENV)/.installed-cli
 PYTEST_ARGS ?=
 
 .PHONY: install test lint typecheck pytest demo bench ci clean
@@ -13,7 +14,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,embedded,cli]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,embedded]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -32,7 +33,11 @@ test: lint typecheck pytest
 
 # About 40 s on 2 cores: 30 s of trading with faults, plus set-up and checks.
 DEMO_ARGS ?= --faults
-demo: $(STAMP)
+$(CLI_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,embedded,cli]'
+	touch $(CLI_STAMP)
+
+demo: $(CLI_STAMP)
 	$(BIN)/portfolio-core demo $(DEMO_ARGS)
 
 bench: $(STAMP)
