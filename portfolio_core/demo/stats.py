@@ -35,6 +35,7 @@ class EventCounter(logging.Handler):
         super().__init__(logging.DEBUG)
         self.events: Counter[str] = Counter()
         self.retry_causes: Counter[str] = Counter()
+        self._previous: tuple[int, bool] = (logging.NOTSET, True)
 
     def emit(self, record: logging.LogRecord) -> None:
         """Count one record (called under the handler's lock)."""
@@ -58,9 +59,17 @@ class EventCounter(logging.Handler):
     def install(self) -> None:
         """Attach to the concurrency logger, at INFO, without printing anything."""
         logger = logging.getLogger("portfolio_core.concurrency")
+        self._previous = (logger.level, logger.propagate)
         logger.setLevel(logging.INFO)
         logger.propagate = False
         logger.addHandler(self)
+
+    def uninstall(self) -> None:
+        """Detach, and give the logger back its level and propagation."""
+        logger = logging.getLogger("portfolio_core.concurrency")
+        logger.removeHandler(self)
+        logger.setLevel(self._previous[0])
+        logger.propagate = self._previous[1]
 
 
 @dataclass

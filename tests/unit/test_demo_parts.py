@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import uuid
 from decimal import Decimal
@@ -10,10 +11,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from portfolio_core.concurrency.metrics import log_event
 from portfolio_core.demo.config import DemoConfig
 from portfolio_core.demo.ledger import Effect, Ledger, Totals, explains
 from portfolio_core.demo.operations import MIX, Operation, Planner, would_be
 from portfolio_core.demo.report import percentiles
+from portfolio_core.demo.stats import EventCounter
 from portfolio_core.errors import ValidationError
 
 PORTFOLIOS = [uuid.UUID(int=i + 1) for i in range(4)]
@@ -105,3 +108,25 @@ def test_workers_are_spread_evenly_over_processes() -> None:
 def test_a_demo_needs_exactly_one_bound() -> None:
     with pytest.raises(ValidationError):
         DemoConfig(ops=10)  # duration also set by default
+
+
+def test_the_event_counter_counts_retries_by_cause_from_the_concurrency_log() -> None:
+    counter = EventCounter()
+    counter.install()
+    try:
+        log_event("version_conflict", entity_id="p")
+        log_event("retrying", attempt=1, error="StaleDataException")
+        log_event("retrying", attempt=2, error="ConnectionLostError")
+        log_event("retrying", attempt=3, error="ConnectionLostError")
+        log_event("commit_outcome_resolved", committed=False)
+        events, causes = counter.snapshot()
+    finally:
+        counter.uninstall()
+
+    assert events["retrying"] == 3
+    assert events["version_conflict"] == 1
+    assert events["commit_outcome_resolved_rerun"] == 1
+    assert causes == {"version conflict": 1, "connection lost": 2}
+    logger = logging.getLogger("portfolio_core.concurrency")
+    assert counter not in logger.handlers
+    assert logger.propagate
