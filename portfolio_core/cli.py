@@ -175,30 +175,36 @@ def _database_error(error: DBAPIError) -> UsageError:
 # -- migrate -------------------------------------------------------------------------
 
 
-def _is_downgrade(url: str, revision: str) -> tuple[bool, str | None]:
-    """Whether reaching ``revision`` means going down, and the current revision."""
+def _current_revision(url: str) -> str | None:
+    """The database's alembic revision (None if it was never migrated)."""
     from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
 
-    from portfolio_core.migrations import alembic_config
     from portfolio_core.persistence.engine import create_engine
 
     engine = create_engine(url, pool_size=1, max_overflow=0)
     try:
         with engine.connect() as connection:
-            current = MigrationContext.configure(connection).get_current_revision()
+            return MigrationContext.configure(connection).get_current_revision()
     finally:
         engine.dispose()
+
+
+def _is_downgrade(url: str, current: str | None, revision: str) -> bool:
+    """Whether going from ``current`` to ``revision`` means going down."""
+    from alembic.script import ScriptDirectory
+
+    from portfolio_core.migrations import alembic_config
+
     if revision == "base" or revision.startswith("-"):
-        return True, current
+        return True
     if current is None or revision in ("head", "heads") or revision.startswith("+"):
-        return False, current
+        return False
     script = ScriptDirectory.from_config(alembic_config(url))
     target = script.get_revision(revision)
     if target is None:
-        return False, current
+        return False
     older = {r.revision for r in script.iterate_revisions(current, "base")} - {current}
-    return target.revision in older, current
+    return target.revision in older
 
 
 def _migrate(arguments: argparse.Namespace) -> int:
@@ -211,9 +217,10 @@ def _migrate(arguments: argparse.Namespace) -> int:
     from portfolio_core.persistence.engine import resolve_url
 
     url = resolve_url(arguments.url).render_as_string(hide_password=False)
-    going_down, before = _is_downgrade(url, arguments.revision)
+    before = _current_revision(url)
+    going_down = _is_downgrade(url, before, arguments.revision)
     (downgrade if going_down else migrate)(url, arguments.revision)
-    _, after = _is_downgrade(url, "head")
+    after = _current_revision(url)
     action = "downgraded" if going_down else "upgraded"
     print(f"{action} {_redacted(url)}: {before or 'empty'} -> {after or 'empty'}")
     return 0
