@@ -20,8 +20,13 @@ decides what happened:
     CommitOutcomeUnknownError carrying the key, so the caller can resolve it
     later with the same key.
 
-It also holds what a repeated key does inside the unit of work
-(:func:`stored_result`, :func:`repeated_execute`).
+A late COMMIT can not make a retry apply twice either: the retry INSERTs the
+same key, which waits for any transaction still holding it and then finds it
+taken (the retry ends up returning the stored result).
+
+It also holds what a key does inside the unit of work, on a plain sync
+``Session`` (so an async twin can call it through ``run_sync``):
+:func:`execute_with_key`, :func:`stored_result`, :func:`repeated_execute`.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ from portfolio_core.persistence.events import events_with_key, load_history
 from portfolio_core.persistence.idempotency import StoredKey, find_key
 
 if TYPE_CHECKING:
-    from portfolio_core.unit_of_work import UnitOfWork
+    from sqlalchemy.orm import Session
 
 T = TypeVar("T")
 
@@ -135,12 +140,12 @@ MISSING: Any = object()
 """What stored_result returns when the key is not stored yet."""
 
 
-def stored_result(uow: UnitOfWork, key: str, request_fingerprint: str) -> Any:
+def stored_result(session: Session, key: str, request_fingerprint: str) -> Any:
     """The stored result for ``key`` if it was used for this request, else MISSING.
 
     IdempotencyConflictError if the key was used for another request.
     """
-    stored = idempotency.find_key(uow.session, key)
+    stored = idempotency.find_key(session, key)
     if stored is None:
         return MISSING
     if stored.fingerprint != request_fingerprint:
@@ -150,36 +155,51 @@ def stored_result(uow: UnitOfWork, key: str, request_fingerprint: str) -> Any:
     return stored.result
 
 
-def repeated_execute(
-    uow: UnitOfWork,
-    stored: StoredKey,
+def execute_with_key(
+    session: Session,
+    key: str,
     pid: UUID,
-    current: Portfolio,
+    portfolio: Portfolio,
     operation: Callable[[Portfolio], T],
+    fingerprints: list[str],
+) -> tuple[bool, T]:
+    """Apply ``operation`` under ``key``: ``(True, stored result)`` if the key is already stored.
+
+    Otherwise ``(False, result)`` once the operation has been applied to
+    ``portfolio`` and the key claimed with the fingerprint of the operations
+    it performed (also put in ``fingerprints``, for outcome resolution); the
+    caller then commits.
+    """
+    stored = idempotency.find_key(session, key)
+    if stored is not None:
+        return True, repeated_execute(session, stored, pid, operation)
+    result = operation(portfolio)
+    request = idempotency.operations_request(pid, portfolio.pending_operations())
+    fingerprints[:] = [idempotency.fingerprint(request)]
+    idempotency.claim_key(session, key, fingerprints[0], result, [pid])
+    return False, result
+
+
+def repeated_execute(
+    session: Session, stored: StoredKey, pid: UUID, operation: Callable[[Portfolio], T]
 ) -> T:
     """The stored result of a repeated ``execute`` key, once the request is known to match.
 
-    The callable is applied again, to the portfolio as it stood just before
-    the keyed change (replayed from the audit trail; the current state if the
-    change recorded no event), and the operations it performs are
-    fingerprinted. The unit of work is never committed: nothing changes.
+    The callable is applied again, to a copy of the portfolio as it stood
+    just before the keyed change (replayed from the audit trail; its latest
+    state if the change recorded no event), and the operations it performs
+    are fingerprinted. Nothing in the session is touched.
     """
     if pid not in stored.portfolio_ids:
         raise IdempotencyConflictError(
             stored.key, stored_fingerprint=stored.fingerprint, reason="another portfolio"
         )
     versions = [
-        version
-        for event_pid, version in events_with_key(uow.session, stored.key)
-        if event_pid == pid
+        version for event_pid, version in events_with_key(session, stored.key) if event_pid == pid
     ]
-    if versions:
-        before = versions[0] - 1
-        history = load_history(uow.session, pid, until_version=before)
-        portfolio = domain_events.replay(pid, history, before)
-    else:
-        portfolio = current
-    baseline = len(portfolio.pending_operations())
+    before = versions[0] - 1 if versions else None
+    history = load_history(session, pid, until_version=before)
+    portfolio = domain_events.replay(pid, history, before)
     try:
         operation(portfolio)
     except PortfolioCoreError as error:
@@ -188,7 +208,7 @@ def repeated_execute(
             stored_fingerprint=stored.fingerprint,
             reason=f"a request that fails where it ran ({type(error).__name__})",
         ) from error
-    performed = portfolio.pending_operations()[baseline:]
+    performed = portfolio.pending_operations()
     request = idempotency.fingerprint(idempotency.operations_request(pid, performed))
     if request != stored.fingerprint:
         raise IdempotencyConflictError(

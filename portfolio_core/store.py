@@ -34,7 +34,7 @@ from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.errors import ValidationError
 from portfolio_core.exactly_once import (
     MISSING,
-    repeated_execute,
+    execute_with_key,
     run_resolving_outcome,
     stored_result,
 )
@@ -123,15 +123,14 @@ class PortfolioStore:
                     portfolio = uow.portfolios.get_portfolio_for_update(
                         pid, nowait=lock == "nowait", lock_timeout=lock_timeout
                     )
-                if key is not None:
-                    stored = idempotency.find_key(uow.session, key)
-                    if stored is not None:
-                        return repeated_execute(uow, stored, pid, portfolio, operation)
-                result = operation(portfolio)
-                if key is not None:
-                    request = idempotency.operations_request(pid, portfolio.pending_operations())
-                    last_fingerprint[:] = [idempotency.fingerprint(request)]
-                    idempotency.claim_key(uow.session, key, last_fingerprint[0], result, [pid])
+                if key is None:
+                    result = operation(portfolio)
+                else:
+                    repeated, result = execute_with_key(
+                        uow.session, key, pid, portfolio, operation, last_fingerprint
+                    )
+                    if repeated:
+                        return result  # nothing to commit
                 uow.commit()
             return result
 
@@ -165,7 +164,7 @@ class PortfolioStore:
                 locked = {
                     p.id: p for p in uow.portfolios.get_portfolios_for_update([source, target])
                 }
-                if key is not None and stored_result(uow, key, request) is not MISSING:
+                if key is not None and stored_result(uow.session, key, request) is not MISSING:
                     return
                 locked[source].transfer_out(value, target)
                 locked[target].transfer_in(value, source)
@@ -198,7 +197,7 @@ class PortfolioStore:
         def work() -> int:
             with self.unit_of_work() as uow:
                 if key is not None:
-                    stored = stored_result(uow, key, request)
+                    stored = stored_result(uow.session, key, request)
                     if stored is not MISSING:
                         return int(stored)
                 updated = uow.portfolios.update_all_prices(pid, prices)

@@ -89,6 +89,10 @@ class PortfolioOperation:
                 arguments[name] = value
         return cls(str(data["kind"]), arguments)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A mappingproxy can not be pickled; its dict can (events cross processes).
+        return (PortfolioOperation, (self.kind, dict(self.arguments)))
+
     def __hash__(self) -> int:
         return hash(json.dumps(self.to_json(), sort_keys=True))
 

@@ -38,7 +38,7 @@ from portfolio_core.errors import (
 from portfolio_core.persistence.errors import translated
 from portfolio_core.persistence.events import load_history, record_sql_operation
 from portfolio_core.persistence.locking import guarded_lock_attempt, local_lock_timeout
-from portfolio_core.persistence.mapping import PortfolioSession, needs_bump
+from portfolio_core.persistence.mapping import START_VERSIONS_KEY, PortfolioSession, needs_bump
 from portfolio_core.persistence.schema import portfolios
 
 T = TypeVar("T")
@@ -266,7 +266,10 @@ class PostgreSQLPortfolioRepository:
         if isinstance(expected_version, bool) or not isinstance(expected_version, int):
             raise ValidationError("expected_version", expected_version, "must be an int")
         # One bump per unit of work: none if this transaction already bumped it.
-        bump = needs_bump(self.session, pid, expected_version)
+        # The start version is only noted once the UPDATE matched: a stale
+        # expected_version must not become this transaction's start version.
+        start_versions: dict[UUID, int] = self.session.info.setdefault(START_VERSIONS_KEY, {})
+        bump = start_versions.get(pid, expected_version) == expected_version
         assignments = [f"version = version + {int(bump)}", "last_updated = now()"]
         params: dict[str, Any] = {"pid": pid, "expected": expected_version}
         if "name" in fields:
@@ -293,6 +296,7 @@ class PostgreSQLPortfolioRepository:
                 if actual is None:
                     raise PortfolioNotFoundError(pid)
                 raise StaleDataException("Portfolio", pid, expected_version, actual)
+        start_versions.setdefault(pid, expected_version)
         operations = [
             PortfolioOperation(name, {name.removeprefix("set_"): value})
             for name, value in (
@@ -354,7 +358,7 @@ class PostgreSQLPortfolioRepository:
                 {"prices": {row.symbol: applied[row.symbol] for row in changed}},
             ),
         )
-        self._sync_repriced(pid, dict(zip(symbols, values, strict=True)), changed, version, bumped)
+        self._sync_repriced(pid, applied, changed, version, bumped)
         return len(changed)
 
     def _sync_repriced(

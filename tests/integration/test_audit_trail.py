@@ -20,6 +20,7 @@ from portfolio_core import (
     UnitOfWork,
 )
 from portfolio_core.migrations import downgrade, migrate
+from portfolio_core.persistence.mapping import PortfolioSession
 from portfolio_core.persistence.schema import metadata
 
 
@@ -124,6 +125,32 @@ def test_operations_rolled_back_are_not_recorded(store: PortfolioStore) -> None:
         {"amount": Decimal("2")}
     ]
     assert store.replay(pid).cash_balance == store.get(pid).cash_balance == Decimal("1002")
+
+
+def test_a_refused_atomic_update_does_not_skew_the_version_bookkeeping(
+    store: PortfolioStore,
+) -> None:
+    pid = store.create_portfolio("alpha", Decimal("1000"))
+    store.execute(pid, lambda p: p.deposit(Decimal("1")))
+    with UnitOfWork(store.engine) as uow:
+        with pytest.raises(StaleDataException):
+            uow.portfolios.update_portfolio_atomic(pid, {"name": "stale"}, 1)
+        uow.portfolios.get(pid).deposit(Decimal("2"))
+        uow.commit()
+
+    assert store.get(pid).version == 3 == len(store.history(pid))
+    assert store.replay(pid).cash_balance == Decimal("1003")
+
+
+def test_a_plain_portfolio_session_commit_writes_events_too(store: PortfolioStore) -> None:
+    pid = store.create_portfolio("alpha", Decimal("1000"))
+    with PortfolioSession(bind=store.engine, autoflush=False) as session:
+        portfolio = session.get(Portfolio, pid)
+        assert portfolio is not None
+        portfolio.deposit(Decimal("5"))
+        session.commit()
+
+    assert _kinds(store, pid) == [["created"], ["deposit"]]
 
 
 def test_replay_rebuilds_each_past_version(store: PortfolioStore) -> None:

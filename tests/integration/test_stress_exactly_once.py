@@ -6,6 +6,7 @@ ordering a race, so a timed loop is right there. Connections die idle, in the
 middle of a transaction and during COMMIT. Every operation carries its own
 idempotency key and is retried by its caller until it returns. At the end:
 
+* a request sent again with its key (15 % of them) gets the first answer back;
 * each key's effect is in the events exactly once (twice for a transfer: one
   event per leg) and in the idempotency table once;
 * each portfolio's deposits and withdrawals equal the sums of the operations
@@ -111,6 +112,7 @@ def test_keyed_operations_take_effect_exactly_once_while_backends_are_killed(
         service_metrics.update(report["metrics"])
     summary = {
         "operations": len(outcomes),
+        "repeated_with_same_key": len([o for o in outcomes if "repeated_result" in o]),
         "kills": len(kills),
         "seconds": round(seconds, 1),
         "caller_retries": dict(caller_retries),
@@ -123,6 +125,9 @@ def test_keyed_operations_take_effect_exactly_once_while_backends_are_killed(
 
     assert len(outcomes) == PROCESSES * stress_worker.THREADS_PER_PROCESS * OPERATIONS_PER_THREAD
     assert all(outcome["result"] != "gave up" for outcome in outcomes)
+    repeated = [outcome for outcome in outcomes if "repeated_result" in outcome]
+    assert repeated
+    assert all(outcome["repeated_result"] == outcome["result"] for outcome in repeated)
     assert kills, "the fault injector never terminated a backend"
     _assert_exactly_once(engine, store, pids, outcomes)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from datetime import UTC, datetime
 from decimal import Decimal
 from uuid import uuid4
@@ -67,6 +68,16 @@ def test_operation_json_round_trip_keeps_decimals_exact() -> None:
     }
     assert PortfolioOperation.from_json(data) == operation
     assert str(PortfolioOperation.from_json(data).arguments["prices"]["AAPL"]) == "1.50000000"  # type: ignore[index]
+
+
+def test_events_survive_pickling_and_hashing() -> None:
+    operation = PortfolioOperation("update_all_prices", {"prices": {"AAPL": Decimal("1.5")}})
+    event = PortfolioEvent(uuid4(), 2, NOW, (operation,), "key")
+
+    assert pickle.loads(pickle.dumps(event)) == event
+    assert hash(operation) == hash(PortfolioOperation.from_json(operation.to_json()))
+    with pytest.raises(TypeError):
+        operation.arguments["prices"] = {}  # type: ignore[index]
 
 
 def test_replay_applies_events_through_the_domain() -> None:
