@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,embedded,async]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,embedded,async,cli]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -30,8 +30,10 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
+# About 40 s on 2 cores: 30 s of trading with faults, plus set-up and checks.
+DEMO_ARGS ?= --faults
 demo: $(STAMP)
-	$(BIN)/portfolio-core demo
+	$(BIN)/portfolio-core demo $(DEMO_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m portfolio_core.bench

@@ -173,7 +173,8 @@ class EmbeddedPostgres:
 
     def stop(self, *, remove: bool | None = None) -> None:
         """Stop the server (fast shutdown); remove the folder if this object created it."""
-        if self.running:
+        # postmaster.pid also covers a start interrupted (Ctrl-C) after the server came up.
+        if self.running or (self.data_dir / "postmaster.pid").exists():
             try:
                 self._run(
                     "pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "60", "stop"
@@ -189,6 +190,10 @@ class EmbeddedPostgres:
             "pg_ctl",
             "-D",
             str(self.data_dir),
+            # Without -l the new server would inherit pg_ctl's stdout pipe and
+            # _run would wait for it to close, i.e. until the server stops.
+            "-l",
+            str(self.log_file),
             "-m",
             "fast",
             "-w",
