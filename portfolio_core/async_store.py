@@ -35,7 +35,6 @@ from portfolio_core.exactly_once import run_resolving_outcome_async
 from portfolio_core.operations import LockMode
 from portfolio_core.persistence import idempotency
 from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository, as_portfolio_id
-from portfolio_core.unit_of_work import commit_session
 
 T = TypeVar("T")
 
@@ -83,7 +82,7 @@ class AsyncPortfolioStore:
             # One trip to the sync side per attempt, not two.
             result = body(repository)
             if commit:
-                commit_session(repository.session)
+                repository.session.commit()
             return result
 
         async def work() -> T:

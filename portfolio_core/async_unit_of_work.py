@@ -9,8 +9,8 @@
 
 The session is an AsyncSession whose sync side is a PortfolioSession, so the
 version bump hook, the flush/stale translation and the COMMIT translation
-(:func:`portfolio_core.unit_of_work.commit_session`) are the sync ones, run
-through ``run_sync``. Leaving the block rolls back what was not committed,
+(``PortfolioSession.commit``) are the sync ones, run on the greenlet-backed
+sync side. Leaving the block rolls back what was not committed,
 also when the task is cancelled: the connection goes back to the pool.
 """
 
@@ -27,7 +27,6 @@ from portfolio_core.errors import PortfolioCoreError
 from portfolio_core.persistence.async_repository import AsyncPostgreSQLPortfolioRepository
 from portfolio_core.persistence.mapping import PortfolioSession
 from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository
-from portfolio_core.unit_of_work import commit_session
 
 if TYPE_CHECKING:
     from portfolio_core.concurrency.service import ConcurrencyService
@@ -85,7 +84,7 @@ class AsyncUnitOfWork:
         a conflict; CommitOutcomeUnknownError if the connection died during
         COMMIT itself (never retried blindly).
         """
-        await self.session.run_sync(commit_session)
+        await self.session.commit()
 
     async def rollback(self) -> None:
         """Discard everything not committed."""

@@ -28,11 +28,8 @@ from typing import TYPE_CHECKING, TypeVar
 from uuid import UUID
 
 from sqlalchemy import Engine
-from sqlalchemy.orm import Session
 
 from portfolio_core.errors import PortfolioCoreError
-from portfolio_core.persistence.errors import translated
-from portfolio_core.persistence.events import write_events
 from portfolio_core.persistence.mapping import PortfolioSession
 from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository
 
@@ -40,23 +37,6 @@ if TYPE_CHECKING:
     from portfolio_core.concurrency.service import ConcurrencyService
 
 T = TypeVar("T")
-
-
-def commit_session(session: Session) -> None:
-    """Flush, write the audit events, then COMMIT, with errors translated.
-
-    A version conflict comes out as StaleDataException (versions re-read); a
-    connection lost during COMMIT as CommitOutcomeUnknownError.
-
-    The one commit path of both unit-of-work flavours: AsyncUnitOfWork runs
-    it on its session's sync side (``AsyncSession.run_sync``). The conflict
-    translation itself is PortfolioSession.flush's.
-    """
-    with translated():
-        session.flush()
-        write_events(session)
-    with translated(during_commit=True):
-        session.commit()
 
 
 class UnitOfWork:
@@ -99,7 +79,7 @@ class UnitOfWork:
         lost while COMMIT itself was in flight raises CommitOutcomeUnknownError:
         the transaction may have committed, so it must not be retried blindly.
         """
-        commit_session(self.session)
+        self.session.commit()
 
     def rollback(self) -> None:
         """Discard everything not committed."""

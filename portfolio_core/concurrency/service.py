@@ -236,7 +236,16 @@ class ConcurrencyService:
             self._record(conflict, entity_type, entity_id, attempt)
             raise conflict from error
         except DBAPIError as error:
-            mapped = translate(error, entity_type=entity_type, entity_id=entity_id)
+            # Not translated by a PortfolioSession: the work used a session or
+            # connection of its own, so an established connection that died
+            # may have died during its COMMIT. That is an unknown outcome,
+            # never a blind retry (a refused connect is still retried).
+            mapped = translate(
+                error,
+                entity_type=entity_type,
+                entity_id=entity_id,
+                during_commit=error.connection_invalidated,
+            )
             if mapped is None:
                 raise
             mapped.__cause__ = error  # before _record, which reads the SQLSTATE from it

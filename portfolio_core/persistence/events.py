@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 from uuid import UUID
 
-from sqlalchemy import event, insert, select
+from sqlalchemy import Engine, event, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
@@ -166,10 +166,28 @@ def write_events(session: Session) -> list[tuple[UUID, int]]:
                 raise
             first = rows[0]
             raise StaleDataException(
-                "Portfolio", first["portfolio_id"], first["version"] - 1, None
+                "Portfolio",
+                first["portfolio_id"],
+                first["version"] - 1,
+                _committed_version(session, first["portfolio_id"]),
             ) from error
     session.info[EVENTS_WRITTEN_KEY] = True
     return [(row["portfolio_id"], row["version"]) for row in rows]
+
+
+def _committed_version(session: Session, portfolio_id: UUID) -> int | None:
+    """The portfolio's committed version, read on a connection of its own.
+
+    The session's transaction is aborted by the failed INSERT, so the re-read
+    cannot run in it.
+    """
+    bind = session.get_bind()
+    engine = bind if isinstance(bind, Engine) else bind.engine
+    with engine.connect() as connection:
+        version = connection.execute(
+            select(portfolios.c.version).where(portfolios.c.id == portfolio_id)
+        ).scalar_one_or_none()
+    return None if version is None else int(version)
 
 
 def load_history(

@@ -111,6 +111,23 @@ class PortfolioSession(Session):
     StaleDataException with the versions re-read, never as StaleDataError.
     """
 
+    def commit(self) -> None:
+        """Flush and write the audit events, then COMMIT, with errors translated.
+
+        Whoever calls it (``uow.commit()``, ``uow.session.commit()``, an
+        AsyncSession's sync side): a failure before COMMIT is definite, a
+        connection lost while COMMIT is in flight is CommitOutcomeUnknownError.
+        """
+        # Imported here: events.py builds on this module.
+        from portfolio_core.persistence.errors import translated
+        from portfolio_core.persistence.events import write_events
+
+        with translated():
+            self.flush()
+            write_events(self)
+        with translated(during_commit=True):
+            super().commit()
+
     def flush(self, objects: Sequence[Any] | None = None) -> None:
         """Flush; a version conflict rolls back and raises StaleDataException."""
         try:
@@ -189,6 +206,13 @@ def _bump_aggregate_versions(
             if owner is not None and owner not in new:
                 roots[owner.id] = owner
     written: dict[UUID, int] = session.info.setdefault(WRITTEN_VERSIONS_KEY, {})
+    start_versions: dict[UUID, int] = session.info.setdefault(START_VERSIONS_KEY, {})
+    for obj in new:
+        if isinstance(obj, Portfolio):
+            # Its INSERT is this transaction's change: a later flush of the
+            # same unit of work must not bump it again.
+            start_versions.setdefault(obj.id, obj._version - 1)
+            written[obj.id] = obj._version
     for portfolio_id, portfolio in roots.items():
         flushed.append(("Portfolio", portfolio_id, portfolio._version))
         bumped = needs_bump(session, portfolio_id, portfolio._version)

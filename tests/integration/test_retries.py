@@ -15,7 +15,7 @@ from uuid import UUID, uuid4
 import pytest
 from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import object_session
+from sqlalchemy.orm import Session, object_session
 
 from portfolio_core import (
     CommitOutcomeUnknownError,
@@ -30,7 +30,7 @@ from portfolio_core import (
     create_engine,
 )
 from portfolio_core.concurrency import ConcurrencyService
-from tests.integration.helpers import backend_pid, row_locked
+from tests.integration.helpers import backend_pid, create_portfolio, row_locked
 
 
 def concurrent_deposit(engine: Engine, pid: UUID, amount: str = "1") -> None:
@@ -315,3 +315,46 @@ def test_serialization_failure_40001_is_retried_as_a_version_conflict(
     assert service.get_metrics()["successful_retries"] == 1
     after = store.get(pid)
     assert (after.cash_balance, after.version) == (Decimal("102"), 3)
+
+
+@pytest.mark.parametrize("session_kind", ["unit_of_work_session", "plain_session"])
+def test_connection_killed_during_a_commit_the_work_makes_itself_is_never_retried(
+    engine: Engine, service: ConcurrencyService, session_kind: str
+) -> None:
+    """Work that commits on its own (uow.session.commit(), or a Session of its
+    own) and loses the connection during COMMIT gets an unknown outcome, not a
+    blind retry that would apply the deposit twice."""
+    pid = create_portfolio(engine, Decimal("100"))
+    calls: list[int] = []
+    armed: list[bool] = []
+
+    def kill_before_commit_reaches_the_server(connection: Connection) -> None:
+        if armed:
+            armed.clear()
+            victim = backend_pid(connection)
+            with engine.connect() as killer:
+                killer.execute(text("SELECT pg_terminate_backend(:pid, 10000)"), {"pid": victim})
+
+    def work() -> None:
+        calls.append(1)
+        if session_kind == "plain_session":
+            with Session(engine) as session:
+                session.execute(
+                    text("UPDATE portfolios SET name = 'renamed' WHERE id = :pid"), {"pid": pid}
+                )
+                armed.append(True)
+                session.commit()
+            return
+        with UnitOfWork(engine) as uow:
+            uow.portfolios.get(pid).deposit(Decimal("10"))
+            armed.append(True)
+            uow.session.commit()
+
+    event.listen(engine, "commit", kill_before_commit_reaches_the_server)
+    try:
+        with pytest.raises(CommitOutcomeUnknownError):
+            service.run(work, entity_type="Portfolio", entity_id=pid)
+    finally:
+        event.remove(engine, "commit", kill_before_commit_reaches_the_server)
+
+    assert len(calls) == 1

@@ -13,6 +13,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm.exc import StaleDataError
 
 from portfolio_core import (
+    Portfolio,
     PositionRequest,
     StaleDataException,
     UnitOfWork,
@@ -200,6 +201,26 @@ def test_one_version_bump_per_unit_of_work_however_many_operations_and_flushes(
     assert stored.positions["AAPL"].quantity == D(7)
     assert stored.positions["MSFT"].current_price == D(190)
     assert stored.money_invariant_holds()
+
+
+def test_a_portfolio_created_and_changed_after_a_flush_in_one_unit_of_work_stays_at_one(
+    engine: Engine,
+) -> None:
+    portfolio = Portfolio("fresh", 100)
+    with UnitOfWork(engine) as uow:
+        uow.portfolios.add(portfolio)
+        uow.session.flush()
+        portfolio.deposit(5)
+        uow.session.flush()
+        portfolio.open_position(PositionRequest("AAPL", 1, 10))
+        uow.commit()
+
+    assert stored_version(engine, portfolio.id) == 1
+    with UnitOfWork(engine) as uow:
+        history = uow.portfolios.history(portfolio.id)
+    assert [event.version for event in history] == [1]
+    assert [op.kind for op in history[0].operations] == ["created", "deposit", "open_position"]
+    assert reload(engine, portfolio.id).cash_balance == D(95)
 
 
 def test_one_bump_for_a_position_only_change_flushed_several_times(engine: Engine) -> None:
