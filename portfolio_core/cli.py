@@ -66,17 +66,17 @@ def _positive_int(text: str) -> int:
 
 def _positive_seconds(text: str) -> float:  # float-ok: seconds
     try:
-        value = float(text)
+        value = float(text)  # float-ok: seconds or a share, never money
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not 0 < value < float("inf"):
+    if not 0 < value < float("inf"):  # float-ok: seconds
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
     return value
 
 
 def _share(text: str) -> float:  # float-ok: a probability
     try:
-        value = float(text)
+        value = float(text)  # float-ok: seconds or a share, never money
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a fraction, got {text!r}") from None
     if not 0 <= value <= 1:

@@ -83,7 +83,7 @@ def _asyncpg_url(url: URL) -> tuple[URL, dict[str, Any]]:
     if "connect_timeout" in query:
         raw = query.pop("connect_timeout")
         try:
-            connect_args["timeout"] = float(raw if isinstance(raw, str) else raw[0])
+            connect_args["timeout"] = float(raw if isinstance(raw, str) else raw[0])  # float-ok
         except ValueError as exc:
             raise ConfigurationError(f"connect_timeout={raw!r} is not a number") from exc
     if "application_name" in query:
