@@ -19,7 +19,13 @@ from uuid import UUID
 from portfolio_core.async_store import AsyncPortfolioStore
 from portfolio_core.bench import raw_async
 from portfolio_core.bench.harness import Sample, summarize
-from portfolio_core.bench.scenarios import _FAILED_ATTEMPT_METRICS, AMOUNT, Bench, Contender
+from portfolio_core.bench.scenarios import (
+    _FAILED_ATTEMPT_METRICS,
+    AMOUNT,
+    Bench,
+    Contender,
+    summarize_hot,
+)
 from portfolio_core.concurrency.service import ConcurrencyService
 from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.persistence.engine import create_async_engine
@@ -152,21 +158,7 @@ class AsyncBench:
             contenders[mode] = Contender(
                 [text_id], partial(self._library, workers, per_round, lib_op)
             )
-        reports = bench._contend(contenders)
-        raw_rate = reports["raw"]["ops_per_s"]
-        modes = {mode: reports[mode] for mode in LOCK_MODES}
-        for report in modes.values():
-            report["ratio"] = round(report["ops_per_s"] / raw_rate, 3)
-        best = max(modes, key=lambda name: modes[name]["ops_per_s"])
-        return {
-            "workers": workers,
-            "ops_per_worker": per_round * sizes.rounds,
-            "raw": reports["raw"],
-            "library": modes,
-            "best_mode": best,
-            "ratio": modes[best]["ratio"],
-            "best_attempts_per_commit": modes[best]["attempts_per_commit"],
-        }
+        return summarize_hot(workers, per_round * sizes.rounds, bench._contend(contenders))
 
     def reprice(self) -> dict[str, Any]:
         """(c) update_all_prices on every position vs raw UPDATE ... FROM unnest(...)."""

@@ -63,6 +63,26 @@ QUICK: Final = Sizes(
 )
 
 
+def summarize_hot(
+    workers: int, ops_per_worker: int, reports: Mapping[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """The hot-portfolio result: each lock mode's ratio to raw, and the best mode."""
+    raw_rate = reports["raw"]["ops_per_s"]
+    modes = {mode: reports[mode] for mode in LOCK_MODES}
+    for report in modes.values():
+        report["ratio"] = round(report["ops_per_s"] / raw_rate, 3)
+    best = max(modes, key=lambda name: modes[name]["ops_per_s"])
+    return {
+        "workers": workers,
+        "ops_per_worker": ops_per_worker,
+        "raw": reports["raw"],
+        "library": modes,
+        "best_mode": best,
+        "ratio": modes[best]["ratio"],
+        "best_attempts_per_commit": modes[best]["attempts_per_commit"],
+    }
+
+
 class Bench:
     """One database, one engine, one raw pool: runs the scenarios and checks the outcome."""
 
@@ -204,21 +224,7 @@ class Bench:
             contenders[mode] = Contender(
                 [text_id], partial(self._library, workers, per_round, lib_op)
             )
-        reports = self._contend(contenders)
-        raw_rate = reports["raw"]["ops_per_s"]
-        modes = {mode: reports[mode] for mode in LOCK_MODES}
-        for report in modes.values():
-            report["ratio"] = round(report["ops_per_s"] / raw_rate, 3)
-        best = max(modes, key=lambda name: modes[name]["ops_per_s"])
-        return {
-            "workers": workers,
-            "ops_per_worker": per_round * self.sizes.rounds,
-            "raw": reports["raw"],
-            "library": modes,
-            "best_mode": best,
-            "ratio": modes[best]["ratio"],
-            "best_attempts_per_commit": modes[best]["attempts_per_commit"],
-        }
+        return summarize_hot(workers, per_round * self.sizes.rounds, self._contend(contenders))
 
     # -- (c) re-pricing a big portfolio ------------------------------------------------
 
