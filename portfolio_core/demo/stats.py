@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Final
@@ -53,8 +52,12 @@ class EventCounter(logging.Handler):
 
     def snapshot(self) -> tuple[Counter[str], Counter[str]]:
         """Copies of the event and retry-cause counters."""
-        with self.lock or threading.Lock():
+        # The handler's own lock, the one emit() runs under.
+        self.acquire()
+        try:
             return Counter(self.events), Counter(self.retry_causes)
+        finally:
+            self.release()
 
     def install(self) -> None:
         """Attach to the concurrency logger, at INFO, without printing anything."""
