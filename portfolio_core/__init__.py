@@ -13,6 +13,7 @@ from portfolio_core.domain import Portfolio, Position, PositionRequest
 from portfolio_core.domain.events import PortfolioEvent, PortfolioOperation
 from portfolio_core.errors import (
     CommitOutcomeUnknownError,
+    CommitOutcomeUnknownException,
     ConcurrencyException,
     ConfigurationError,
     ConnectionLostError,
@@ -26,6 +27,7 @@ from portfolio_core.errors import (
     PortfolioNotFoundError,
     PositionNotFoundError,
     SerializationFailureError,
+    SerializationFailureException,
     StaleDataException,
     ValidationError,
 )
@@ -66,6 +68,7 @@ __all__ = [
     "AsyncPostgreSQLPortfolioRepository",
     "AsyncUnitOfWork",
     "CommitOutcomeUnknownError",
+    "CommitOutcomeUnknownException",
     "ConcurrencyException",
     "ConcurrencyMetrics",
     "ConcurrencyService",
@@ -89,6 +92,7 @@ __all__ = [
     "PostgreSQLPortfolioRepository",
     "RetryPolicy",
     "SerializationFailureError",
+    "SerializationFailureException",
     "StaleDataException",
     "UnitOfWork",
     "ValidationError",

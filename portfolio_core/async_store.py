@@ -7,7 +7,7 @@
     await store.execute(pid, lambda p: p.deposit(Decimal("250")), lock="wait")
 
 Each method is one AsyncUnitOfWork running the same unit-of-work body as
-PortfolioStore (portfolio_core.operations) on the session's sync side, retried
+PortfolioStore (portfolio_core.store_work) on the session's sync side, retried
 as a whole by ``ConcurrencyService.run_async`` (same classification, metrics
 and exhaustion errors as the sync store). ``operation`` callables are plain
 sync functions of the portfolio, as in PortfolioStore. Idempotency keys, the
@@ -24,7 +24,7 @@ from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from portfolio_core import operations
+from portfolio_core import store_work
 from portfolio_core.async_unit_of_work import AsyncUnitOfWork
 from portfolio_core.concurrency.service import ConcurrencyService
 from portfolio_core.domain import money
@@ -32,9 +32,9 @@ from portfolio_core.domain.events import PortfolioEvent
 from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.errors import ConfigurationError
 from portfolio_core.exactly_once import run_resolving_outcome_async
-from portfolio_core.operations import LockMode
 from portfolio_core.persistence import idempotency
 from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository, as_portfolio_id
+from portfolio_core.store_work import LockMode
 
 T = TypeVar("T")
 
@@ -112,7 +112,7 @@ class AsyncPortfolioStore:
         """A detached snapshot: the portfolio with its open and closed positions."""
         pid = as_portfolio_id(portfolio_id)
         return await self._run(
-            lambda repository: operations.detached_snapshot(repository, pid), pid, commit=False
+            lambda repository: store_work.detached_snapshot(repository, pid), pid, commit=False
         )
 
     async def execute(
@@ -131,10 +131,10 @@ class AsyncPortfolioStore:
         ``idempotency_key`` as in PortfolioStore.execute.
         """
         pid = as_portfolio_id(portfolio_id)
-        mode = operations.checked_lock_mode(lock)
-        key = operations.checked_key(idempotency_key)
+        mode = store_work.checked_lock_mode(lock)
+        key = store_work.checked_key(idempotency_key)
         fingerprint: list[str] = []
-        body = operations.apply_operation(pid, operation, mode, lock_timeout, key, fingerprint)
+        body = store_work.execute_work(pid, operation, mode, lock_timeout, key, fingerprint)
         return await self._run(body, pid, key=key, fingerprint=fingerprint)
 
     async def transfer(
@@ -146,10 +146,10 @@ class AsyncPortfolioStore:
         idempotency_key: str | None = None,
     ) -> None:
         """Move cash between two portfolios atomically (rows locked in primary-key order)."""
-        source, target, value = operations.transfer_arguments(from_id, to_id, amount)
-        key = operations.checked_key(idempotency_key)
-        request = operations.transfer_request(source, target, value)
-        body = operations.transfer_cash(source, target, value, key, request)
+        source, target, value = store_work.transfer_arguments(from_id, to_id, amount)
+        key = store_work.checked_key(idempotency_key)
+        request = store_work.transfer_request(source, target, value)
+        body = store_work.transfer_cash(source, target, value, key, request)
         await self._run(body, (source, target), key=key, fingerprint=[request])
 
     async def update_all_prices(
@@ -161,9 +161,9 @@ class AsyncPortfolioStore:
     ) -> int:
         """Re-price every open position found in ``prices`` (constant statements, one bump)."""
         pid = as_portfolio_id(portfolio_id)
-        key = operations.checked_key(idempotency_key)
-        request = "" if key is None else operations.reprice_request(pid, prices)
-        body = operations.reprice(pid, prices, key, request)
+        key = store_work.checked_key(idempotency_key)
+        request = "" if key is None else store_work.reprice_request(pid, prices)
+        body = store_work.reprice(pid, prices, key, request)
         return await self._run(body, pid, key=key, fingerprint=[request])
 
     async def history(
@@ -171,12 +171,12 @@ class AsyncPortfolioStore:
     ) -> list[PortfolioEvent]:
         """The portfolio's audit trail after ``since_version`` (all if None), oldest first."""
         pid = as_portfolio_id(portfolio_id)
-        return await self._run(operations.history(pid, since_version), pid, commit=False)
+        return await self._run(store_work.history(pid, since_version), pid, commit=False)
 
     async def replay(self, portfolio_id: UUID, version: int | None = None) -> Portfolio:
         """The portfolio at ``version`` (default: latest) rebuilt from its events alone."""
         pid = as_portfolio_id(portfolio_id)
-        return await self._run(operations.replay(pid, version), pid, commit=False)
+        return await self._run(store_work.replay(pid, version), pid, commit=False)
 
     async def purge_idempotency_keys(self, older_than: timedelta) -> int:
         """Delete idempotency keys created more than ``older_than`` ago; return how many."""
@@ -189,7 +189,7 @@ class AsyncPortfolioStore:
 
     async def batch_update(self, updates: Mapping[UUID, Callable[[Portfolio], T]]) -> dict[UUID, T]:
         """Apply one operation per portfolio in one unit of work: all commit or none."""
-        return await self._run(operations.batch(updates), tuple(updates))
+        return await self._run(store_work.batch(updates), tuple(updates))
 
     def metrics(self) -> dict[str, int]:
         """The concurrency service's counters (same keys as get_metrics()); no I/O, not awaited."""

@@ -81,7 +81,7 @@ class AsyncUnitOfWork:
         """Flush every change (bumping and checking versions), then COMMIT.
 
         As UnitOfWork.commit: StaleDataException with the versions re-read on
-        a conflict; CommitOutcomeUnknownError if the connection died during
+        a conflict; CommitOutcomeUnknownException if the connection died during
         COMMIT itself (never retried blindly).
         """
         await self.session.commit()

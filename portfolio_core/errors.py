@@ -16,12 +16,18 @@ Errors carry the objects they concern as attributes, not only as text::
     │   └── ConnectionLostError       the connection broke before COMMIT (retryable)
     └── ConcurrencyException          entity_type, entity_id
         ├── StaleDataException        expected_version, actual_version (re-read)
-        ├── SerializationFailureError SQLSTATE 40001 (retryable)
+        ├── SerializationFailureException  SQLSTATE 40001 (retryable)
         ├── OptimisticLockException   retries, last_error: conflicts outlasted the policy
         ├── PessimisticLockException  sqlstate, timeout: a row or advisory lock not obtained
         ├── DeadlockException         entities: PostgreSQL chose this transaction as victim
-        └── CommitOutcomeUnknownError the connection died during COMMIT: it may have committed
-                                      (idempotency_key set when the outcome could not be resolved)
+        └── CommitOutcomeUnknownException  the connection died during COMMIT: it may have
+                                           committed (idempotency_key set when the outcome
+                                           could not be resolved)
+
+Suffixes: the concurrency subtree keeps the seed's ``...Exception`` style
+throughout; everything else is ``...Error``. ``SerializationFailureError`` and
+``CommitOutcomeUnknownError``, the names of earlier releases, remain as aliases
+of the same classes.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from uuid import UUID
 
 __all__ = [
     "CommitOutcomeUnknownError",
+    "CommitOutcomeUnknownException",
     "ConcurrencyException",
     "ConfigurationError",
     "ConnectionLostError",
@@ -45,6 +52,7 @@ __all__ = [
     "PortfolioNotFoundError",
     "PositionNotFoundError",
     "SerializationFailureError",
+    "SerializationFailureException",
     "StaleDataException",
     "ValidationError",
 ]
@@ -169,7 +177,7 @@ class StaleDataException(ConcurrencyException):
         )
 
 
-class SerializationFailureError(ConcurrencyException):
+class SerializationFailureException(ConcurrencyException):
     """PostgreSQL could not serialize the transaction (SQLSTATE 40001); retryable."""
 
     sqlstate = "40001"
@@ -239,7 +247,7 @@ class DeadlockException(ConcurrencyException):
         super().__init__(message, entity_type=first[0], entity_id=first[1])
 
 
-class CommitOutcomeUnknownError(ConcurrencyException):
+class CommitOutcomeUnknownException(ConcurrencyException):
     """The connection was lost while COMMIT was in flight.
 
     The transaction may or may not have committed, so it is never retried
@@ -256,3 +264,8 @@ class CommitOutcomeUnknownError(ConcurrencyException):
     ) -> None:
         self.idempotency_key = idempotency_key
         super().__init__(message, entity_type=entity_type, entity_id=entity_id)
+
+
+# Names of earlier releases, kept so callers' ``except`` clauses keep working.
+SerializationFailureError = SerializationFailureException
+CommitOutcomeUnknownError = CommitOutcomeUnknownException

@@ -2,11 +2,11 @@
 
 A connection lost while COMMIT was in flight leaves the outcome unknown: the
 server may have committed and only the reply was lost. ``UnitOfWork.commit``
-raises CommitOutcomeUnknownError then, and :func:`run_resolving_outcome`,
+raises CommitOutcomeUnknownException then, and :func:`run_resolving_outcome`,
 wrapped around the *whole* retried unit of work (``PortfolioStore`` does it),
 decides what happened:
 
-* without an idempotency key: CommitOutcomeUnknownError at once, never a
+* without an idempotency key: CommitOutcomeUnknownException at once, never a
   blind retry (it could apply the change twice);
 * with a key, it looks the key up on a fresh connection (the key row is
   committed in the same transaction as the change, so it exists if and only
@@ -17,7 +17,7 @@ decides what happened:
   - not found: PostgreSQL is atomic, nothing committed; the unit of work is
     run again from scratch (at most ``policy.max_retries`` times);
   - database unreachable for the whole retry policy (attempts and deadline):
-    CommitOutcomeUnknownError carrying the key, so the caller can resolve it
+    CommitOutcomeUnknownException carrying the key, so the caller can resolve it
     later with the same key.
 
 A late COMMIT can not make a retry apply twice either: the retry INSERTs the
@@ -44,7 +44,7 @@ from portfolio_core.concurrency.retry import RetryPolicy
 from portfolio_core.domain import events as domain_events
 from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.errors import (
-    CommitOutcomeUnknownError,
+    CommitOutcomeUnknownException,
     IdempotencyConflictError,
     PortfolioCoreError,
 )
@@ -59,8 +59,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-def _outcome_unknown(key: str, entity_id: object) -> CommitOutcomeUnknownError:
-    return CommitOutcomeUnknownError(
+def _outcome_unknown(key: str, entity_id: object) -> CommitOutcomeUnknownException:
+    return CommitOutcomeUnknownException(
         f"connection lost during COMMIT and the database stayed unreachable: "
         f"whether idempotency key {key!r} committed is unknown; retry with the same key",
         entity_type="Portfolio",
@@ -75,7 +75,7 @@ def lookup_key_on_fresh_connection(
     """Find ``key`` on a new connection, retrying while the database is unreachable.
 
     A disconnect invalidates the engine's whole pool, so each checkout here is
-    a new connection. CommitOutcomeUnknownError (with the key) when the policy
+    a new connection. CommitOutcomeUnknownException (with the key) when the policy
     runs out before the database answers.
     """
     retrying = Retrying(
@@ -131,7 +131,7 @@ class _Resolution:
         self.entity_id = entity_id
         self.resolutions = 0
 
-    def stored_result(self, stored: StoredKey | None, lost: CommitOutcomeUnknownError) -> Any:
+    def stored_result(self, stored: StoredKey | None, lost: CommitOutcomeUnknownException) -> Any:
         """The stored result if the key committed; MISSING_RESULT to run again; or raise."""
         log_event(
             "commit_outcome_resolved",
@@ -149,7 +149,7 @@ class _Resolution:
             return stored.result
         self.resolutions += 1
         if self.resolutions > self.policy.max_retries:
-            raise CommitOutcomeUnknownError(
+            raise CommitOutcomeUnknownException(
                 f"COMMIT of idempotency key {self.key!r} was lost {self.resolutions} times",
                 entity_type="Portfolio",
                 entity_id=self.entity_id,
@@ -181,7 +181,7 @@ def run_resolving_outcome(
     while True:
         try:
             return run()
-        except CommitOutcomeUnknownError as lost:
+        except CommitOutcomeUnknownException as lost:
             stored = lookup_key_on_fresh_connection(engine, key, policy, entity_id=entity_id)
             result = resolution.stored_result(stored, lost)
             if result is not _RUN_AGAIN:
@@ -204,7 +204,7 @@ async def run_resolving_outcome_async(
     while True:
         try:
             return await run()
-        except CommitOutcomeUnknownError as lost:
+        except CommitOutcomeUnknownException as lost:
             stored = await lookup_key_on_fresh_connection_async(
                 engine, key, policy, entity_id=entity_id
             )

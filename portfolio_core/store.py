@@ -27,15 +27,15 @@ from uuid import UUID
 
 from sqlalchemy import Engine
 
-from portfolio_core import operations
+from portfolio_core import store_work
 from portfolio_core.concurrency.service import ConcurrencyService
 from portfolio_core.domain import money
 from portfolio_core.domain.events import PortfolioEvent
 from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.exactly_once import run_resolving_outcome
-from portfolio_core.operations import LOCK_MODES, LockMode
 from portfolio_core.persistence import idempotency
 from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository, as_portfolio_id
+from portfolio_core.store_work import LOCK_MODES, LockMode
 from portfolio_core.unit_of_work import UnitOfWork
 
 T = TypeVar("T")
@@ -106,7 +106,7 @@ class PortfolioStore:
         """A detached snapshot: the portfolio with its open and closed positions."""
         pid = as_portfolio_id(portfolio_id)
         return self._run(
-            lambda repository: operations.detached_snapshot(repository, pid), pid, commit=False
+            lambda repository: store_work.detached_snapshot(repository, pid), pid, commit=False
         )
 
     def execute(
@@ -132,10 +132,10 @@ class PortfolioStore:
         (replayed from the audit trail), compares, and changes nothing.
         """
         pid = as_portfolio_id(portfolio_id)
-        mode = operations.checked_lock_mode(lock)
-        key = operations.checked_key(idempotency_key)
+        mode = store_work.checked_lock_mode(lock)
+        key = store_work.checked_key(idempotency_key)
         fingerprint: list[str] = []
-        body = operations.apply_operation(pid, operation, mode, lock_timeout, key, fingerprint)
+        body = store_work.execute_work(pid, operation, mode, lock_timeout, key, fingerprint)
         return self._run(body, pid, key=key, fingerprint=fingerprint)
 
     def transfer(
@@ -152,10 +152,10 @@ class PortfolioStore:
         directions queue up instead of deadlocking. The legs are recorded as
         ``transfer_out``/``transfer_in`` (booked as a withdrawal and a deposit).
         """
-        source, target, value = operations.transfer_arguments(from_id, to_id, amount)
-        key = operations.checked_key(idempotency_key)
-        request = operations.transfer_request(source, target, value)
-        body = operations.transfer_cash(source, target, value, key, request)
+        source, target, value = store_work.transfer_arguments(from_id, to_id, amount)
+        key = store_work.checked_key(idempotency_key)
+        request = store_work.transfer_request(source, target, value)
+        body = store_work.transfer_cash(source, target, value, key, request)
         self._run(body, (source, target), key=key, fingerprint=[request])
 
     def update_all_prices(
@@ -167,20 +167,20 @@ class PortfolioStore:
     ) -> int:
         """Re-price every open position found in ``prices`` (constant statements, one bump)."""
         pid = as_portfolio_id(portfolio_id)
-        key = operations.checked_key(idempotency_key)
-        request = "" if key is None else operations.reprice_request(pid, prices)
-        body = operations.reprice(pid, prices, key, request)
+        key = store_work.checked_key(idempotency_key)
+        request = "" if key is None else store_work.reprice_request(pid, prices)
+        body = store_work.reprice(pid, prices, key, request)
         return self._run(body, pid, key=key, fingerprint=[request])
 
     def history(self, portfolio_id: UUID, since_version: int | None = None) -> list[PortfolioEvent]:
         """The portfolio's audit trail after ``since_version`` (all if None), oldest first."""
         pid = as_portfolio_id(portfolio_id)
-        return self._run(operations.history(pid, since_version), pid, commit=False)
+        return self._run(store_work.history(pid, since_version), pid, commit=False)
 
     def replay(self, portfolio_id: UUID, version: int | None = None) -> Portfolio:
         """The portfolio at ``version`` (default: latest) rebuilt from its events alone."""
         pid = as_portfolio_id(portfolio_id)
-        return self._run(operations.replay(pid, version), pid, commit=False)
+        return self._run(store_work.replay(pid, version), pid, commit=False)
 
     def purge_idempotency_keys(self, older_than: timedelta) -> int:
         """Delete idempotency keys created more than ``older_than`` ago; return how many.
@@ -196,7 +196,7 @@ class PortfolioStore:
 
     def batch_update(self, updates: Mapping[UUID, Callable[[Portfolio], T]]) -> dict[UUID, T]:
         """Apply one operation per portfolio in one unit of work: all commit or none."""
-        return self._run(operations.batch(updates), tuple(updates))
+        return self._run(store_work.batch(updates), tuple(updates))
 
     def metrics(self) -> dict[str, int]:
         """The concurrency service's counters (same keys as get_metrics())."""

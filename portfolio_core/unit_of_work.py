@@ -76,7 +76,7 @@ class UnitOfWork:
         """Flush every change (bumping and checking versions), write the events, then COMMIT.
 
         A failure while flushing is definite (nothing committed). A connection
-        lost while COMMIT itself was in flight raises CommitOutcomeUnknownError:
+        lost while COMMIT itself was in flight raises CommitOutcomeUnknownException:
         the transaction may have committed, so it must not be retried blindly.
         """
         self.session.commit()

@@ -25,7 +25,7 @@ from portfolio_core.errors import (
     ConnectionLostError,
     DeadlockException,
     PessimisticLockException,
-    SerializationFailureError,
+    SerializationFailureException,
     StaleDataException,
     ValidationError,
 )
@@ -50,7 +50,7 @@ class _StopBeforeDeadline(stop_base):
         return elapsed + retry_state.upcoming_sleep >= self.deadline
 
 
-RETRYABLE_CONFLICTS = (StaleDataException, SerializationFailureError)
+RETRYABLE_CONFLICTS = (StaleDataException, SerializationFailureException)
 """Optimistic conflicts: the unit of work read data another one changed."""
 
 

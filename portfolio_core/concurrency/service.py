@@ -17,7 +17,7 @@ from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception
 from portfolio_core.concurrency.metrics import ConcurrencyMetrics, log_event
 from portfolio_core.concurrency.retry import RETRYABLE_CONFLICTS, RetryPolicy
 from portfolio_core.errors import (
-    CommitOutcomeUnknownError,
+    CommitOutcomeUnknownException,
     ConfigurationError,
     ConnectionLostError,
     DatabaseConnectionError,
@@ -286,7 +286,7 @@ class ConcurrencyService:
             log_event("lock_not_available", **common)
         elif isinstance(error, ConnectionLostError):
             log_event("connection_lost", logging.WARNING, **common)
-        elif isinstance(error, CommitOutcomeUnknownError):
+        elif isinstance(error, CommitOutcomeUnknownException):
             # Not retried: the caller must find out whether it committed.
             log_event("commit_outcome_unknown", logging.ERROR, **common)
 

@@ -12,7 +12,7 @@ from portfolio_core.demo.ledger import Ledger
 RETRY_CAUSES: Final = {
     # exception type named by the "retrying" log record -> cause shown in the report
     "StaleDataException": "version conflict",
-    "SerializationFailureError": "serialization failure",
+    "SerializationFailureException": "serialization failure",
     "DeadlockException": "deadlock",
     "PessimisticLockException": "lock not available",
     "ConnectionLostError": "connection lost",

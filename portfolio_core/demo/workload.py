@@ -25,7 +25,7 @@ from portfolio_core.demo.config import DemoConfig
 from portfolio_core.demo.operations import Operation, Planner, apply, would_be
 from portfolio_core.demo.stats import CONFLICT_EVENTS, EventCounter, WorkerStats
 from portfolio_core.errors import (
-    CommitOutcomeUnknownError,
+    CommitOutcomeUnknownException,
     DatabaseConnectionError,
     DeadlockException,
     InsufficientFundsError,
@@ -148,7 +148,7 @@ class Worker(threading.Thread):
             except DOMAIN_OUTCOMES as refusal:
                 stats.rejected[type(refusal).__name__] += 1
                 return
-            except CommitOutcomeUnknownError:
+            except CommitOutcomeUnknownException:
                 if op.key is not None and time.monotonic() < deadline:
                     # Same key again: the store applies it only if it never committed.
                     stats.resolved_by_key += 1

@@ -11,11 +11,11 @@ before any server could answer), classified as a lost connection too.
 ========  =============================  =====================================
 SQLSTATE  meaning                        becomes
 ========  =============================  =====================================
-40001     serialization_failure          SerializationFailureError (retryable)
+40001     serialization_failure          SerializationFailureException (retryable)
 40P01     deadlock_detected              DeadlockException (retryable)
 55P03     lock_not_available             PessimisticLockException (policy)
 08xxx,    connection failure, server     ConnectionLostError (retryable) or,
-57P01-03  shutting down                  during COMMIT, CommitOutcomeUnknownError
+57P01-03  shutting down                  during COMMIT, CommitOutcomeUnknownException
 ========  =============================  =====================================
 
 Everything else propagates unchanged.
@@ -31,11 +31,11 @@ from typing import Final
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from portfolio_core.errors import (
-    CommitOutcomeUnknownError,
+    CommitOutcomeUnknownException,
     ConnectionLostError,
     DeadlockException,
     PessimisticLockException,
-    SerializationFailureError,
+    SerializationFailureException,
 )
 
 SERIALIZATION_FAILURE: Final = "40001"
@@ -103,7 +103,7 @@ def translate(
     code = sqlstate_of(error)
     if failure is Failure.CONNECTION_LOST:
         if during_commit:
-            return CommitOutcomeUnknownError(
+            return CommitOutcomeUnknownException(
                 f"connection lost during COMMIT of {entity_type} {entity_id}: "
                 "the transaction may or may not have committed",
                 entity_type=entity_type,
@@ -117,7 +117,7 @@ def translate(
             entities=[(entity_type, entity_id)] if entity_type is not None else [],
         )
     if failure is Failure.SERIALIZATION:
-        return SerializationFailureError(
+        return SerializationFailureException(
             f"could not serialize access to {entity_type} {entity_id} (SQLSTATE {code})",
             entity_type=entity_type,
             entity_id=entity_id,

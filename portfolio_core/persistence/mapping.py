@@ -116,7 +116,7 @@ class PortfolioSession(Session):
 
         Whoever calls it (``uow.commit()``, ``uow.session.commit()``, an
         AsyncSession's sync side): a failure before COMMIT is definite, a
-        connection lost while COMMIT is in flight is CommitOutcomeUnknownError.
+        connection lost while COMMIT is in flight is CommitOutcomeUnknownException.
         """
         # Imported here: events.py builds on this module.
         from portfolio_core.persistence.errors import translated

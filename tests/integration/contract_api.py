@@ -27,7 +27,7 @@ from portfolio_core import (
     UnitOfWork,
 )
 from portfolio_core.domain.money import AmountLike
-from portfolio_core.operations import LockMode
+from portfolio_core.store_work import LockMode
 
 T = TypeVar("T")
 

@@ -20,7 +20,7 @@ from uuid import UUID
 from sqlalchemy.exc import DBAPIError
 
 from portfolio_core import (
-    CommitOutcomeUnknownError,
+    CommitOutcomeUnknownException,
     ConcurrencyService,
     DatabaseConnectionError,
     DeadlockException,
@@ -39,7 +39,7 @@ REPEAT_PROBABILITY = 0.15
 """How often an operation that returned is sent again with its key."""
 
 TRANSIENT = (
-    CommitOutcomeUnknownError,
+    CommitOutcomeUnknownException,
     DatabaseConnectionError,
     OptimisticLockException,
     DeadlockException,

@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 
 from portfolio_core import (
     AsyncPortfolioStore,
-    CommitOutcomeUnknownError,
+    CommitOutcomeUnknownException,
     ConcurrencyService,
     Portfolio,
     create_async_engine,
@@ -84,7 +84,7 @@ async def test_lost_commit_reply_without_key_raises_outcome_unknown_and_does_not
     pid = await proxied_store.create_portfolio("alpha", Decimal("1000"))
     proxy.arm()
 
-    with pytest.raises(CommitOutcomeUnknownError) as raised:
+    with pytest.raises(CommitOutcomeUnknownException) as raised:
         await proxied_store.execute(pid, _deposit_250)
 
     assert proxy.commit_lost.is_set()
@@ -111,7 +111,7 @@ async def test_lost_commit_with_database_unreachable_raises_outcome_unknown_carr
     pid = await proxied_store.create_portfolio("alpha", Decimal("1000"))
     proxy.arm(refuse_after=True)
 
-    with pytest.raises(CommitOutcomeUnknownError) as raised:
+    with pytest.raises(CommitOutcomeUnknownException) as raised:
         await proxied_store.execute(pid, _deposit_250, idempotency_key="deposit-3")
 
     assert raised.value.idempotency_key == "deposit-3"

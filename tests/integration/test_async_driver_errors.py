@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from portfolio_core import (
     AsyncPortfolioStore,
     AsyncUnitOfWork,
-    CommitOutcomeUnknownError,
+    CommitOutcomeUnknownException,
     ConcurrencyService,
     ConfigurationError,
     ConnectionLostError,
@@ -103,7 +103,7 @@ async def test_connection_lost_during_commit_is_outcome_unknown_and_not_retried(
             _terminate(engine, await _backend_pid(uow))
             await uow.commit()
 
-    with pytest.raises(CommitOutcomeUnknownError):
+    with pytest.raises(CommitOutcomeUnknownException):
         await service.run_async(lose_the_connection_at_commit, entity_id=pid)
 
     assert attempts == 1

@@ -16,7 +16,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
 from portfolio_core import (
-    CommitOutcomeUnknownError,
+    CommitOutcomeUnknownException,
     ConcurrencyService,
     Portfolio,
     PortfolioStore,
@@ -82,7 +82,7 @@ def test_lost_commit_reply_without_key_raises_outcome_unknown_and_does_not_retry
     pid = proxied_store.create_portfolio("alpha", Decimal("1000"))
     proxy.arm()
 
-    with pytest.raises(CommitOutcomeUnknownError) as raised:
+    with pytest.raises(CommitOutcomeUnknownException) as raised:
         proxied_store.execute(pid, _deposit_250)
 
     assert proxy.commit_lost.is_set()
@@ -109,7 +109,7 @@ def test_lost_commit_with_database_unreachable_raises_outcome_unknown_carrying_t
     pid = proxied_store.create_portfolio("alpha", Decimal("1000"))
     proxy.arm(refuse_after=True)
 
-    with pytest.raises(CommitOutcomeUnknownError) as raised:
+    with pytest.raises(CommitOutcomeUnknownException) as raised:
         proxied_store.execute(pid, _deposit_250, idempotency_key="deposit-3")
 
     assert raised.value.idempotency_key == "deposit-3"

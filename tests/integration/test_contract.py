@@ -33,7 +33,7 @@ from portfolio_core import (
     StaleDataException,
     create_async_engine,
 )
-from portfolio_core.operations import LOCK_MODES, LockMode
+from portfolio_core.store_work import LOCK_MODES, LockMode
 from tests.integration.contract_api import Flavour, SyncStore
 
 pytestmark = pytest.mark.asyncio

@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, object_session
 
 from portfolio_core import (
-    CommitOutcomeUnknownError,
+    CommitOutcomeUnknownException,
     ConnectionLostError,
     DatabaseConnectionError,
     OptimisticLockException,
@@ -175,7 +175,7 @@ def test_connection_killed_during_commit_is_outcome_unknown_and_not_retried(
 
     event.listen(engine, "commit", kill_before_commit_reaches_the_server)
     try:
-        with pytest.raises(CommitOutcomeUnknownError) as caught:
+        with pytest.raises(CommitOutcomeUnknownException) as caught:
             store.execute(pid, deposit)
     finally:
         event.remove(engine, "commit", kill_before_commit_reaches_the_server)
@@ -352,7 +352,7 @@ def test_connection_killed_during_a_commit_the_work_makes_itself_is_never_retrie
 
     event.listen(engine, "commit", kill_before_commit_reaches_the_server)
     try:
-        with pytest.raises(CommitOutcomeUnknownError):
+        with pytest.raises(CommitOutcomeUnknownException):
             service.run(work, entity_type="Portfolio", entity_id=pid)
     finally:
         event.remove(engine, "commit", kill_before_commit_reaches_the_server)

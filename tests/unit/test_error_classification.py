@@ -15,11 +15,11 @@ import pytest
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from portfolio_core.errors import (
-    CommitOutcomeUnknownError,
+    CommitOutcomeUnknownException,
     ConnectionLostError,
     DeadlockException,
     PessimisticLockException,
-    SerializationFailureError,
+    SerializationFailureException,
 )
 from portfolio_core.persistence.errors import Failure, classify, sqlstate_of, translate, translated
 
@@ -149,7 +149,7 @@ def test_serialization_failure_translates_to_retryable_error(wrap: Wrap) -> None
     pid = uuid4()
     mapped = translate(wrap("40001"), entity_type="Portfolio", entity_id=pid)
 
-    assert isinstance(mapped, SerializationFailureError)
+    assert isinstance(mapped, SerializationFailureException)
     assert (mapped.entity_type, mapped.entity_id) == ("Portfolio", pid)
 
 
@@ -190,7 +190,7 @@ def test_connection_lost_during_commit_is_outcome_unknown(
 
     mapped = translate(error, entity_type="Portfolio", entity_id=7, during_commit=True)
 
-    assert isinstance(mapped, CommitOutcomeUnknownError)
+    assert isinstance(mapped, CommitOutcomeUnknownException)
     assert not isinstance(mapped, ConnectionLostError)
     assert (mapped.entity_type, mapped.entity_id) == ("Portfolio", 7)
 

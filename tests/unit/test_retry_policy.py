@@ -18,14 +18,14 @@ from sqlalchemy.exc import OperationalError
 
 from portfolio_core.concurrency import METRIC_NAMES, ConcurrencyService, RetryPolicy
 from portfolio_core.errors import (
-    CommitOutcomeUnknownError,
+    CommitOutcomeUnknownException,
     ConnectionLostError,
     DatabaseConnectionError,
     DeadlockException,
     InsufficientFundsError,
     OptimisticLockException,
     PessimisticLockException,
-    SerializationFailureError,
+    SerializationFailureException,
     StaleDataException,
     ValidationError,
 )
@@ -199,9 +199,9 @@ def test_exhausted_serialization_failures_raise_optimistic_lock_exception() -> N
     service = make_service([], max_retries=2)
 
     with pytest.raises(OptimisticLockException) as caught:
-        service.run(Always(lambda: SerializationFailureError("40001")), entity_id=PID)
+        service.run(Always(lambda: SerializationFailureException("40001")), entity_id=PID)
 
-    assert isinstance(caught.value.last_error, SerializationFailureError)
+    assert isinstance(caught.value.last_error, SerializationFailureException)
     assert service.get_metrics() == zero_metrics(version_conflicts=3, failed_retries=1)
 
 
@@ -271,7 +271,7 @@ def test_connection_lost_once_is_retried_transparently() -> None:
     [
         lambda: ValidationError("amount", Decimal("-1"), "must be > 0"),
         lambda: InsufficientFundsError(PID, Decimal("10"), Decimal("1")),
-        lambda: CommitOutcomeUnknownError("lost during COMMIT", entity_type="Portfolio"),
+        lambda: CommitOutcomeUnknownException("lost during COMMIT", entity_type="Portfolio"),
         lambda: KeyError("a bug in the operation"),
     ],
     ids=["validation", "insufficient-funds", "commit-outcome-unknown", "other"],
@@ -462,11 +462,13 @@ def test_commit_outcome_unknown_is_logged_as_an_error_and_not_retried(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     service = make_service([], max_retries=3)
-    work = Always(lambda: CommitOutcomeUnknownError("lost", entity_type="Portfolio", entity_id=PID))
+    work = Always(
+        lambda: CommitOutcomeUnknownException("lost", entity_type="Portfolio", entity_id=PID)
+    )
 
     with (
         caplog.at_level(logging.INFO, logger="portfolio_core.concurrency"),
-        pytest.raises(CommitOutcomeUnknownError),
+        pytest.raises(CommitOutcomeUnknownException),
     ):
         service.run(work, entity_type="Portfolio", entity_id=PID)
 

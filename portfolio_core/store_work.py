@@ -58,7 +58,7 @@ def checked_key(idempotency_key: str | None) -> str | None:
     return None if idempotency_key is None else idempotency.validate_key(idempotency_key)
 
 
-def apply_operation(
+def execute_work(
     portfolio_id: UUID,
     operation: Callable[[Portfolio], T],
     lock: LockMode,
