@@ -106,7 +106,7 @@ class ConcurrencyService:
         self, operation: Callable[[], T], entity_type: str, entity_id: object
     ) -> T:
         """The seed's name for :meth:`run`: retry ``operation`` (a whole unit of work)."""
-        return self._retrier.run(operation, entity_type=entity_type, entity_id=entity_id)
+        return self.run(operation, entity_type=entity_type, entity_id=entity_id)
 
     # -- locks -------------------------------------------------------------------
 
