@@ -1,8 +1,6 @@
 """ConcurrencyService.run without a database: exhaustion errors, metrics, log records,
-classification of driver errors.
-
-The "units of work" are scripted callables (tests/unit/scripted_work.py); the
-sleep is injected, so nothing ever waits.
+classification of driver errors. How many attempts and waits the policy allows
+is tested in test_retry_policy.py, with the same scripted units of work.
 """
 
 from __future__ import annotations
