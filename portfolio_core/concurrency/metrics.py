@@ -1,10 +1,23 @@
-"""Exact, thread-safe counters of concurrency events, and their structured log records."""
+"""Exact, thread-safe counters of concurrency events, and their structured log records.
+
+:func:`record_failure` says what one failed attempt counts as (conflict,
+deadlock, refused lock...) for every caller: the retry loops and entity_lock.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 from typing import Final
+
+from portfolio_core.concurrency.retry import RETRYABLE_CONFLICTS
+from portfolio_core.errors import (
+    CommitOutcomeUnknownException,
+    ConnectionLostError,
+    DeadlockException,
+    PessimisticLockException,
+)
+from portfolio_core.persistence.errors import sqlstate_of
 
 logger: Final = logging.getLogger("portfolio_core.concurrency")
 """Every concurrency event is logged here with ``extra={"event": ..., ...}``."""
@@ -58,3 +71,60 @@ def log_event(event: str, level: int = logging.INFO, /, **fields: object) -> Non
     if logger.isEnabledFor(level):
         details = " ".join(f"{key}={value}" for key, value in fields.items() if value is not None)
         logger.log(level, "%s %s", event, details, extra={"event": event, **fields})
+
+
+_COUNTED: Final = "_portfolio_core_counted_in"
+"""Attribute of an error already counted (by entity_lock): the metrics it was counted in."""
+
+
+def failure_sqlstate(error: BaseException) -> str | None:
+    """The SQLSTATE behind a failure: its own field, else its driver cause's."""
+    return getattr(error, "sqlstate", None) or sqlstate_of(error.__cause__ or error)
+
+
+def record_failure(
+    metrics: ConcurrencyMetrics,
+    error: BaseException,
+    entity_type: str,
+    entity_id: object,
+    attempt: int,
+    *,
+    mark_counted: bool = False,
+) -> None:
+    """Count and log one failed attempt in ``metrics``, once per raise.
+
+    ``mark_counted`` marks ``error`` as counted (entity_lock does, since a
+    retry loop around it records the same raise again); recording a marked
+    error consumes the mark instead of counting twice, so the same object
+    raised again later counts again.
+    """
+    if vars(error).get(_COUNTED) is metrics:
+        del vars(error)[_COUNTED]
+        return
+    if mark_counted:
+        setattr(error, _COUNTED, metrics)
+    common: dict[str, object] = {
+        "entity_type": getattr(error, "entity_type", None) or entity_type,
+        "entity_id": getattr(error, "entity_id", None) or entity_id,
+        "attempt": attempt,
+        "sqlstate": failure_sqlstate(error),
+    }
+    if isinstance(error, RETRYABLE_CONFLICTS):
+        metrics.increment("version_conflicts")
+        log_event(
+            "version_conflict",
+            **common,
+            expected_version=getattr(error, "expected_version", None),
+            actual_version=getattr(error, "actual_version", None),
+        )
+    elif isinstance(error, DeadlockException):
+        metrics.increment("deadlocks_detected")
+        log_event("deadlock_detected", logging.WARNING, **common)
+    elif isinstance(error, PessimisticLockException):
+        metrics.increment("lock_timeouts")
+        log_event("lock_not_available", **common)
+    elif isinstance(error, ConnectionLostError):
+        log_event("connection_lost", logging.WARNING, **common)
+    elif isinstance(error, CommitOutcomeUnknownException):
+        # Not retried: the caller must find out whether it committed.
+        log_event("commit_outcome_unknown", logging.ERROR, **common)

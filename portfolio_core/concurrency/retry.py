@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 from tenacity import (
     RetryCallState,
@@ -29,6 +30,7 @@ from portfolio_core.errors import (
     StaleDataException,
     ValidationError,
 )
+from portfolio_core.units import Ratio, Seconds
 
 
 class _StopBeforeDeadline(stop_base):
@@ -37,9 +39,9 @@ class _StopBeforeDeadline(stop_base):
 
     def __init__(
         self,
-        deadline: float,  # float-ok: seconds
-        clock: Callable[[], float],  # float-ok
-        started: float,  # float-ok
+        deadline: Seconds,
+        clock: Callable[[], Seconds],
+        started: Seconds,
     ) -> None:
         self.deadline = deadline
         self.clock = clock
@@ -52,6 +54,25 @@ class _StopBeforeDeadline(stop_base):
 
 RETRYABLE_CONFLICTS = (StaleDataException, SerializationFailureException)
 """Optimistic conflicts: the unit of work read data another one changed."""
+
+
+class RetryPolicyFields(TypedDict, total=False):
+    """RetryPolicy's settings as keyword arguments, as ConcurrencyService has taken them
+    since the seed (``ConcurrencyService(max_retries=5, base_delay=0.01)``).
+
+    ``sleep=None`` there is still taken at run time for the default
+    (time.sleep). ``clock`` is not among them: pass ``policy=RetryPolicy(clock=...)``.
+    """
+
+    max_retries: int
+    base_delay: Seconds
+    max_delay: Seconds
+    backoff_factor: Ratio
+    jitter: bool
+    deadline: Seconds | None
+    retry_lock_not_available: bool
+    sleep: Callable[[Seconds], None]
+    async_sleep: Callable[[Seconds], Awaitable[None]] | None
 
 
 @dataclass(frozen=True)
@@ -70,17 +91,15 @@ class RetryPolicy:
     """
 
     max_retries: int = 3
-    base_delay: float = 0.1  # float-ok: seconds
-    max_delay: float = 5.0  # float-ok: seconds
-    backoff_factor: float = 2.0  # float-ok: a ratio
+    base_delay: Seconds = 0.1
+    max_delay: Seconds = 5.0
+    backoff_factor: Ratio = 2.0
     jitter: bool = True
-    deadline: float | None = 30.0  # float-ok: seconds
+    deadline: Seconds | None = 30.0
     retry_lock_not_available: bool = True
-    sleep: Callable[[float], None] = field(default=time.sleep, compare=False)  # float-ok
-    async_sleep: Callable[[float], Awaitable[None]] | None = field(  # float-ok: seconds
-        default=None, compare=False
-    )
-    clock: Callable[[], float] = field(default=time.monotonic, compare=False)  # float-ok
+    sleep: Callable[[Seconds], None] = field(default=time.sleep, compare=False)
+    async_sleep: Callable[[Seconds], Awaitable[None]] | None = field(default=None, compare=False)
+    clock: Callable[[], Seconds] = field(default=time.monotonic, compare=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int):
@@ -101,7 +120,7 @@ class RetryPolicy:
             return self.retry_lock_not_available
         return isinstance(error, (*RETRYABLE_CONFLICTS, DeadlockException, ConnectionLostError))
 
-    def async_sleeper(self) -> Callable[[float], Awaitable[None]]:  # float-ok: seconds
+    def async_sleeper(self) -> Callable[[Seconds], Awaitable[None]]:
         """How the asyncio path waits: ``async_sleep``, else asyncio.sleep.
 
         A ``sleep`` injected without an ``async_sleep`` (tests recording the
@@ -114,12 +133,12 @@ class RetryPolicy:
             return asyncio.sleep
         sleep = self.sleep
 
-        async def injected(seconds: float) -> None:  # float-ok: seconds
+        async def injected(seconds: Seconds) -> None:
             sleep(seconds)
 
         return injected
 
-    def stop(self, started: float | None = None) -> stop_base:  # float-ok: clock reading
+    def stop(self, started: Seconds | None = None) -> stop_base:
         """tenacity stop condition: attempts, then the deadline counted from ``started``.
 
         ``started`` is a reading of ``clock`` when the first attempt began

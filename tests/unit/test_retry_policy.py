@@ -1,91 +1,40 @@
-"""RetryPolicy and ConcurrencyService.run without a database: attempts, waits, outcomes, metrics.
+"""RetryPolicy through ConcurrencyService.run: how many attempts, how long each wait,
+which failures are retried, which settings are refused, how the policy is given.
 
-The "units of work" here are plain callables that raise the errors a real
-unit of work raises; the sleep is injected, so nothing ever waits.
+The "units of work" are scripted callables (tests/unit/scripted_work.py); the
+sleep is injected, so nothing ever waits.
 """
 
 from __future__ import annotations
 
-import logging
 import random
-import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable
 from decimal import Decimal
-from uuid import UUID, uuid4
+from typing import Any
 
 import pytest
-from sqlalchemy.exc import OperationalError
 
-from portfolio_core.concurrency import METRIC_NAMES, ConcurrencyService, RetryPolicy
+from portfolio_core.concurrency import ConcurrencyService, RetryPolicy
 from portfolio_core.errors import (
     CommitOutcomeUnknownException,
-    ConnectionLostError,
-    DatabaseConnectionError,
-    DeadlockException,
     InsufficientFundsError,
     OptimisticLockException,
     PessimisticLockException,
-    SerializationFailureException,
-    StaleDataException,
     ValidationError,
 )
-from portfolio_core.persistence.errors import translated
-
-PID = UUID("00000000-0000-0000-0000-00000000000a")
-
-
-class Script:
-    """A unit of work that raises the scripted errors in turn, then returns ``result``."""
-
-    def __init__(self, *errors: Callable[[], BaseException], result: str = "done") -> None:
-        self._errors: Iterator[Callable[[], BaseException]] = iter(errors)
-        self.result = result
-        self.calls = 0
-
-    def __call__(self) -> str:
-        self.calls += 1
-        make = next(self._errors, None)
-        if make is not None:
-            raise make()
-        return self.result
-
-
-class Always:
-    """A unit of work that fails the same way on every call."""
-
-    def __init__(self, make: Callable[[], BaseException]) -> None:
-        self.make = make
-        self.calls = 0
-
-    def __call__(self) -> str:
-        self.calls += 1
-        raise self.make()
-
-
-def stale() -> StaleDataException:
-    return StaleDataException("Portfolio", PID, 3, 4)
-
-
-def deadlock() -> DeadlockException:
-    return DeadlockException("deadlock", entities=[("Portfolio", PID)])
-
-
-def lock_refused() -> PessimisticLockException:
-    return PessimisticLockException(
-        "busy", entity_type="Portfolio", entity_id=PID, sqlstate="55P03"
-    )
-
-
-def connection_lost() -> ConnectionLostError:
-    return ConnectionLostError("server closed the connection")
-
-
-def make_service(waits: list[float], **options: object) -> ConcurrencyService:
-    return ConcurrencyService(sleep=waits.append, **options)  # type: ignore[arg-type]
-
-
-def zero_metrics(**overrides: int) -> dict[str, int]:
-    return {name: overrides.get(name, 0) for name in METRIC_NAMES}
+from tests.unit.scripted_work import (
+    PID,
+    Always,
+    FakeClock,
+    Script,
+    connection_lost,
+    deadlock,
+    lock_refused,
+    make_service,
+    stale,
+    zero_metrics,
+)
 
 
 @pytest.mark.parametrize("max_retries", [0, 1, 3, 7])
@@ -142,21 +91,6 @@ def test_deadline_stops_retrying_when_the_next_wait_would_pass_it() -> None:
     assert caught.value.retries == 0
 
 
-class FakeClock:
-    """A clock that only moves when the injected sleep is called."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.waits: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.now += seconds
-
-
 def test_deadline_allows_the_retries_that_fit_in_it() -> None:
     clock = FakeClock()
     waits = clock.waits
@@ -172,49 +106,6 @@ def test_deadline_allows_the_retries_that_fit_in_it() -> None:
 
     assert waits == [1.0, 2.0]
     assert work.calls == 3
-
-
-def test_exhausted_version_conflicts_raise_optimistic_lock_exception_chained() -> None:
-    waits: list[float] = []
-    service = make_service(waits, max_retries=4)
-    last: list[BaseException] = []
-
-    def work() -> str:
-        error = stale()
-        last.append(error)
-        raise error
-
-    with pytest.raises(OptimisticLockException) as caught:
-        service.run(work, entity_type="Portfolio", entity_id=PID)
-
-    error = caught.value
-    assert error.retries == 4
-    assert (error.entity_type, error.entity_id) == ("Portfolio", PID)
-    assert error.last_error is last[-1]
-    assert error.__cause__ is last[-1]
-    assert service.get_metrics() == zero_metrics(version_conflicts=5, failed_retries=1)
-
-
-def test_exhausted_serialization_failures_raise_optimistic_lock_exception() -> None:
-    service = make_service([], max_retries=2)
-
-    with pytest.raises(OptimisticLockException) as caught:
-        service.run(Always(lambda: SerializationFailureException("40001")), entity_id=PID)
-
-    assert isinstance(caught.value.last_error, SerializationFailureException)
-    assert service.get_metrics() == zero_metrics(version_conflicts=3, failed_retries=1)
-
-
-def test_exhausted_deadlocks_raise_deadlock_exception_with_entities() -> None:
-    service = make_service([], max_retries=2)
-
-    with pytest.raises(DeadlockException) as caught:
-        service.run(Always(deadlock), entity_id=PID)
-
-    assert caught.value.entities == (("Portfolio", PID),)
-    assert caught.value.retries == 2
-    assert isinstance(caught.value.__cause__, DeadlockException)
-    assert service.get_metrics() == zero_metrics(deadlocks_detected=3, failed_retries=1)
 
 
 def test_refused_locks_are_retried_when_the_policy_says_so() -> None:
@@ -244,17 +135,6 @@ def test_refused_locks_propagate_at_once_when_the_policy_does_not_retry_them() -
     assert waits == []
     assert caught.value.retries == 0
     assert service.get_metrics() == zero_metrics(lock_timeouts=1)
-
-
-def test_connection_lost_on_every_attempt_raises_database_connection_error() -> None:
-    service = make_service([], max_retries=2)
-
-    with pytest.raises(DatabaseConnectionError) as caught:
-        service.run(Always(connection_lost), entity_id=PID)
-
-    assert not isinstance(caught.value, ConnectionLostError)
-    assert caught.value.attempts == 3
-    assert isinstance(caught.value.__cause__, ConnectionLostError)
 
 
 def test_connection_lost_once_is_retried_transparently() -> None:
@@ -290,106 +170,6 @@ def test_non_retryable_errors_propagate_at_once(make: Callable[[], BaseException
     assert service.get_metrics() == zero_metrics()
 
 
-def test_scripted_sequence_gives_exact_metrics() -> None:
-    service = make_service([], max_retries=3)
-
-    assert service.run(Script(stale, stale), entity_id=PID) == "done"
-    assert service.get_metrics() == zero_metrics(version_conflicts=2, successful_retries=1)
-
-    assert service.run(Script(deadlock, lock_refused, stale), entity_id=PID) == "done"
-    assert service.run(Script(), entity_id=PID) == "done"
-    with pytest.raises(OptimisticLockException):
-        service.run(Always(stale), entity_id=PID)
-
-    assert service.get_metrics() == {
-        "version_conflicts": 2 + 1 + 4,
-        "successful_retries": 2,
-        "failed_retries": 1,
-        "deadlocks_detected": 1,
-        "lock_timeouts": 1,
-    }
-    service.reset_metrics()
-    assert service.get_metrics() == zero_metrics()
-
-
-def test_retry_on_version_conflict_is_run_under_the_seed_name() -> None:
-    service = make_service([], max_retries=1)
-    work = Script(stale, result="ok")
-
-    assert service.retry_on_version_conflict(work, "Portfolio", PID) == "ok"
-    assert work.calls == 2
-
-
-def test_metrics_stay_exact_under_eight_threads() -> None:
-    service = make_service([], max_retries=3)
-    threads_count, runs = 8, 200
-    start = threading.Barrier(threads_count)
-    failures: list[BaseException] = []
-
-    def worker() -> None:
-        try:
-            start.wait()
-            for _ in range(runs):
-                # One conflict then success; one deadlock then a refused lock then success.
-                service.run(Script(stale), entity_id=uuid4())
-                service.run(Script(deadlock, lock_refused), entity_id=uuid4())
-        except BaseException as error:  # pragma: no cover - reported below
-            failures.append(error)
-
-    threads = [threading.Thread(target=worker) for _ in range(threads_count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
-    total = threads_count * runs
-    assert failures == []
-    assert service.get_metrics() == zero_metrics(
-        version_conflicts=total,
-        successful_retries=2 * total,
-        deadlocks_detected=total,
-        lock_timeouts=total,
-    )
-
-
-def test_each_concurrency_event_is_a_structured_log_record(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    service = make_service([], max_retries=2)
-
-    with caplog.at_level(logging.INFO, logger="portfolio_core.concurrency"):
-        service.run(Script(deadlock), entity_type="Portfolio", entity_id=PID)
-
-    events = [(getattr(r, "event", None), r) for r in caplog.records]
-    names = [name for name, _ in events]
-    assert names == ["deadlock_detected", "retrying", "retry_succeeded"]
-    detected = events[0][1]
-    assert getattr(detected, "entity_type") == "Portfolio"  # noqa: B009
-    assert getattr(detected, "entity_id") == PID  # noqa: B009
-    assert getattr(detected, "attempt") == 1  # noqa: B009
-    assert detected.levelno == logging.WARNING
-    retrying = events[1][1]
-    assert (getattr(retrying, "entity_id"), getattr(retrying, "attempt")) == (PID, 1)  # noqa: B009
-    assert getattr(events[2][1], "attempt") == 2  # noqa: B009
-
-
-def test_log_record_carries_the_sqlstate_of_the_driver_error(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    service = make_service([], max_retries=0, retry_lock_not_available=False)
-    refused = lock_refused()
-
-    with (
-        caplog.at_level(logging.INFO, logger="portfolio_core.concurrency"),
-        pytest.raises(PessimisticLockException),
-    ):
-        service.run(Always(lambda: refused), entity_type="Portfolio", entity_id=PID)
-
-    (record,) = [r for r in caplog.records if getattr(r, "event", None) == "lock_not_available"]
-    assert getattr(record, "sqlstate") == "55P03"  # noqa: B009
-    assert getattr(record, "attempt") == 1  # noqa: B009
-
-
 @pytest.mark.parametrize(
     ("field", "value"),
     [
@@ -408,81 +188,68 @@ def test_policy_rejects_nonsense_settings(field: str, value: object) -> None:
     assert caught.value.field == field
 
 
-class DriverError(Exception):
-    """Shaped like a psycopg2 error: the SQLSTATE is ``pgcode``."""
-
-    def __init__(self, pgcode: str) -> None:
-        super().__init__(pgcode)
-        self.pgcode = pgcode
+def _scripted_outcome(service: ConcurrencyService) -> tuple[object, ...]:
+    """What one scripted run does: its result or exhaustion, calls and metrics."""
+    random.seed(20261130)  # the same jittered waits for every service compared
+    work = Script(stale, deadlock, lock_refused, connection_lost, stale, stale)
+    outcome: object
+    try:
+        outcome = service.run(work, entity_id=PID)
+    except Exception as error:
+        outcome = (type(error), getattr(error, "retries", None))
+    return outcome, work.calls, service.get_metrics()
 
 
 @pytest.mark.parametrize(
-    ("code", "metric", "exhausted"),
+    "settings",
     [
-        ("40P01", "deadlocks_detected", DeadlockException),
-        ("40001", "version_conflicts", OptimisticLockException),
-        ("55P03", "lock_timeouts", PessimisticLockException),
+        {},
+        {"max_retries": 8, "base_delay": 0.5, "backoff_factor": 3.0, "max_delay": 5.0},
+        {"max_retries": 8, "jitter": False, "deadline": None},
+        {"max_retries": 3, "retry_lock_not_available": False},
+    ],
+    ids=["defaults", "backoff", "no-jitter-no-deadline", "locks-not-retried"],
+)
+def test_policy_argument_and_the_seed_keywords_make_the_same_service(
+    settings: dict[str, Any],
+) -> None:
+    keyword_waits: list[float] = []
+    policy_waits: list[float] = []
+    by_keywords = ConcurrencyService(sleep=keyword_waits.append, **settings)
+    by_policy = ConcurrencyService(policy=RetryPolicy(sleep=policy_waits.append, **settings))
+
+    assert by_keywords.policy == by_policy.policy
+    assert _scripted_outcome(by_keywords) == _scripted_outcome(by_policy)
+    assert keyword_waits == policy_waits
+
+
+async def _no_wait(seconds: float) -> None:
+    """An async sleep that returns at once."""
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("max_retries", 3),  # even the default value: given is given
+        ("base_delay", 0.2),
+        ("max_delay", 1.0),
+        ("backoff_factor", 3.0),
+        ("jitter", False),
+        ("deadline", None),
+        ("retry_lock_not_available", False),
+        ("sleep", lambda seconds: None),
+        ("async_sleep", _no_wait),
     ],
 )
-def test_raw_driver_errors_from_the_work_are_classified_and_logged_with_sqlstate(
-    code: str, metric: str, exhausted: type[Exception], caplog: pytest.LogCaptureFixture
+def test_a_policy_and_loose_policy_keywords_together_are_a_type_error(
+    field: str, value: object
 ) -> None:
-    service = make_service([], max_retries=1)
-    driver_error = OperationalError("SELECT 1", {}, DriverError(code))
-
-    with (
-        caplog.at_level(logging.INFO, logger="portfolio_core.concurrency"),
-        pytest.raises(exhausted) as caught,
-    ):
-        service.run(Always(lambda: driver_error), entity_type="Portfolio", entity_id=PID)
-
-    assert service.get_metrics() == zero_metrics(**{metric: 2, "failed_retries": 1})
-    assert caught.value.__cause__ is not None
-    assert caught.value.__cause__.__cause__ is driver_error
-    first = next(r for r in caplog.records if getattr(r, "attempt", None) == 1)
-    assert getattr(first, "sqlstate") == code  # noqa: B009
+    with pytest.raises(TypeError, match=f"not both .*{field}"):
+        ConcurrencyService(policy=RetryPolicy(), **{field: value})  # type: ignore[arg-type]
 
 
-def test_deadlock_without_entity_is_named_after_the_run_entity_when_exhausted() -> None:
-    service = make_service([], max_retries=1)
-    driver_error = OperationalError("UPDATE portfolios", {}, DriverError("40P01"))
+def test_the_seed_keyword_sleep_none_means_the_default_sleep() -> None:
+    service = ConcurrencyService(sleep=None, max_retries=2)  # type: ignore[arg-type]
 
-    def flush_deadlock() -> str:
-        # What UnitOfWork.commit raises: translated without knowing the entity.
-        with translated():
-            raise driver_error
-
-    with pytest.raises(DeadlockException) as caught:
-        service.run(flush_deadlock, entity_type="Portfolio", entity_id=PID)
-
-    assert caught.value.entities == (("Portfolio", PID),)
-
-
-def test_commit_outcome_unknown_is_logged_as_an_error_and_not_retried(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    service = make_service([], max_retries=3)
-    work = Always(
-        lambda: CommitOutcomeUnknownException("lost", entity_type="Portfolio", entity_id=PID)
-    )
-
-    with (
-        caplog.at_level(logging.INFO, logger="portfolio_core.concurrency"),
-        pytest.raises(CommitOutcomeUnknownException),
-    ):
-        service.run(work, entity_type="Portfolio", entity_id=PID)
-
-    assert work.calls == 1
-    (record,) = caplog.records
-    assert getattr(record, "event") == "commit_outcome_unknown"  # noqa: B009
-    assert record.levelno == logging.ERROR
-
-
-def test_the_same_error_object_raised_on_each_attempt_is_counted_each_time() -> None:
-    service = make_service([], max_retries=2)
-    cached = stale()
-
-    with pytest.raises(OptimisticLockException):
-        service.run(Always(lambda: cached), entity_id=PID)
-
-    assert service.get_metrics() == zero_metrics(version_conflicts=3, failed_retries=1)
+    assert service.policy.sleep is time.sleep
+    assert service.policy == RetryPolicy(max_retries=2)
