@@ -10,13 +10,27 @@ synchronously inside ``ConcurrencyService.run`` (see :func:`drive`).
 from __future__ import annotations
 
 import builtins
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Mapping,
+    Sequence,
+)
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager
 from types import TracebackType
 from typing import Any, Protocol, TypeVar, cast
 from uuid import UUID
 
+from sqlalchemy import text
+from sqlalchemy.engine import URL
+from sqlalchemy.orm import Session
+
 from portfolio_core import (
     AsyncPortfolioStore,
+    AsyncUnitOfWork,
     ConcurrencyService,
     Portfolio,
     PortfolioEvent,
@@ -25,9 +39,12 @@ from portfolio_core import (
     PositionRequest,
     PostgreSQLPortfolioRepository,
     UnitOfWork,
+    create_async_engine,
+    create_engine,
 )
 from portfolio_core.domain.money import AmountLike
 from portfolio_core.store_work import LockMode
+from portfolio_core.units import Seconds
 
 T = TypeVar("T")
 
@@ -45,14 +62,14 @@ class ContractRepository(Protocol):
         portfolio_id: UUID,
         nowait: bool = True,
         skip_locked: bool = False,
-        lock_timeout: float | None = None,
+        lock_timeout: Seconds | None = None,
     ) -> Portfolio: ...
     async def get_portfolios_for_update(
         self,
         portfolio_ids: Iterable[UUID],
         nowait: bool = False,
         skip_locked: bool = False,
-        lock_timeout: float | None = None,
+        lock_timeout: Seconds | None = None,
     ) -> builtins.list[Portfolio]: ...
     async def update_portfolio_atomic(
         self, portfolio_id: UUID, fields: Mapping[str, Any], expected_version: int
@@ -96,7 +113,7 @@ class ContractStore(Protocol):
         operation: Callable[[Portfolio], T],
         *,
         lock: LockMode = "optimistic",
-        lock_timeout: float | None = None,
+        lock_timeout: Seconds | None = None,
         idempotency_key: str | None = None,
     ) -> T: ...
     async def transfer(
@@ -165,7 +182,7 @@ class SyncRepository:
         portfolio_id: UUID,
         nowait: bool = True,
         skip_locked: bool = False,
-        lock_timeout: float | None = None,
+        lock_timeout: Seconds | None = None,
     ) -> Portfolio:
         return self._repository.get_portfolio_for_update(
             portfolio_id, nowait=nowait, skip_locked=skip_locked, lock_timeout=lock_timeout
@@ -176,7 +193,7 @@ class SyncRepository:
         portfolio_ids: Iterable[UUID],
         nowait: bool = False,
         skip_locked: bool = False,
-        lock_timeout: float | None = None,
+        lock_timeout: Seconds | None = None,
     ) -> builtins.list[Portfolio]:
         return self._repository.get_portfolios_for_update(
             portfolio_ids, nowait=nowait, skip_locked=skip_locked, lock_timeout=lock_timeout
@@ -212,6 +229,11 @@ class SyncUnitOfWork:
     def portfolios(self) -> SyncRepository:
         assert self._portfolios is not None, "enter the unit of work first"
         return self._portfolios
+
+    @property
+    def session(self) -> Session:
+        """The wrapped unit of work's session."""
+        return self._uow.session
 
     async def commit(self) -> None:
         self._uow.commit()
@@ -253,7 +275,7 @@ class SyncStore:
         operation: Callable[[Portfolio], T],
         *,
         lock: LockMode = "optimistic",
-        lock_timeout: float | None = None,
+        lock_timeout: Seconds | None = None,
         idempotency_key: str | None = None,
     ) -> T:
         return self._store.execute(
@@ -319,3 +341,73 @@ class Flavour:
             return drive(cast("Coroutine[Any, Any, T]", awaitable))
 
         return self.service.run(attempt, entity_id=entity_id)
+
+    async def scalar(self, uow: ContractUnitOfWork, sql: str) -> Any:
+        """One value of raw SQL run in the unit of work's own transaction."""
+        if isinstance(uow, SyncUnitOfWork):
+            return uow.session.execute(text(sql)).scalar_one()
+        assert isinstance(uow, AsyncUnitOfWork)
+        return (await uow.session.execute(text(sql))).scalar_one()
+
+    def entity_lock(
+        self,
+        entity_type: str,
+        entity_id: object,
+        *,
+        timeout: Seconds | None = None,
+        uow: ContractUnitOfWork | None = None,
+    ) -> AbstractAsyncContextManager[None]:
+        """The service's advisory entity lock (entity_lock / async_entity_lock) for ``async with``.
+
+        With ``uow`` the lock joins that unit of work's transaction.
+        """
+        if self.name == "async":
+            session = None
+            if uow is not None:
+                assert isinstance(uow, AsyncUnitOfWork)
+                session = uow.session
+            return self.service.async_entity_lock(
+                entity_type, entity_id, timeout=timeout, session=session
+            )
+        sync_session = None
+        if uow is not None:
+            assert isinstance(uow, SyncUnitOfWork)
+            sync_session = uow.session
+        return _held(
+            self.service.entity_lock(entity_type, entity_id, timeout=timeout, session=sync_session)
+        )
+
+
+@asynccontextmanager
+async def _held(lock: AbstractContextManager[None]) -> AsyncIterator[None]:
+    with lock:
+        yield
+
+
+FLAVOURS = ("sync", "async")
+
+
+@asynccontextmanager
+async def open_flavour(
+    name: str,
+    url: str | URL,
+    sleep: Callable[[Seconds], None],
+    *,
+    max_retries: int = 5,
+    **engine_options: Any,
+) -> AsyncIterator[Flavour]:
+    """The library in flavour ``name`` on a new engine to ``url``, disposed afterwards."""
+    if name == "sync":
+        engine = create_engine(url, **engine_options)
+        service = ConcurrencyService(engine, max_retries=max_retries, sleep=sleep)
+        try:
+            yield Flavour(name, SyncStore(PortfolioStore(engine, service)), service)
+        finally:
+            engine.dispose()
+        return
+    async_engine = create_async_engine(url, **engine_options)
+    service = ConcurrencyService(async_engine, max_retries=max_retries, sleep=sleep)
+    try:
+        yield Flavour(name, AsyncPortfolioStore(async_engine, service), service)
+    finally:
+        await async_engine.dispose()

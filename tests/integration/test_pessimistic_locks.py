@@ -1,4 +1,6 @@
-"""Row locks: NOWAIT, lock_timeout and SKIP LOCKED against a lock another transaction holds.
+"""Row locks: NOWAIT and SKIP LOCKED against a lock another transaction holds (sync only).
+
+lock_timeout is tested once, for both flavours, in test_contract_row_locks.py.
 
 Each race is set up with a second connection that takes the lock first; the
 code under test then meets a lock that is certainly held.
@@ -23,10 +25,6 @@ from portfolio_core import (
 from portfolio_core.concurrency import ConcurrencyService
 from portfolio_core.store import LOCK_MODES, LockMode
 from tests.integration.helpers import backend_pid, row_locked, wait_until_blocked
-
-
-def show_lock_timeout(uow: UnitOfWork) -> str:
-    return str(uow.session.execute(text("SHOW lock_timeout")).scalar_one())
 
 
 @pytest.fixture
@@ -94,32 +92,6 @@ def test_refused_lock_in_a_fresh_unit_of_work_leaves_it_usable(
         uow.commit()
 
     assert store.get(p).cash_balance == Decimal("70")
-
-
-def test_lock_timeout_is_honoured_and_reported(engine: Engine, pair: tuple[UUID, UUID]) -> None:
-    _, q = pair
-    with row_locked(engine, q), UnitOfWork(engine) as uow:
-        with pytest.raises(PessimisticLockException) as caught:
-            uow.portfolios.get_portfolio_for_update(q, nowait=False, lock_timeout=0.05)
-
-        assert caught.value.sqlstate == "55P03"
-        assert caught.value.timeout == 0.05
-        assert show_lock_timeout(uow) == "0"
-
-
-def test_lock_timeout_is_restored_after_a_refused_and_a_granted_lock(
-    engine: Engine, pair: tuple[UUID, UUID]
-) -> None:
-    p, q = pair
-    with row_locked(engine, q), UnitOfWork(engine) as uow:
-        uow.session.execute(text("SET LOCAL lock_timeout = '7s'"))
-
-        with pytest.raises(PessimisticLockException):
-            uow.portfolios.get_portfolio_for_update(q, nowait=False, lock_timeout=0.05)
-        assert show_lock_timeout(uow) == "7s"
-
-        uow.portfolios.get_portfolio_for_update(p, nowait=False, lock_timeout=2.5)
-        assert show_lock_timeout(uow) == "7s"
 
 
 def test_skip_locked_returns_only_the_rows_nobody_holds(

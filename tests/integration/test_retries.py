@@ -30,6 +30,7 @@ from portfolio_core import (
     create_engine,
 )
 from portfolio_core.concurrency import ConcurrencyService
+from portfolio_core.units import Seconds
 from tests.integration.helpers import backend_pid, create_portfolio, row_locked
 
 
@@ -90,7 +91,7 @@ def test_conflicts_on_every_attempt_exhaust_into_optimistic_lock_exception(
 def test_scripted_scenario_gives_exact_metrics(engine: Engine) -> None:
     holder: list[Connection] = []
 
-    def sleep(_: float) -> None:
+    def sleep(_: Seconds) -> None:
         # The backoff after a refused NOWAIT is where the lock holder lets go.
         if holder:
             holder.pop().commit()
@@ -193,7 +194,7 @@ def test_nowait_retries_until_the_lock_is_free_and_counts_each_refusal(
     released: list[int] = []
     holder: list[Connection] = []
 
-    def sleep(_: float) -> None:
+    def sleep(_: Seconds) -> None:
         released.append(1)
         if len(released) == 3:
             holder.pop().commit()
