@@ -16,9 +16,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from portfolio_core import Portfolio, UnitOfWork, create_engine
+from portfolio_core.persistence.locking import advisory_key
 from portfolio_core.units import Seconds
 
 LOCK_ROW = text("SELECT id FROM portfolios WHERE id = :pid FOR UPDATE")
+_TRY_ENTITY_LOCK = text("SELECT pg_try_advisory_xact_lock(:key)")
 
 
 @contextmanager
@@ -127,3 +129,10 @@ def commit_deposit_behind_the_back(engine: Engine, portfolio_id: UUID) -> None:
             ),
             {"id": portfolio_id},
         )
+
+
+def held_elsewhere(engine: Engine, entity_id: object, entity_type: str = "Portfolio") -> bool:
+    """Whether another connection is refused this entity's advisory lock right now."""
+    with engine.connect() as probe, probe.begin():
+        key = advisory_key(entity_type, entity_id)
+        return not probe.execute(_TRY_ENTITY_LOCK, {"key": key}).scalar_one()

@@ -1,4 +1,8 @@
-"""What only the async side can get wrong: asyncpg's errors, lost connections, advisory locks."""
+"""What only the async side can get wrong: asyncpg's errors, lost connections, advisory locks.
+
+The advisory-lock cases shared with the sync API are contract cases
+(test_contract_entity_lock.py).
+"""
 
 from __future__ import annotations
 
@@ -124,73 +128,6 @@ async def test_unreachable_server_is_a_lost_connection_retried_then_reported() -
 
     assert raised.value.attempts == 3
     assert isinstance(raised.value.__cause__, ConnectionLostError)
-
-
-async def test_async_entity_lock_excludes_other_holders_until_released(
-    async_engine: AsyncEngine, engine: Engine
-) -> None:
-    service = ConcurrencyService(async_engine)
-    other = ConcurrencyService(engine)
-    entity = UUID(int=7)
-
-    async with service.async_entity_lock("Portfolio", entity, timeout=0.05):
-        with (
-            pytest.raises(PessimisticLockException),
-            other.entity_lock("Portfolio", entity, timeout=0),
-        ):
-            pass
-    with other.entity_lock("Portfolio", entity, timeout=0):
-        pass
-
-    assert service.get_metrics()["lock_timeouts"] == 0
-    assert other.get_metrics()["lock_timeouts"] == 1
-
-
-async def test_async_entity_lock_joins_the_unit_of_work_transaction(
-    async_engine: AsyncEngine, engine: Engine
-) -> None:
-    service = ConcurrencyService(async_engine)
-    other = ConcurrencyService(engine)
-    store = AsyncPortfolioStore(async_engine, service)
-    pid = await store.create_portfolio("alpha", Decimal("1"))
-
-    async with store.unit_of_work() as uow:
-        (await uow.portfolios.get(pid)).deposit(Decimal("1"))
-        async with service.async_entity_lock("Portfolio", pid, session=uow.session):
-            pass
-        # Still held: the lock lives as long as the unit of work's transaction.
-        with (
-            pytest.raises(PessimisticLockException),
-            other.entity_lock("Portfolio", pid, timeout=0),
-        ):
-            pass
-        await uow.commit()
-
-    with other.entity_lock("Portfolio", pid, timeout=0):
-        pass
-    assert (await store.get(pid)).cash_balance == Decimal("2")
-
-
-async def test_async_entity_lock_not_obtained_leaves_the_unit_of_work_usable(
-    async_engine: AsyncEngine, engine: Engine
-) -> None:
-    service = ConcurrencyService(async_engine)
-    store = AsyncPortfolioStore(async_engine, service)
-    pid = await store.create_portfolio("alpha", Decimal("1"))
-
-    with ConcurrencyService(engine).entity_lock("Portfolio", pid):
-        async with store.unit_of_work() as uow:
-            (await uow.portfolios.get(pid)).deposit(Decimal("1"))
-            with pytest.raises(PessimisticLockException) as raised:
-                async with service.async_entity_lock(
-                    "Portfolio", pid, timeout=0.05, session=uow.session
-                ):
-                    pass
-            await uow.commit()
-
-    assert raised.value.timeout == 0.05
-    assert service.get_metrics()["lock_timeouts"] == 1
-    assert (await store.get(pid)).cash_balance == Decimal("2")
 
 
 async def test_async_entity_lock_without_session_needs_an_async_engine(engine: Engine) -> None:
