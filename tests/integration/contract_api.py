@@ -24,9 +24,11 @@ from types import TracebackType
 from typing import Any, Protocol, TypeVar, cast
 from uuid import UUID
 
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import QueuePool
 
 from portfolio_core import (
     AsyncPortfolioStore,
@@ -43,6 +45,7 @@ from portfolio_core import (
     create_engine,
 )
 from portfolio_core.domain.money import AmountLike
+from portfolio_core.persistence.events import write_events
 from portfolio_core.store_work import LockMode
 from portfolio_core.units import Seconds
 
@@ -324,11 +327,31 @@ class Flavour:
     """One flavour of the library (``sync`` or ``async``) under the contract's API."""
 
     def __init__(
-        self, name: str, store: SyncStore | AsyncPortfolioStore, service: ConcurrencyService
+        self,
+        name: str,
+        store: SyncStore | AsyncPortfolioStore,
+        service: ConcurrencyService,
+        engine: Engine | AsyncEngine | None = None,
     ) -> None:
         self.name = name
         self.store: ContractStore = store
         self.service = service
+        self.engine = engine
+
+    def connections_checked_out(self) -> int:
+        """How many of the engine's pooled connections are in use right now."""
+        assert self.engine is not None, "this flavour was built without its engine"
+        pool = self.engine.pool if isinstance(self.engine, Engine) else self.engine.sync_engine.pool
+        assert isinstance(pool, QueuePool), "create_engine / create_async_engine pool"
+        return pool.checkedout()
+
+    async def write_pending_events(self, uow: ContractUnitOfWork) -> None:
+        """Flush and write the audit events now, so that commit() has only COMMIT left to send."""
+        if isinstance(uow, SyncUnitOfWork):
+            write_events(uow.session)
+            return
+        assert isinstance(uow, AsyncUnitOfWork)
+        await uow.session.run_sync(write_events)
 
     async def retried(self, work: Callable[[], Awaitable[T]], entity_id: object = None) -> T:
         """Run a whole unit of work under the service's retry policy (run / run_async)."""
@@ -401,13 +424,13 @@ async def open_flavour(
         engine = create_engine(url, **engine_options)
         service = ConcurrencyService(engine, max_retries=max_retries, sleep=sleep)
         try:
-            yield Flavour(name, SyncStore(PortfolioStore(engine, service)), service)
+            yield Flavour(name, SyncStore(PortfolioStore(engine, service)), service, engine)
         finally:
             engine.dispose()
         return
     async_engine = create_async_engine(url, **engine_options)
     service = ConcurrencyService(async_engine, max_retries=max_retries, sleep=sleep)
     try:
-        yield Flavour(name, AsyncPortfolioStore(async_engine, service), service)
+        yield Flavour(name, AsyncPortfolioStore(async_engine, service), service, async_engine)
     finally:
         await async_engine.dispose()
