@@ -46,7 +46,9 @@ async def test_nowait_on_a_held_row_fails_and_leaves_the_unit_of_work_usable(
             await uow.commit()
 
     assert raised.value.sqlstate == "55P03"
-    assert (await flavour.store.get(free)).cash_balance == Decimal("107")
+    assert (raised.value.entity_type, raised.value.entity_id) == ("Portfolio", busy)
+    after = await flavour.store.get(free)
+    assert (after.cash_balance, after.version) == (Decimal("107"), 2)
     assert (await flavour.store.get(busy)).version == 1
 
 
@@ -82,16 +84,17 @@ async def test_lock_timeout_is_restored_after_a_refused_and_a_granted_lock(
             assert str(await flavour.scalar(uow, "SHOW lock_timeout")) == "7s"
 
 
-async def test_skip_locked_leaves_out_the_held_rows(flavour: Flavour, engine: Engine) -> None:
-    busy = await flavour.store.create_portfolio("busy", Decimal("1"))
-    free = await flavour.store.create_portfolio("free", Decimal("1"))
+async def test_skip_locked_returns_only_the_rows_nobody_holds(
+    flavour: Flavour, engine: Engine
+) -> None:
+    ids = sorted([await flavour.store.create_portfolio(f"p{i}", Decimal("1")) for i in range(4)])
 
-    with row_locked(engine, busy):
+    with row_locked(engine, ids[0], ids[2]):
         async with flavour.store.unit_of_work() as uow:
-            locked = await uow.portfolios.get_portfolios_for_update([busy, free], skip_locked=True)
+            locked = await uow.portfolios.get_portfolios_for_update(ids, skip_locked=True)
             locked_ids = [p.id for p in locked]
 
-    assert locked_ids == [free]
+    assert locked_ids == [ids[1], ids[3]]
 
 
 async def test_execute_nowait_exhaustion_counts_lock_timeouts(

@@ -1,6 +1,7 @@
 """Row locks: NOWAIT and SKIP LOCKED against a lock another transaction holds (sync only).
 
-lock_timeout is tested once, for both flavours, in test_contract_row_locks.py.
+NOWAIT on a held row, lock_timeout and SKIP LOCKED over several rows are
+contract cases, for both flavours, in test_contract_row_locks.py.
 
 Each race is set up with a second connection that takes the lock first; the
 code under test then meets a lock that is certainly held.
@@ -30,24 +31,6 @@ from tests.integration.helpers import backend_pid, row_locked, wait_until_blocke
 @pytest.fixture
 def pair(store: PortfolioStore) -> tuple[UUID, UUID]:
     return store.create_portfolio("p", Decimal("100")), store.create_portfolio("q", Decimal("100"))
-
-
-def test_nowait_on_a_held_row_raises_55p03_and_pending_work_still_commits(
-    store: PortfolioStore, engine: Engine, pair: tuple[UUID, UUID]
-) -> None:
-    p, q = pair
-    with row_locked(engine, q), UnitOfWork(engine) as uow:
-        uow.portfolios.get(p).deposit(Decimal("10"))
-
-        with pytest.raises(PessimisticLockException) as caught:
-            uow.portfolios.get_portfolio_for_update(q, nowait=True)
-        uow.commit()
-
-    assert caught.value.sqlstate == "55P03"
-    assert (caught.value.entity_type, caught.value.entity_id) == ("Portfolio", q)
-    after = store.get(p)
-    assert (after.cash_balance, after.version) == (Decimal("110"), 2)
-    assert store.get(q).version == 1
 
 
 def test_repeated_refused_locks_keep_work_already_sent_to_the_database(
@@ -92,18 +75,6 @@ def test_refused_lock_in_a_fresh_unit_of_work_leaves_it_usable(
         uow.commit()
 
     assert store.get(p).cash_balance == Decimal("70")
-
-
-def test_skip_locked_returns_only_the_rows_nobody_holds(
-    store: PortfolioStore, engine: Engine
-) -> None:
-    ids = sorted(store.create_portfolio(f"p{i}", Decimal("1")) for i in range(4))
-    held = {ids[0], ids[2]}
-
-    with row_locked(engine, *held), UnitOfWork(engine) as uow:
-        locked = uow.portfolios.get_portfolios_for_update(ids, skip_locked=True)
-
-        assert [p.id for p in locked] == [ids[1], ids[3]]
 
 
 def test_skip_locked_on_one_held_portfolio_raises(store: PortfolioStore, engine: Engine) -> None:
