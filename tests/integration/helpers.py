@@ -4,7 +4,6 @@ a second connection holding row locks, and waiting for a backend to block on a l
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,8 +16,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from portfolio_core import Portfolio, UnitOfWork, create_engine
+from portfolio_core.persistence.locking import advisory_key
+from portfolio_core.units import Seconds
 
 LOCK_ROW = text("SELECT id FROM portfolios WHERE id = :pid FOR UPDATE")
+_TRY_ENTITY_LOCK = text("SELECT pg_try_advisory_xact_lock(:key)")
 
 
 @contextmanager
@@ -35,25 +37,34 @@ def backend_pid(connection: Connection | Session) -> int:
     return int(connection.execute(text("SELECT pg_backend_pid()")).scalar_one())
 
 
-def wait_until_blocked(engine: Engine, pid: int, *, timeout: float = 30.0) -> None:
-    """Return once PostgreSQL reports backend ``pid`` waiting for a lock.
+# A waiter shows up in pg_locks within milliseconds; 2000 polls of at most 10 ms
+# bound a test that would otherwise hang to about 20 s.
+_LOCK_WAIT_POLLS = 2000
+_LOCK_WAIT_PAUSE: Seconds = 0.01
+_WAITING_ON_A_LOCK = text(
+    "SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+    "WHERE NOT l.granted AND a.datname = current_database() "
+    "AND (CAST(:pid AS integer) IS NULL OR l.pid = :pid))"
+)
 
-    This waits for an observable server state (pg_blocking_pids), not for time
-    to pass: the race it orders is decided by the lock manager.
+
+def wait_until_blocked(engine: Engine, pid: int | None = None) -> None:
+    """Return once PostgreSQL shows backend ``pid`` (or, without one, any backend of
+    this database) waiting for a lock it has not been granted (pg_locks).
+
+    This waits for an observable server state, not for time to pass: the race
+    it orders is decided by the lock manager. Polls are few and bounded, each
+    paused by an Event that nobody sets; never reaching that state fails the test.
     """
-    deadline = time.monotonic() + timeout
-    paused = threading.Event()
+    pause = threading.Event()
     with engine.connect() as connection:
-        while True:
-            blockers = connection.execute(
-                text("SELECT cardinality(pg_blocking_pids(:pid))"), {"pid": pid}
-            ).scalar_one()
-            connection.rollback()
-            if blockers:
+        for _ in range(_LOCK_WAIT_POLLS):
+            waiting = connection.execute(_WAITING_ON_A_LOCK, {"pid": pid}).scalar_one()
+            connection.rollback()  # a fresh snapshot of the server's state for each poll
+            if waiting:
                 return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"backend {pid} never waited for a lock")
-            paused.wait(0.005)
+            pause.wait(_LOCK_WAIT_PAUSE)
+    raise AssertionError(f"backend {pid or 'of this database'} never waited for a lock")
 
 
 def create_portfolio(engine: Engine, cash: Decimal | int | str = 10_000, name: str = "p") -> UUID:
@@ -106,3 +117,22 @@ def table_names(url: str) -> set[str]:
             return set(inspect(connection).get_table_names())
     finally:
         engine.dispose()
+
+
+def commit_deposit_behind_the_back(engine: Engine, portfolio_id: UUID) -> None:
+    """Another writer deposits 1 and bumps the version, as the library would."""
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "UPDATE portfolios SET cash_balance = cash_balance + 1, "
+                "total_deposits = total_deposits + 1, version = version + 1 WHERE id = :id"
+            ),
+            {"id": portfolio_id},
+        )
+
+
+def held_elsewhere(engine: Engine, entity_id: object, entity_type: str = "Portfolio") -> bool:
+    """Whether another connection is refused this entity's advisory lock right now."""
+    with engine.connect() as probe, probe.begin():
+        key = advisory_key(entity_type, entity_id)
+        return not probe.execute(_TRY_ENTITY_LOCK, {"key": key}).scalar_one()

@@ -6,31 +6,18 @@ import asyncio
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portfolio_core import AsyncPortfolioStore
+from tests.integration.helpers import wait_until_blocked
 
 pytestmark = pytest.mark.asyncio
 
-_LOCK_WAITERS = text(
-    "SELECT count(*) FROM pg_stat_activity "
-    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-)
 _OPEN_TRANSACTIONS = text(
     "SELECT count(*) FROM pg_stat_activity "
     "WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL"
 )
-
-
-async def _wait_for_a_lock_waiter(engine: AsyncEngine) -> None:
-    """Return once a backend of this database waits on a lock (each poll awaits the server)."""
-    async with engine.connect() as connection:
-        for _ in range(100_000):
-            if await connection.scalar(_LOCK_WAITERS):
-                return
-            await connection.rollback()
-    raise AssertionError("no backend ever waited on the lock")
 
 
 async def test_cancel_after_flush_rolls_back_and_returns_the_connection(
@@ -61,7 +48,7 @@ async def test_cancel_after_flush_rolls_back_and_returns_the_connection(
 
 
 async def test_cancel_while_waiting_on_a_row_lock_rolls_back_and_leaks_nothing(
-    async_engine: AsyncEngine,
+    async_engine: AsyncEngine, engine: Engine
 ) -> None:
     store = AsyncPortfolioStore(async_engine)
     pid = await store.create_portfolio("alpha", Decimal("100"))
@@ -71,7 +58,8 @@ async def test_cancel_while_waiting_on_a_row_lock_rolls_back_and_leaks_nothing(
     task = asyncio.create_task(
         store.execute(pid, lambda p: p.deposit(Decimal("5")), lock="wait"),
     )
-    await _wait_for_a_lock_waiter(async_engine)
+    # Polled from a thread so that the event loop is not blocked meanwhile.
+    await asyncio.to_thread(wait_until_blocked, engine)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -1,4 +1,7 @@
-"""Single-statement and batch updates: versions, money invariant, identity map, statement counts."""
+"""Batch updates and repricing: versions, money invariant, identity map, statement counts.
+
+update_portfolio_atomic is tested once, for both flavours, in test_contract_atomic_update.py.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +19,7 @@ from portfolio_core import (
     Portfolio,
     PortfolioStore,
     PositionRequest,
-    StaleDataException,
     UnitOfWork,
-    ValidationError,
 )
 from portfolio_core.persistence.schema import positions
 
@@ -38,95 +39,6 @@ def counted_statements(engine: Engine) -> Iterator[list[str]]:
         yield statements
     finally:
         event.remove(engine, "before_cursor_execute", record)
-
-
-# -- update_portfolio_atomic -------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "fields",
-    [{"version": 9}, {"realized_pnl": Decimal("1")}, {"name": "x", "initial_cash": 5}, {}],
-    ids=["version", "realized_pnl", "initial_cash", "nothing"],
-)
-def test_atomic_update_accepts_only_allow_listed_fields(
-    store: PortfolioStore, engine: Engine, fields: dict[str, Any]
-) -> None:
-    pid = store.create_portfolio("atomic", Decimal("100"))
-
-    with UnitOfWork(engine) as uow, pytest.raises(ValidationError):
-        uow.portfolios.update_portfolio_atomic(pid, fields, expected_version=1)
-
-    assert store.get(pid).version == 1
-
-
-def test_atomic_update_returns_the_new_version(store: PortfolioStore, engine: Engine) -> None:
-    pid = store.create_portfolio("atomic", Decimal("100"))
-
-    with UnitOfWork(engine) as uow:
-        version = uow.portfolios.update_portfolio_atomic(pid, {"name": "renamed"}, 1)
-        uow.commit()
-
-    assert version == 2
-    assert (store.get(pid).name, store.get(pid).version) == ("renamed", 2)
-
-
-def test_atomic_update_on_a_moved_version_raises_stale_with_the_actual_version(
-    store: PortfolioStore, engine: Engine
-) -> None:
-    pid = store.create_portfolio("atomic", Decimal("100"))
-    store.execute(pid, lambda p: p.deposit(Decimal("1")))
-    store.execute(pid, lambda p: p.deposit(Decimal("1")))
-
-    with UnitOfWork(engine) as uow, pytest.raises(StaleDataException) as caught:
-        uow.portfolios.update_portfolio_atomic(pid, {"name": "late"}, expected_version=1)
-
-    assert (caught.value.expected_version, caught.value.actual_version) == (1, 3)
-    assert store.get(pid).name == "atomic"
-
-
-def test_atomic_cash_change_is_booked_so_the_money_invariant_holds(
-    store: PortfolioStore, engine: Engine
-) -> None:
-    pid = store.create_portfolio("atomic", Decimal("100"))
-
-    with UnitOfWork(engine) as uow:
-        uow.portfolios.update_portfolio_atomic(pid, {"cash_balance": Decimal("150.5")}, 1)
-        uow.commit()
-    with UnitOfWork(engine) as uow:
-        uow.portfolios.update_portfolio_atomic(pid, {"cash_balance": "120"}, 2)
-        uow.commit()
-
-    after = store.get(pid)
-    assert (after.cash_balance, after.total_deposits, after.total_withdrawals) == (
-        Decimal("120"),
-        Decimal("50.5"),
-        Decimal("30.5"),
-    )
-    assert after.money_invariant_holds()
-    assert after.version == 3
-
-
-def test_atomic_update_keeps_the_identity_map_consistent_and_bumps_once(
-    store: PortfolioStore, engine: Engine
-) -> None:
-    pid = store.create_portfolio("atomic", Decimal("100"))
-
-    with UnitOfWork(engine) as uow:
-        loaded = uow.portfolios.get(pid)
-        assert uow.portfolios.update_portfolio_atomic(pid, {"cash_balance": "90"}, 1) == 2
-        assert (loaded.cash_balance, loaded.total_withdrawals, loaded.version) == (
-            Decimal("90"),
-            Decimal("10"),
-            2,
-        )
-        # A second change in the same unit of work: still one bump in all.
-        assert uow.portfolios.update_portfolio_atomic(pid, {"name": "again"}, 2) == 2
-        loaded.deposit(Decimal("5"))
-        uow.commit()
-
-    after = store.get(pid)
-    assert (after.name, after.cash_balance, after.version) == ("again", Decimal("95"), 2)
-    assert after.money_invariant_holds()
 
 
 # -- batch_update_portfolios -------------------------------------------------------
@@ -252,33 +164,3 @@ def test_store_update_all_prices_ignores_unheld_symbols_and_skips_bump_when_noth
     after = store.get(pid)
     assert after.version == 2
     assert after.positions["S0"].current_price == Decimal("11")
-
-
-def test_atomic_update_keeps_pending_changes_to_other_fields(
-    store: PortfolioStore, engine: Engine
-) -> None:
-    pid = store.create_portfolio("atomic", Decimal("100"))
-
-    with UnitOfWork(engine) as uow:
-        loaded = uow.portfolios.get(pid)
-        loaded.deposit(Decimal("7"))
-        uow.portfolios.update_portfolio_atomic(pid, {"name": "renamed"}, 1)
-        assert (loaded.name, loaded.cash_balance) == ("renamed", Decimal("107"))
-        uow.commit()
-
-    after = store.get(pid)
-    assert (after.name, after.cash_balance, after.version) == ("renamed", Decimal("107"), 2)
-    assert after.money_invariant_holds()
-
-
-def test_atomic_cash_update_over_a_pending_cash_change_is_refused(
-    store: PortfolioStore, engine: Engine
-) -> None:
-    pid = store.create_portfolio("atomic", Decimal("100"))
-
-    with UnitOfWork(engine) as uow:
-        uow.portfolios.get(pid).deposit(Decimal("7"))
-        with pytest.raises(ValidationError):
-            uow.portfolios.update_portfolio_atomic(pid, {"cash_balance": "50"}, 1)
-
-    assert store.get(pid).cash_balance == Decimal("100")

@@ -1,4 +1,5 @@
-"""The bundled alembic scripts: one head, a clean round trip, and no drift from the models."""
+"""The bundled alembic scripts: one head, a clean round trip, and no drift from the models
+(portfolios, positions, portfolio_events, idempotency_keys)."""
 
 from __future__ import annotations
 
@@ -21,23 +22,29 @@ from portfolio_core.persistence.schema import metadata
 from tests.integration.helpers import empty_database, table_names
 
 REPOSITORY = Path(__file__).resolve().parents[2]
-APP_TABLES = {"portfolios", "positions"}
+APP_TABLES = ("portfolios", "positions", "portfolio_events", "idempotency_keys")
+_IN_APP_TABLES = "IN (" + ", ".join(f"'{table}'" for table in APP_TABLES) + ")"
 
-# The schema as PostgreSQL itself describes it: every constraint (CHECKs with
-# their expressions, keys, foreign keys) and every index (with its WHERE clause).
+# The schema as PostgreSQL itself describes it, for every application table:
+# every constraint (CHECKs with their expressions, keys, foreign keys), every
+# index (with its WHERE clause), every column and every trigger.
 CONSTRAINTS_SQL = text(
     "SELECT c.conrelid::regclass::text, c.conname, pg_get_constraintdef(c.oid) "
     "FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace "
-    "WHERE n.nspname = 'public' AND c.conrelid::regclass::text IN ('portfolios', 'positions')"
+    f"WHERE n.nspname = 'public' AND c.conrelid::regclass::text {_IN_APP_TABLES}"
 )
 INDEXES_SQL = text(
     "SELECT tablename, indexname, indexdef FROM pg_indexes "
-    "WHERE schemaname = 'public' AND tablename IN ('portfolios', 'positions')"
+    f"WHERE schemaname = 'public' AND tablename {_IN_APP_TABLES}"
 )
 COLUMNS_SQL = text(
     "SELECT table_name, column_name, data_type, numeric_precision, numeric_scale, "
     "character_maximum_length, is_nullable, column_default FROM information_schema.columns "
-    "WHERE table_schema = 'public' AND table_name IN ('portfolios', 'positions')"
+    f"WHERE table_schema = 'public' AND table_name {_IN_APP_TABLES}"
+)
+TRIGGERS_SQL = text(
+    "SELECT t.tgrelid::regclass::text, t.tgname, pg_get_triggerdef(t.oid) FROM pg_trigger t "
+    f"WHERE NOT t.tgisinternal AND t.tgrelid::regclass::text {_IN_APP_TABLES}"
 )
 
 
@@ -58,6 +65,7 @@ def _describe(url: str) -> dict[str, set[tuple[Any, ...]]]:
                     ("constraints", CONSTRAINTS_SQL),
                     ("indexes", INDEXES_SQL),
                     ("columns", COLUMNS_SQL),
+                    ("triggers", TRIGGERS_SQL),
                 )
             }
     finally:
@@ -86,15 +94,15 @@ def test_upgrade_downgrade_upgrade_round_trip_on_a_fresh_database(empty_url: str
     assert table_names(empty_url) == set()
 
     migrate(empty_url)
-    assert table_names(empty_url) >= APP_TABLES
+    assert table_names(empty_url) >= set(APP_TABLES)
     assert _current_revision(empty_url) == head_revision()
 
     downgrade(empty_url, "base")
-    assert table_names(empty_url) & APP_TABLES == set()
+    assert table_names(empty_url) & set(APP_TABLES) == set()
     assert _current_revision(empty_url) is None
 
     migrate(empty_url)
-    assert table_names(empty_url) >= APP_TABLES
+    assert table_names(empty_url) >= set(APP_TABLES)
     assert _current_revision(empty_url) == head_revision()
 
 
@@ -137,11 +145,21 @@ def test_migrated_schema_matches_create_all_including_checks_and_partial_index(
     migrated, modelled = _describe(database_url), _describe(empty_url)
 
     assert migrated == modelled
+    # The comparison covers every application table, not only some.
+    for kind in ("constraints", "indexes", "columns"):
+        assert {row[0] for row in migrated[kind]} == set(APP_TABLES), kind
+    assert {row[0] for row in migrated["triggers"]} == {"portfolio_events"}
     checks = {name for _table, name, definition in migrated["constraints"] if "CHECK" in definition}
     assert {"ck_portfolios_cash_balance_valid", "ck_positions_quantity_valid"} <= checks
+    assert {
+        "ck_portfolio_events_operations_is_array",
+        "ck_idempotency_keys_key_not_empty",
+    } <= checks
     [partial] = [d for _t, name, d in migrated["indexes"] if name == "uq_positions_open_symbol"]
     assert "UNIQUE" in partial
     assert "WHERE (closed_at IS NULL)" in partial
+    [keyed] = [d for _t, n, d in migrated["indexes"] if n == "ix_portfolio_events_idempotency_key"]
+    assert "WHERE (idempotency_key IS NOT NULL)" in keyed
 
 
 def test_upgrade_sql_offline_mode_prints_the_ddl() -> None:
@@ -149,6 +167,8 @@ def test_upgrade_sql_offline_mode_prints_the_ddl() -> None:
 
     assert "CREATE TABLE portfolios" in sql
     assert "CREATE TABLE positions" in sql
+    assert "CREATE TABLE portfolio_events" in sql
+    assert "CREATE TABLE idempotency_keys" in sql
     assert "uq_positions_open_symbol" in sql
     assert "<> 'NaN'::numeric" in sql
     assert "alembic_version" in sql
@@ -160,5 +180,5 @@ def test_alembic_command_line_config_migrates_with_x_url(empty_url: str) -> None
 
     command.upgrade(config, "head")
 
-    assert table_names(empty_url) >= APP_TABLES
+    assert table_names(empty_url) >= set(APP_TABLES)
     assert _current_revision(empty_url) == head_revision()

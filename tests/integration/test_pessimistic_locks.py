@@ -1,4 +1,7 @@
-"""Row locks: NOWAIT, lock_timeout and SKIP LOCKED against a lock another transaction holds.
+"""Row locks: NOWAIT and SKIP LOCKED against a lock another transaction holds (sync only).
+
+NOWAIT on a held row, lock_timeout and SKIP LOCKED over several rows are
+contract cases, for both flavours, in test_contract_row_locks.py.
 
 Each race is set up with a second connection that takes the lock first; the
 code under test then meets a lock that is certainly held.
@@ -25,31 +28,9 @@ from portfolio_core.store import LOCK_MODES, LockMode
 from tests.integration.helpers import backend_pid, row_locked, wait_until_blocked
 
 
-def show_lock_timeout(uow: UnitOfWork) -> str:
-    return str(uow.session.execute(text("SHOW lock_timeout")).scalar_one())
-
-
 @pytest.fixture
 def pair(store: PortfolioStore) -> tuple[UUID, UUID]:
     return store.create_portfolio("p", Decimal("100")), store.create_portfolio("q", Decimal("100"))
-
-
-def test_nowait_on_a_held_row_raises_55p03_and_pending_work_still_commits(
-    store: PortfolioStore, engine: Engine, pair: tuple[UUID, UUID]
-) -> None:
-    p, q = pair
-    with row_locked(engine, q), UnitOfWork(engine) as uow:
-        uow.portfolios.get(p).deposit(Decimal("10"))
-
-        with pytest.raises(PessimisticLockException) as caught:
-            uow.portfolios.get_portfolio_for_update(q, nowait=True)
-        uow.commit()
-
-    assert caught.value.sqlstate == "55P03"
-    assert (caught.value.entity_type, caught.value.entity_id) == ("Portfolio", q)
-    after = store.get(p)
-    assert (after.cash_balance, after.version) == (Decimal("110"), 2)
-    assert store.get(q).version == 1
 
 
 def test_repeated_refused_locks_keep_work_already_sent_to_the_database(
@@ -94,44 +75,6 @@ def test_refused_lock_in_a_fresh_unit_of_work_leaves_it_usable(
         uow.commit()
 
     assert store.get(p).cash_balance == Decimal("70")
-
-
-def test_lock_timeout_is_honoured_and_reported(engine: Engine, pair: tuple[UUID, UUID]) -> None:
-    _, q = pair
-    with row_locked(engine, q), UnitOfWork(engine) as uow:
-        with pytest.raises(PessimisticLockException) as caught:
-            uow.portfolios.get_portfolio_for_update(q, nowait=False, lock_timeout=0.05)
-
-        assert caught.value.sqlstate == "55P03"
-        assert caught.value.timeout == 0.05
-        assert show_lock_timeout(uow) == "0"
-
-
-def test_lock_timeout_is_restored_after_a_refused_and_a_granted_lock(
-    engine: Engine, pair: tuple[UUID, UUID]
-) -> None:
-    p, q = pair
-    with row_locked(engine, q), UnitOfWork(engine) as uow:
-        uow.session.execute(text("SET LOCAL lock_timeout = '7s'"))
-
-        with pytest.raises(PessimisticLockException):
-            uow.portfolios.get_portfolio_for_update(q, nowait=False, lock_timeout=0.05)
-        assert show_lock_timeout(uow) == "7s"
-
-        uow.portfolios.get_portfolio_for_update(p, nowait=False, lock_timeout=2.5)
-        assert show_lock_timeout(uow) == "7s"
-
-
-def test_skip_locked_returns_only_the_rows_nobody_holds(
-    store: PortfolioStore, engine: Engine
-) -> None:
-    ids = sorted(store.create_portfolio(f"p{i}", Decimal("1")) for i in range(4))
-    held = {ids[0], ids[2]}
-
-    with row_locked(engine, *held), UnitOfWork(engine) as uow:
-        locked = uow.portfolios.get_portfolios_for_update(ids, skip_locked=True)
-
-        assert [p.id for p in locked] == [ids[1], ids[3]]
 
 
 def test_skip_locked_on_one_held_portfolio_raises(store: PortfolioStore, engine: Engine) -> None:

@@ -7,29 +7,25 @@ before its own unit of work commits.
 
 from __future__ import annotations
 
-import socket
 from decimal import Decimal
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import pytest
 from sqlalchemy import Connection, Engine, event, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, object_session
 
 from portfolio_core import (
     CommitOutcomeUnknownException,
-    ConnectionLostError,
-    DatabaseConnectionError,
     OptimisticLockException,
     Portfolio,
     PortfolioStore,
     PositionRequest,
     StaleDataException,
     UnitOfWork,
-    create_engine,
 )
 from portfolio_core.concurrency import ConcurrencyService
+from portfolio_core.units import Seconds
 from tests.integration.helpers import backend_pid, create_portfolio, row_locked
 
 
@@ -90,7 +86,7 @@ def test_conflicts_on_every_attempt_exhaust_into_optimistic_lock_exception(
 def test_scripted_scenario_gives_exact_metrics(engine: Engine) -> None:
     holder: list[Connection] = []
 
-    def sleep(_: float) -> None:
+    def sleep(_: Seconds) -> None:
         # The backoff after a refused NOWAIT is where the lock holder lets go.
         if holder:
             holder.pop().commit()
@@ -193,7 +189,7 @@ def test_nowait_retries_until_the_lock_is_free_and_counts_each_refusal(
     released: list[int] = []
     holder: list[Connection] = []
 
-    def sleep(_: float) -> None:
+    def sleep(_: Seconds) -> None:
         released.append(1)
         if len(released) == 3:
             holder.pop().commit()
@@ -262,29 +258,6 @@ def test_retry_runs_the_whole_unit_of_work_again_in_a_fresh_session(
     assert first_session is not second_session
     # The retry reloaded what the concurrent unit of work committed.
     assert (cash, version) == (Decimal("101"), 2)
-
-
-def test_unreachable_database_is_retried_then_reported_as_connection_error(
-    database_url: str,
-) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed_port = probe.getsockname()[1]
-    url = make_url(database_url).set(host="127.0.0.1", port=closed_port)
-    unreachable = create_engine(url)
-    waits: list[float] = []
-    store = PortfolioStore(
-        unreachable, ConcurrencyService(unreachable, max_retries=2, sleep=waits.append)
-    )
-    try:
-        with pytest.raises(DatabaseConnectionError) as caught:
-            store.get(uuid4())
-    finally:
-        unreachable.dispose()
-
-    assert caught.value.attempts == 3
-    assert len(waits) == 2
-    assert isinstance(caught.value.__cause__, ConnectionLostError)
 
 
 def test_serialization_failure_40001_is_retried_as_a_version_conflict(

@@ -17,7 +17,6 @@ from portfolio_core import (
     PositionRequest,
     StaleDataException,
     UnitOfWork,
-    ValidationError,
 )
 from tests.integration.helpers import create_portfolio, reload, stored_version
 
@@ -349,48 +348,3 @@ def test_update_portfolio_with_a_stale_detached_snapshot_raises(engine: Engine) 
     _assert_translated(caught.value)
     assert (caught.value.expected_version, caught.value.actual_version) == (1, 2)
     assert reload(engine, pid).cash_balance == D(1001)
-
-
-@pytest.mark.parametrize(
-    "fields",
-    [{"version": 7}, {"cash_balance": 5, "version": 7}, {"realized_pnl": 0}, {}],
-)
-def test_update_portfolio_atomic_refuses_version_and_unknown_fields(
-    engine: Engine, fields: dict[str, object]
-) -> None:
-    pid = create_portfolio(engine, 1000)
-
-    with UnitOfWork(engine) as uow, pytest.raises(ValidationError) as caught:
-        uow.portfolios.update_portfolio_atomic(pid, fields, expected_version=1)
-
-    assert caught.value.field == "fields"
-    assert stored_version(engine, pid) == 1
-
-
-def test_update_portfolio_atomic_with_a_stale_version_raises(engine: Engine) -> None:
-    pid = create_portfolio(engine, 1000)
-    with UnitOfWork(engine) as other:
-        other.portfolios.get(pid).deposit(1)
-        other.commit()
-
-    with UnitOfWork(engine) as uow, pytest.raises(StaleDataException) as caught:
-        uow.portfolios.update_portfolio_atomic(pid, {"name": "x"}, expected_version=1)
-
-    assert (caught.value.expected_version, caught.value.actual_version) == (1, 2)
-
-
-def test_update_portfolio_atomic_bumps_once_and_books_the_cash_difference(
-    engine: Engine,
-) -> None:
-    pid = create_portfolio(engine, 1000)
-
-    with UnitOfWork(engine) as uow:
-        assert uow.portfolios.update_portfolio_atomic(pid, {"cash_balance": 1500}, 1) == 2
-        assert uow.portfolios.update_portfolio_atomic(pid, {"name": "renamed"}, 2) == 2
-        uow.commit()
-
-    stored = reload(engine, pid)
-    assert stored.version == 2
-    assert stored.name == "renamed"
-    assert stored.total_deposits == D(500)
-    assert stored.money_invariant_holds()

@@ -16,6 +16,7 @@ from uuid import UUID
 from portfolio_core import PessimisticLockException, PortfolioStore, create_engine
 from portfolio_core.concurrency import ConcurrencyService
 from portfolio_core.store import LockMode
+from portfolio_core.units import Seconds
 
 WAIT = 60.0
 """Upper bound on any wait for the other process (a hang fails instead of blocking CI)."""
@@ -35,7 +36,7 @@ def contend_for_entity_lock(
     service = ConcurrencyService(engine)
     outcomes: list[tuple[str, str | None]] = []
 
-    def attempt(timeout: float) -> None:
+    def attempt(timeout: Seconds) -> None:
         try:
             with service.entity_lock("Portfolio", entity_id, timeout=timeout):
                 outcomes.append(("acquired", None))

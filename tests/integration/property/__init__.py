@@ -1,0 +1,1 @@
+"""Property-based tests that need PostgreSQL (the DB-free ones are in tests/property)."""
