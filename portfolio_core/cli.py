@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import os
 import signal
 import sys
@@ -33,8 +34,10 @@ from typing import Any, Final, NoReturn
 from alembic.util.exc import CommandError
 from sqlalchemy.exc import DBAPIError
 
+from portfolio_core.demo.config import DEFAULT_DURATION, DemoConfig
 from portfolio_core.errors import ConfigurationError, PortfolioCoreError, ValidationError
 from portfolio_core.persistence.engine import DATABASE_URL_ENV
+from portfolio_core.units import Ratio, Seconds
 
 PROG: Final = "portfolio-core"
 USAGE_ERROR: Final = 2
@@ -64,19 +67,19 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_seconds(text: str) -> float:  # float-ok: seconds
+def _positive_seconds(text: str) -> Seconds:
     try:
-        value = float(text)  # float-ok: seconds or a share, never money
+        value = float(text)  # a duration, never money
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not 0 < value < float("inf"):  # float-ok: seconds
+    if not 0 < value < math.inf:
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
     return value
 
 
-def _share(text: str) -> float:  # float-ok: a probability
+def _share(text: str) -> Ratio:
     try:
-        value = float(text)  # float-ok: seconds or a share, never money
+        value = float(text)  # a probability, never money
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a fraction, got {text!r}") from None
     if not 0 <= value <= 1:
@@ -118,29 +121,51 @@ def build_parser() -> argparse.ArgumentParser:
         "recomputes every invariant from the database. Exit 0 only if all hold.",
     )
     demo.add_argument("--url", help="database URL (default: a private embedded PostgreSQL)")
+    defaults = DemoConfig()
     demo.add_argument(
-        "--workers", metavar="N", type=_positive_int, default=8, help="threads in all (8)"
+        "--workers",
+        metavar="N",
+        type=_positive_int,
+        default=defaults.workers,
+        help=f"threads in all ({defaults.workers})",
     )
     demo.add_argument(
-        "--processes", metavar="P", type=_positive_int, default=2, help="OS processes (2)"
+        "--processes",
+        metavar="P",
+        type=_positive_int,
+        default=defaults.processes,
+        help=f"OS processes ({defaults.processes})",
     )
     demo.add_argument(
-        "--portfolios", metavar="M", type=_positive_int, default=8, help="portfolios (8)"
+        "--portfolios",
+        metavar="M",
+        type=_positive_int,
+        default=defaults.portfolios,
+        help=f"portfolios ({defaults.portfolios})",
     )
     bound = demo.add_mutually_exclusive_group()
     bound.add_argument(
-        "--duration", metavar="S", type=_positive_seconds, help="seconds to run (30)"
+        "--duration",
+        metavar="S",
+        type=_positive_seconds,
+        help=f"seconds to run ({DEFAULT_DURATION:g})",
     )
-    bound.add_argument("--ops", metavar="K", type=_positive_int, help="operations to run in all")
+    bound.add_argument("--ops", metavar="K", type=_positive_int, help="trades to run in all")
     demo.add_argument(
         "--hot-share",
         metavar="F",
         type=_share,
-        default=0.3,
-        help="share of ops on one portfolio (0.3)",
+        default=defaults.hot_share,
+        help=f"share of trades on one portfolio ({defaults.hot_share})",
     )
     demo.add_argument("--faults", action="store_true", help="kill backends, restart the server")
-    demo.add_argument("--seed", metavar="X", type=int, default=42, help="random seed (42)")
+    demo.add_argument(
+        "--seed",
+        metavar="X",
+        type=int,
+        default=defaults.seed,
+        help=f"random seed ({defaults.seed})",
+    )
     demo.add_argument(
         "--no-keys",
         dest="use_keys",
@@ -274,7 +299,7 @@ def _demo(arguments: argparse.Namespace) -> int:
         from rich.console import Console
     except ImportError:
         raise UsageError("the demo needs rich: pip install 'portfolio-core[cli]'") from None
-    from portfolio_core.demo import DemoConfig, run_demo
+    from portfolio_core.demo import run_demo
 
     if arguments.json_path is not None and not arguments.json_path.parent.is_dir():
         # Refused now rather than after a whole run.
@@ -285,7 +310,7 @@ def _demo(arguments: argparse.Namespace) -> int:
         workers=arguments.workers,
         processes=arguments.processes,
         portfolios=arguments.portfolios,
-        duration=None if arguments.ops else (arguments.duration or 30.0),
+        duration=None if arguments.ops else (arguments.duration or DEFAULT_DURATION),
         ops=arguments.ops,
         hot_share=arguments.hot_share,
         faults=arguments.faults,
