@@ -7,9 +7,9 @@ other query behind its ACCESS EXCLUSIVE lock request.
 
 from __future__ import annotations
 
+from alembic import context
 from sqlalchemy import Connection, text
 
-from alembic import context
 from portfolio_core.persistence.engine import create_engine, resolve_url
 from portfolio_core.persistence.schema import metadata
 

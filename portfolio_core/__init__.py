@@ -6,6 +6,7 @@ The async names need the ``async`` extra and are imported on first use, so the
 sync API works without greenlet and asyncpg installed.
 """
 
+from importlib import metadata as _metadata
 from typing import TYPE_CHECKING, Any
 
 from portfolio_core.concurrency import ConcurrencyMetrics, ConcurrencyService, RetryPolicy
@@ -42,7 +43,10 @@ if TYPE_CHECKING:
     from portfolio_core.async_unit_of_work import AsyncUnitOfWork
     from portfolio_core.persistence.async_repository import AsyncPostgreSQLPortfolioRepository
 
-__version__ = "0.1.0"
+try:  # The version is pyproject.toml's, as installed.
+    __version__ = _metadata.version("portfolio-core")
+except _metadata.PackageNotFoundError:  # a checkout on sys.path that was never installed
+    __version__ = "0+unknown"
 
 _ASYNC_NAMES = {
     "AsyncPortfolioStore": "portfolio_core.async_store",

@@ -12,7 +12,8 @@
 Errors the user can fix (bad arguments, a bad or unreachable URL, a missing
 extra) print one line on stderr and exit with status 2, never a traceback.
 ``demo`` exits 0 only if every invariant holds (1 otherwise); Ctrl-C exits 130
-after cleaning up.
+after cleaning up. The arguments are parsed by ``cli_parser``; this module runs
+the commands.
 """
 
 from __future__ import annotations
@@ -26,18 +27,17 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from types import FrameType
-from typing import Any, Final, NoReturn
+from typing import Any, Final
 
 from alembic.util.exc import CommandError
 from sqlalchemy.exc import DBAPIError
 
+from portfolio_core.cli_parser import PROG, USAGE_ERROR, build_parser
+from portfolio_core.demo.config import DEFAULT_DURATION, DemoConfig
 from portfolio_core.errors import ConfigurationError, PortfolioCoreError, ValidationError
 from portfolio_core.persistence.engine import DATABASE_URL_ENV
 
-PROG: Final = "portfolio-core"
-USAGE_ERROR: Final = 2
 INTERRUPTED: Final = 130
 OFFLINE_URL: Final = "postgresql://offline/portfolio_core"
 """Dialect-only URL for ``migrate --sql`` when none is given: offline SQL needs no server."""
@@ -45,116 +45,6 @@ OFFLINE_URL: Final = "postgresql://offline/portfolio_core"
 
 class UsageError(Exception):
     """A mistake the user can fix; printed as one line, exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line on stderr (exit status 2)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _positive_seconds(text: str) -> float:  # float-ok: seconds
-    try:
-        value = float(text)  # float-ok: seconds or a share, never money
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not 0 < value < float("inf"):  # float-ok: seconds
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
-    return value
-
-
-def _share(text: str) -> float:  # float-ok: a probability
-    try:
-        value = float(text)  # float-ok: seconds or a share, never money
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a fraction, got {text!r}") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every sub-command (bench only lists itself: it has its own)."""
-    parser = _Parser(prog=PROG, description="portfolio_core: migrations, a database, a demo.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    migrate = commands.add_parser(
-        "migrate",
-        help="upgrade (or downgrade) a database, or print the SQL",
-        description="Upgrade the database to --revision (default head). A revision older "
-        "than the database's current one (or 'base', or '-N') downgrades instead.",
-    )
-    migrate.add_argument("--url", help=f"database URL (default: ${DATABASE_URL_ENV})")
-    migrate.add_argument(
-        "--revision", metavar="REV", default="head", help="target revision (default: head)"
-    )
-    migrate.add_argument(
-        "--sql", action="store_true", help="print the upgrade SQL from base instead of running it"
-    )
-
-    db = commands.add_parser(
-        "db",
-        help="run an embedded PostgreSQL, migrated, until Ctrl-C",
-        description="Start an embedded PostgreSQL, migrate it, print its URL, stop on "
-        "Ctrl-C/SIGTERM. Without --data-dir the data lives in a temporary folder, removed.",
-    )
-    db.add_argument("--data-dir", metavar="DIR", type=Path, help="keep the data in this folder")
-
-    demo = commands.add_parser(
-        "demo",
-        help="a concurrent trading simulation with fault injection",
-        description="Workers (threads over OS processes) trade concurrently; the report "
-        "recomputes every invariant from the database. Exit 0 only if all hold.",
-    )
-    demo.add_argument("--url", help="database URL (default: a private embedded PostgreSQL)")
-    demo.add_argument(
-        "--workers", metavar="N", type=_positive_int, default=8, help="threads in all (8)"
-    )
-    demo.add_argument(
-        "--processes", metavar="P", type=_positive_int, default=2, help="OS processes (2)"
-    )
-    demo.add_argument(
-        "--portfolios", metavar="M", type=_positive_int, default=8, help="portfolios (8)"
-    )
-    bound = demo.add_mutually_exclusive_group()
-    bound.add_argument(
-        "--duration", metavar="S", type=_positive_seconds, help="seconds to run (30)"
-    )
-    bound.add_argument("--ops", metavar="K", type=_positive_int, help="operations to run in all")
-    demo.add_argument(
-        "--hot-share",
-        metavar="F",
-        type=_share,
-        default=0.3,
-        help="share of ops on one portfolio (0.3)",
-    )
-    demo.add_argument("--faults", action="store_true", help="kill backends, restart the server")
-    demo.add_argument("--seed", metavar="X", type=int, default=42, help="random seed (42)")
-    demo.add_argument(
-        "--no-keys",
-        dest="use_keys",
-        action="store_false",
-        help="no idempotency keys: a cut COMMIT stays unknown and the database settles it",
-    )
-    demo.add_argument(
-        "--json", metavar="FILE", type=Path, dest="json_path", help="also write the report here"
-    )
-
-    commands.add_parser(
-        "bench", help="the concurrency benchmark (its own arguments)", add_help=False
-    )
-    return parser
 
 
 def _redacted(url: str) -> str:
@@ -274,7 +164,7 @@ def _demo(arguments: argparse.Namespace) -> int:
         from rich.console import Console
     except ImportError:
         raise UsageError("the demo needs rich: pip install 'portfolio-core[cli]'") from None
-    from portfolio_core.demo import DemoConfig, run_demo
+    from portfolio_core.demo import run_demo
 
     if arguments.json_path is not None and not arguments.json_path.parent.is_dir():
         # Refused now rather than after a whole run.
@@ -285,7 +175,7 @@ def _demo(arguments: argparse.Namespace) -> int:
         workers=arguments.workers,
         processes=arguments.processes,
         portfolios=arguments.portfolios,
-        duration=None if arguments.ops else (arguments.duration or 30.0),
+        duration=None if arguments.ops else (arguments.duration or DEFAULT_DURATION),
         ops=arguments.ops,
         hot_share=arguments.hot_share,
         faults=arguments.faults,

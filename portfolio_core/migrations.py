@@ -5,12 +5,12 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 
-from alembic import command
 from portfolio_core.errors import ConfigurationError
 from portfolio_core.persistence.engine import create_engine, resolve_url
 
@@ -79,5 +79,6 @@ def head_revision() -> str:
     head = ScriptDirectory.from_config(
         alembic_config("postgresql://localhost/unused")
     ).get_current_head()
-    assert head is not None
+    if head is None:
+        raise ConfigurationError(f"no migration revisions under {script_location()}")
     return head

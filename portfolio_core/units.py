@@ -11,13 +11,16 @@ from __future__ import annotations
 
 from typing import TypeAlias
 
-__all__ = ["Milliseconds", "PerSecond", "Ratio", "Seconds"]
+__all__ = ["Microseconds", "Milliseconds", "PerSecond", "Ratio", "Seconds"]
 
 Seconds: TypeAlias = float
 """A duration or a clock reading in seconds (timeouts, backoff, deadlines)."""
 
 Milliseconds: TypeAlias = float
 """A measured duration in milliseconds (latencies in reports)."""
+
+Microseconds: TypeAlias = float
+"""A measured duration in microseconds (the benchmark's CPU time per operation)."""
 
 Ratio: TypeAlias = float
 """A dimensionless number: a probability, a fraction done, a backoff factor."""

@@ -1,7 +1,7 @@
 """``python -m portfolio_core.bench``: the library next to raw psycopg2, on one database.
 
 Three scenarios, each run by both contenders with the same worker counts in
-the same process (see ``scenarios``):
+the same process (defined once in ``scenarios``, run by threads in ``threads``):
 
 a. uncontended: 8 workers on 64 portfolios, ``PortfolioStore.execute(deposit)``
    vs SELECT + versioned UPDATE + COMMIT;
@@ -11,7 +11,7 @@ c. ``update_all_prices`` on 10,000 positions vs UPDATE ... FROM (VALUES ...).
 
 With the ``async`` extra installed, the same scenarios run again on asyncio
 tasks: AsyncPortfolioStore next to raw asyncpg (``async_scenarios``), under
-the results' ``async`` key.
+the results' ``async`` key, with the same report keys.
 
 With no ``--url`` (and no $PORTFOLIO_CORE_DATABASE_URL) a private embedded
 PostgreSQL is started and a fresh database migrated. Prints a table and writes
@@ -35,7 +35,8 @@ from typing import Any
 import sqlalchemy
 
 from portfolio_core.bench.report import TARGETS, render_table, targets_met
-from portfolio_core.bench.scenarios import QUICK, Bench, Sizes
+from portfolio_core.bench.scenarios import QUICK, Bench, Sizes, run_scenarios
+from portfolio_core.bench.threads import ThreadDriver
 from portfolio_core.errors import PortfolioCoreError
 from portfolio_core.migrations import migrate
 from portfolio_core.persistence.engine import DATABASE_URL_ENV, create_engine, resolve_url
@@ -54,12 +55,7 @@ def run(url: str, sizes: Sizes) -> dict[str, Any]:
         with raw.connection_pool(engine.url, MAX_WORKERS) as connections:
             bench = Bench(engine, connections, sizes)
             try:
-                scenarios = {
-                    "uncontended": bench.uncontended(),
-                    "hot_8": bench.hot(8),
-                    "hot_32": bench.hot(32),
-                    "reprice": bench.reprice(),
-                }
+                scenarios = run_scenarios(bench, ThreadDriver(bench))
                 async_scenarios = _async_column(url, bench)
             finally:
                 bench.close()

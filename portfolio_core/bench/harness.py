@@ -1,24 +1,32 @@
-"""Timing harness: N threads, a fixed number of operations each, latencies and attempts.
+"""Timing harness: N workers, a fixed number of operations each, latencies and attempts.
 
-Every worker waits on a barrier, then runs its share of operations back to
-back; the wall time runs from the barrier's release to the last worker's
-finish. Contenders run in interleaved rounds (raw, library, raw, library...)
-so that a shared machine's load drifting during the run hits both alike. An
-operation returns how many attempts it took (1 when it committed first time),
-so "attempts per commit" is measured, not guessed.
+Two runners, one contract: :func:`run_workers` runs the workers as threads,
+:func:`run_tasks` as asyncio tasks on the running loop. Every worker waits at
+a start line, then runs its share of operations back to back; the wall time
+runs from the start to the last worker's finish. An operation returns how many
+attempts it took (1 when it committed first time), so "attempts per commit" is
+measured, not guessed. Contenders run in interleaved rounds (raw, library,
+raw, library...; see ``scenarios``) so that a shared machine's load drifting
+during the run hits both alike.
 """
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from portfolio_core.units import Microseconds, Milliseconds, PerSecond, Ratio, Seconds
+
 Operation = Callable[[int, int], int]
-"""``operation(worker, index) -> attempts``: one committed operation."""
+"""``operation(worker, index) -> attempts``: one committed operation (threads)."""
+
+AsyncOperation = Callable[[int, int], Awaitable[int]]
+"""``await operation(task, index) -> attempts``: one committed operation (asyncio)."""
 
 
 @dataclass(frozen=True)
@@ -26,10 +34,11 @@ class Sample:
     """One timed run: every operation's latency (seconds), attempts and the wall time."""
 
     workers: int
-    latencies: list[float]
+    latencies: list[Seconds]
     attempts: int
-    seconds: float  # float-ok: a measured duration
-    cpu_seconds: float  # float-ok: this process's CPU time (all threads) during the run
+    seconds: Seconds
+    cpu_seconds: Seconds
+    """This process's CPU time (all threads) during the run."""
 
     def with_attempts(self, attempts: int) -> Sample:
         """The same run with its attempts counted some other way (e.g. from metrics)."""
@@ -43,15 +52,17 @@ class Stats:
     workers: int
     commits: int
     attempts: int
-    seconds: float  # float-ok: a measured duration
-    ops_per_s: float  # float-ok: a measured rate
-    p50_ms: float  # float-ok: a measured latency
-    p99_ms: float  # float-ok: a measured latency
-    rounds_ops_per_s: tuple[float, ...]  # float-ok: each round's rate, to show the spread
-    cpu_us_per_op: float  # float-ok: client CPU per commit, robust to other load on the box
+    seconds: Seconds
+    ops_per_s: PerSecond
+    p50_ms: Milliseconds
+    p99_ms: Milliseconds
+    rounds_ops_per_s: tuple[PerSecond, ...]
+    """Each round's rate, to show the spread."""
+    cpu_us_per_op: Microseconds
+    """Client CPU per commit: robust to other load on the box."""
 
     @property
-    def attempts_per_commit(self) -> float:  # float-ok: a ratio
+    def attempts_per_commit(self) -> Ratio:
         """Attempts (first tries plus retries) per committed operation."""
         return self.attempts / self.commits if self.commits else 0.0
 
@@ -64,7 +75,7 @@ class Stats:
         }
 
 
-def percentile(values: list[float], fraction: float) -> float:  # float-ok: timings
+def percentile(values: list[Seconds], fraction: Ratio) -> Seconds:
     """The ``fraction`` quantile (0..1) of ``values`` by the inclusive method (0 if empty)."""
     if not values:
         return 0.0
@@ -75,7 +86,7 @@ def percentile(values: list[float], fraction: float) -> float:  # float-ok: timi
     return cuts[index]
 
 
-def _rate(count: int, seconds: float) -> float:  # float-ok: a rate
+def _rate(count: int, seconds: Seconds) -> PerSecond:
     return round(count / seconds, 1) if seconds > 0 else 0.0
 
 
@@ -101,10 +112,10 @@ def summarize(samples: Sequence[Sample]) -> Stats:
 def run_workers(workers: int, ops_per_worker: int, operation: Operation) -> Sample:
     """Run ``operation`` ``ops_per_worker`` times in each of ``workers`` threads; time it."""
     barrier = threading.Barrier(workers + 1)
-    latencies: list[list[float]] = [[] for _ in range(workers)]
+    latencies: list[list[Seconds]] = [[] for _ in range(workers)]
     attempts = [0] * workers
     errors: list[BaseException] = []
-    finished = [0.0] * workers
+    finished: list[Seconds] = [0.0] * workers
 
     def worker(number: int) -> None:
         barrier.wait()
@@ -132,3 +143,25 @@ def run_workers(workers: int, ops_per_worker: int, operation: Operation) -> Samp
         raise errors[0]
     every = [latency for own in latencies for latency in own]
     return Sample(workers, every, sum(attempts), max(finished) - started, cpu)
+
+
+async def run_tasks(workers: int, ops_per_worker: int, operation: AsyncOperation) -> Sample:
+    """Run ``operation`` ``ops_per_worker`` times in each of ``workers`` tasks; time it."""
+    go = asyncio.Event()
+    latencies: list[Seconds] = []
+    attempts = [0] * workers
+
+    async def worker(number: int) -> None:
+        await go.wait()
+        for index in range(ops_per_worker):
+            started = time.perf_counter()
+            attempts[number] += await operation(number, index)
+            latencies.append(time.perf_counter() - started)
+
+    tasks = [asyncio.create_task(worker(n)) for n in range(workers)]
+    await asyncio.sleep(0)  # let every task reach the start line
+    started, cpu = time.perf_counter(), time.process_time()
+    go.set()
+    await asyncio.gather(*tasks)
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return Sample(workers, latencies, sum(attempts), seconds, cpu)

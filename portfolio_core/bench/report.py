@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-TARGETS: Final[dict[str, float]] = {
+from portfolio_core.bench.scenarios import SCENARIOS
+from portfolio_core.units import Ratio
+
+TARGETS: Final[dict[str, Ratio]] = {
     "uncontended_ratio": 0.35,
     "hot_ratio": 0.4,
     "hot_attempts_per_commit": 1.3,
@@ -66,7 +69,7 @@ def _row(scenario: str, contender: str, stats: dict[str, Any], ratio: object = "
 
 def _scenario_rows(scenarios: dict[str, Any], raw_name: str, library_name: str) -> list[str]:
     lines = []
-    for name in ("uncontended", "hot_8", "hot_32", "reprice"):
+    for name in SCENARIOS:
         scenario = scenarios[name]
         lines.append(_row(name, raw_name, scenario["raw"]))
         library = scenario["library"]

@@ -1,4 +1,10 @@
-"""The three benchmark scenarios, library next to raw psycopg2 on one database.
+"""The benchmark's scenarios, defined once: library next to raw SQL on one database.
+
+:data:`SCENARIOS` names each scenario by its report key. What a scenario does
+(which portfolios, which deposits, which prices), the rounds, and the checks
+live here, in :class:`Bench`; how workers run (threads and psycopg2, or asyncio
+tasks and asyncpg) is a :class:`Driver`'s only job (``threads``,
+``async_scenarios``).
 
 Every contender works on portfolios of its own, so what each one committed can
 be checked afterwards against the database: the version moved by exactly the
@@ -12,29 +18,25 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from functools import partial
-from typing import Any, Final
-from uuid import UUID
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 from sqlalchemy import Engine
 
 from portfolio_core.bench import raw
-from portfolio_core.bench.harness import Sample, run_workers, summarize
+from portfolio_core.bench.harness import Sample, summarize
 from portfolio_core.concurrency.service import ConcurrencyService
-from portfolio_core.domain.portfolio import Portfolio
-from portfolio_core.store import LOCK_MODES, PortfolioStore
+from portfolio_core.store import LOCK_MODES, LockMode, PortfolioStore
+from portfolio_core.units import Seconds
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 AMOUNT: Final = Decimal("1.25")
 OPENING_CASH: Final = Decimal("1000000")
-_FAILED_ATTEMPT_METRICS: Final = ("version_conflicts", "lock_timeouts", "deadlocks_detected")
+FAILED_ATTEMPT_METRICS: Final = ("version_conflicts", "lock_timeouts", "deadlocks_detected")
+"""The library's metrics that count a failed attempt (attempts = commits + these)."""
 
-
-@dataclass(frozen=True)
-class Contender:
-    """One side of a comparison: the portfolios it writes and one timed round of it."""
-
-    ids: Sequence[str]
-    run: Callable[[], Sample]
+Side = Literal["raw", "library"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,66 @@ QUICK: Final = Sizes(
 )
 
 
+@dataclass(frozen=True)
+class Deposits:
+    """One contender's work: each operation deposits AMOUNT into one of ``ids``.
+
+    ``pick(worker, index)`` says which (an index into ``ids``). The raw side
+    with ``lock="wait"`` takes SELECT ... FOR UPDATE; with ``"optimistic"`` a
+    versioned UPDATE, re-run when the version moved. The library side runs
+    ``PortfolioStore.execute(deposit, lock=lock)``.
+    """
+
+    side: Side
+    ids: Sequence[str]
+    pick: Callable[[int, int], int]
+    lock: LockMode = "optimistic"
+
+
+@dataclass(frozen=True)
+class Prices:
+    """One re-pricing call's prices, built before any timing in both shapes callers use."""
+
+    pairs: list[tuple[str, Decimal]]
+    by_symbol: dict[str, Decimal]
+
+
+def reprice_prices(count: int, round_number: int) -> Prices:
+    """The prices of every position ``S000001..`` in one round (each round differs)."""
+    pairs = [
+        (f"S{n:06d}", Decimal(f"{11 + round_number}.{n % 97:02d}")) for n in range(1, count + 1)
+    ]
+    return Prices(pairs, dict(pairs))
+
+
+class Driver(Protocol):
+    """How one flavour runs the scenarios' operations (threads or asyncio tasks)."""
+
+    @property
+    def label(self) -> str:
+        """Prefixes the errors of this flavour's checks."""
+        ...
+
+    def deposits(self, workers: int, ops_per_worker: int, work: Deposits) -> Sample:
+        """Run ``work`` in ``workers`` concurrent workers, timed; attempts counted."""
+        ...
+
+    def reprice(self, side: Side, portfolio_id: str, prices: Prices) -> int:
+        """One re-pricing call of ``side`` on ``portfolio_id``; the positions it re-priced."""
+        ...
+
+
+def bench_service(engine: Engine | AsyncEngine) -> ConcurrencyService:
+    """The library's retry policy in the bench: small jittered delays, no giving up.
+
+    Enough that every optimistic and NOWAIT operation eventually commits, as
+    the scenarios require.
+    """
+    return ConcurrencyService(
+        engine, max_retries=100_000, base_delay=0.0005, max_delay=0.01, deadline=300.0
+    )
+
+
 def summarize_hot(
     workers: int, ops_per_worker: int, reports: Mapping[str, dict[str, Any]]
 ) -> dict[str, Any]:
@@ -84,17 +146,13 @@ def summarize_hot(
 
 
 class Bench:
-    """One database, one engine, one raw pool: runs the scenarios and checks the outcome."""
+    """One database: makes each scenario's portfolios, runs its rounds, checks the outcome."""
 
     def __init__(self, engine: Engine, connections: Sequence[raw.Connection], sizes: Sizes):
         self.engine = engine
         self.connections = connections
         self.sizes = sizes
-        # Retries with small, jittered delays: enough that every optimistic and
-        # NOWAIT operation eventually commits, as the scenario requires.
-        self.service = ConcurrencyService(
-            engine, max_retries=100_000, base_delay=0.0005, max_delay=0.01, deadline=300.0
-        )
+        self.service = bench_service(engine)
         self.store = PortfolioStore(engine, self.service)
         self.admin = raw.connect(engine.url)
         self.admin.autocommit = True
@@ -106,130 +164,17 @@ class Bench:
             cursor.execute("DELETE FROM portfolios WHERE id = ANY(%s::uuid[])", (self.created,))
         self.admin.close()
 
-    # -- helpers ---------------------------------------------------------------
+    # -- the database side --------------------------------------------------------
 
-    def _portfolios(self, count: int) -> list[str]:
+    def portfolios(self, count: int) -> list[str]:
+        """``count`` new portfolios with OPENING_CASH (deleted by :meth:`close`)."""
         ids = [str(self.store.create_portfolio(f"bench-{n}", OPENING_CASH)) for n in range(count)]
         self.created.extend(ids)
         return ids
 
-    def _state(self, ids: Sequence[str]) -> tuple[int, Decimal]:
-        with self.admin.cursor() as cursor:
-            cursor.execute(
-                "SELECT coalesce(sum(version), 0), coalesce(sum(cash_balance), 0) "
-                "FROM portfolios WHERE id = ANY(%s::uuid[])",
-                (list(ids),),
-            )
-            versions, cash = raw.fetch_row(cursor)
-        return int(versions), Decimal(cash)
-
-    def _contend(self, contenders: Mapping[str, Contender]) -> dict[str, dict[str, Any]]:
-        """Run the contenders in interleaved rounds; check each committed what it counted.
-
-        A contender's portfolios must move by exactly its commits: versions by
-        one each, cash by AMOUNT each. Anything else raises AssertionError.
-        """
-        before = {name: self._state(c.ids) for name, c in contenders.items()}
-        samples: dict[str, list[Sample]] = {name: [] for name in contenders}
-        for _ in range(self.sizes.rounds):
-            for name, contender in contenders.items():
-                samples[name].append(contender.run())
-        reports: dict[str, dict[str, Any]] = {}
-        for name, contender in contenders.items():
-            stats = summarize(samples[name])
-            versions, cash = self._state(contender.ids)
-            report = stats.as_dict()
-            report["verified"] = {
-                "version_delta": versions - before[name][0],
-                "cash_delta": str(cash - before[name][1]),
-                "expected_cash_delta": str(AMOUNT * stats.commits),
-            }
-            if (versions - before[name][0], cash - before[name][1]) != (
-                stats.commits,
-                AMOUNT * stats.commits,
-            ):
-                raise AssertionError(f"{name}: committed work does not match the counts {report}")
-            reports[name] = report
-        return reports
-
-    def _library(self, workers: int, ops: int, run: Callable[[int, int], object]) -> Sample:
-        """Time ``run`` through the store; attempts = commits + failed attempts in the metrics."""
-        before = self.service.get_metrics()
-
-        def operation(worker: int, index: int) -> int:
-            run(worker, index)
-            return 1
-
-        sample = run_workers(workers, ops, operation)
-        after = self.service.get_metrics()
-        failed = sum(after[name] - before[name] for name in _FAILED_ATTEMPT_METRICS)
-        return sample.with_attempts(len(sample.latencies) + failed)
-
-    @staticmethod
-    def _deposit(portfolio: Portfolio) -> None:
-        portfolio.deposit(AMOUNT)
-
-    # -- (a) uncontended --------------------------------------------------------
-
-    def uncontended(self, workers: int = 8, portfolio_count: int = 64) -> dict[str, Any]:
-        """``workers`` threads, each on its own slice of ``portfolio_count`` portfolios."""
-        per_round = max(1, self.sizes.uncontended_ops // self.sizes.rounds)
-        per_worker = portfolio_count // workers
-        conns, store, deposit = self.connections, self.store, self._deposit
-        raw_ids = self._portfolios(portfolio_count)
-        lib_ids = [UUID(pid) for pid in self._portfolios(portfolio_count)]
-
-        def raw_op(worker: int, index: int) -> int:
-            pid = raw_ids[worker * per_worker + index % per_worker]
-            return raw.deposit_optimistic(conns[worker], pid, AMOUNT)
-
-        def lib_op(worker: int, index: int) -> None:
-            store.execute(lib_ids[worker * per_worker + index % per_worker], deposit)
-
-        run_workers(workers, self.sizes.warmup_ops, raw_op)
-        self._library(workers, self.sizes.warmup_ops, lib_op)
-        reports = self._contend(
-            {
-                "raw": Contender(raw_ids, lambda: run_workers(workers, per_round, raw_op)),
-                "library": Contender(
-                    [str(pid) for pid in lib_ids],
-                    lambda: self._library(workers, per_round, lib_op),
-                ),
-            }
-        )
-        ratio = round(reports["library"]["ops_per_s"] / reports["raw"]["ops_per_s"], 3)
-        return {"workers": workers, "portfolios": portfolio_count, **reports, "ratio": ratio}
-
-    # -- (b) one hot portfolio ------------------------------------------------------
-
-    def hot(self, workers: int) -> dict[str, Any]:
-        """``workers`` threads on ONE portfolio: raw FOR UPDATE, then each lock mode."""
-        per_round = max(1, self.sizes.hot_ops // workers // self.sizes.rounds)
-        conns, store, deposit = self.connections, self.store, self._deposit
-        (raw_id,) = self._portfolios(1)
-
-        def raw_op(worker: int, index: int) -> int:
-            return raw.deposit_locked(conns[worker], raw_id, AMOUNT)
-
-        run_workers(workers, self.sizes.warmup_ops, raw_op)
-        contenders = {"raw": Contender([raw_id], lambda: run_workers(workers, per_round, raw_op))}
-        for mode in LOCK_MODES:
-            (text_id,) = self._portfolios(1)
-            pid = UUID(text_id)
-
-            def lib_op(worker: int, index: int, pid: UUID = pid, mode: Any = mode) -> None:
-                store.execute(pid, deposit, lock=mode)
-
-            self._library(workers, self.sizes.warmup_ops, lib_op)
-            contenders[mode] = Contender(
-                [text_id], partial(self._library, workers, per_round, lib_op)
-            )
-        return summarize_hot(workers, per_round * self.sizes.rounds, self._contend(contenders))
-
-    # -- (c) re-pricing a big portfolio ------------------------------------------------
-
-    def _big_portfolio(self, positions: int) -> str:
-        (pid,) = self._portfolios(1)
+    def big_portfolio(self, positions: int) -> str:
+        """A portfolio holding ``positions`` open positions ``S000001..``, inserted in bulk."""
+        (pid,) = self.portfolios(1)
         with self.admin.cursor() as cursor:
             cursor.execute(
                 "INSERT INTO positions (portfolio_id, id, symbol, quantity, cost_basis, "
@@ -245,51 +190,141 @@ class Bench:
             cursor.execute("ANALYZE positions")
         return pid
 
-    def _version(self, pid: str) -> int:
+    def version(self, pid: str) -> int:
+        """The portfolio's version, read outside the library."""
         with self.admin.cursor() as cursor:
             cursor.execute("SELECT version FROM portfolios WHERE id = %s", (pid,))
             return int(raw.fetch_row(cursor)[0])
 
-    def reprice(self) -> dict[str, Any]:
-        """update_all_prices on every position vs raw UPDATE ... FROM (VALUES ...)."""
-        count, rounds = self.sizes.reprice_positions, self.sizes.reprice_rounds
-        symbols = [f"S{n:06d}" for n in range(1, count + 1)]
-        price_lists = [
-            [(symbol, Decimal(f"{11 + r}.{n % 97:02d}")) for n, symbol in enumerate(symbols)]
-            for r in range(rounds + 1)
-        ]
-        result: dict[str, Any] = {"positions": count, "rounds": rounds}
-        conn = self.connections[0]
-        raw_id, lib_id = self._big_portfolio(count), self._big_portfolio(count)
-        store = self.store
+    def _state(self, ids: Sequence[str]) -> tuple[int, Decimal]:
+        with self.admin.cursor() as cursor:
+            cursor.execute(
+                "SELECT coalesce(sum(version), 0), coalesce(sum(cash_balance), 0) "
+                "FROM portfolios WHERE id = ANY(%s::uuid[])",
+                (list(ids),),
+            )
+            versions, cash = raw.fetch_row(cursor)
+        return int(versions), Decimal(cash)
 
-        # What a caller would pass is built before any timing, for both.
-        price_maps = [dict(prices) for prices in price_lists]
-        lib_uuid = UUID(lib_id)
-        contenders: dict[str, Callable[[int], int]] = {
-            "raw": lambda r: raw.reprice(conn, raw_id, price_lists[r]),
-            "library": lambda r: store.update_all_prices(lib_uuid, price_maps[r]),
+    # -- rounds and checks --------------------------------------------------------------
+
+    def contend(
+        self, driver: Driver, workers: int, ops_per_round: int, contenders: Mapping[str, Deposits]
+    ) -> dict[str, dict[str, Any]]:
+        """Warm each contender up, run them in interleaved rounds, check what each committed.
+
+        A contender's portfolios must move by exactly its commits: versions by
+        one each, cash by AMOUNT each. Anything else raises AssertionError.
+        """
+        for work in contenders.values():
+            driver.deposits(workers, self.sizes.warmup_ops, work)
+        before = {name: self._state(work.ids) for name, work in contenders.items()}
+        samples: dict[str, list[Sample]] = {name: [] for name in contenders}
+        for _ in range(self.sizes.rounds):
+            for name, work in contenders.items():
+                samples[name].append(driver.deposits(workers, ops_per_round, work))
+        reports: dict[str, dict[str, Any]] = {}
+        for name, work in contenders.items():
+            stats = summarize(samples[name])
+            versions, cash = self._state(work.ids)
+            moved = (versions - before[name][0], cash - before[name][1])
+            report = stats.as_dict()
+            report["verified"] = {
+                "version_delta": moved[0],
+                "cash_delta": str(moved[1]),
+                "expected_cash_delta": str(AMOUNT * stats.commits),
+            }
+            if moved != (stats.commits, AMOUNT * stats.commits):
+                raise AssertionError(
+                    f"{driver.label}{name}: committed work does not match the counts {report}"
+                )
+            reports[name] = report
+        return reports
+
+    # -- the scenarios ------------------------------------------------------------------
+
+    def uncontended(
+        self, driver: Driver, workers: int = 8, portfolio_count: int = 64
+    ) -> dict[str, Any]:
+        """(a) ``workers`` workers, each on its own slice of ``portfolio_count`` portfolios."""
+        per_round = max(1, self.sizes.uncontended_ops // self.sizes.rounds)
+        per_worker = portfolio_count // workers
+
+        def pick(worker: int, index: int) -> int:
+            return worker * per_worker + index % per_worker
+
+        reports = self.contend(
+            driver,
+            workers,
+            per_round,
+            {
+                "raw": Deposits("raw", self.portfolios(portfolio_count), pick),
+                "library": Deposits("library", self.portfolios(portfolio_count), pick),
+            },
+        )
+        ratio = round(reports["library"]["ops_per_s"] / reports["raw"]["ops_per_s"], 3)
+        return {"workers": workers, "portfolios": portfolio_count, **reports, "ratio": ratio}
+
+    def hot(self, driver: Driver, workers: int) -> dict[str, Any]:
+        """(b) ``workers`` workers on ONE portfolio: raw FOR UPDATE, then each lock mode."""
+        per_round = max(1, self.sizes.hot_ops // workers // self.sizes.rounds)
+
+        def only(worker: int, index: int) -> int:
+            return 0
+
+        contenders = {"raw": Deposits("raw", self.portfolios(1), only, lock="wait")}
+        for mode in LOCK_MODES:
+            contenders[mode] = Deposits("library", self.portfolios(1), only, lock=mode)
+        reports = self.contend(driver, workers, per_round, contenders)
+        return summarize_hot(workers, per_round * self.sizes.rounds, reports)
+
+    def reprice(self, driver: Driver) -> dict[str, Any]:
+        """(c) update_all_prices on every position vs one raw UPDATE ... FROM the price list."""
+        count, rounds = self.sizes.reprice_positions, self.sizes.reprice_rounds
+        # What a caller would pass is built before any timing, for both sides.
+        prices = [reprice_prices(count, r) for r in range(rounds + 1)]
+        result: dict[str, Any] = {"positions": count, "rounds": rounds}
+        sides: dict[Side, str] = {
+            "raw": self.big_portfolio(count),
+            "library": self.big_portfolio(count),
         }
-        for name, pid in (("raw", raw_id), ("library", lib_id)):
-            call = contenders[name]
-            call(rounds)  # warm-up (caches, compiled statements)
-            latencies: list[float] = []
+        for side, pid in sides.items():
+            driver.reprice(side, pid, prices[rounds])  # warm-up (caches, prepared statements)
+            latencies: list[Seconds] = []
             bumps: list[int] = []
-            cpu = 0.0
+            cpu: Seconds = 0.0
             for r in range(rounds):
-                before = self._version(pid)
+                before = self.version(pid)
                 started, cpu_started = time.perf_counter(), time.process_time()
-                changed = call(r)
+                changed = driver.reprice(side, pid, prices[r])
                 latencies.append(time.perf_counter() - started)
                 cpu += time.process_time() - cpu_started
-                bumps.append(self._version(pid) - before)
+                bumps.append(self.version(pid) - before)
                 if changed != count:
-                    raise AssertionError(f"{name} re-priced {changed} of {count} positions")
+                    raise AssertionError(
+                        f"{driver.label}{side} re-priced {changed} of {count} positions"
+                    )
             if bumps != [1] * rounds:
-                raise AssertionError(f"{name} bumped the version {bumps}, not once per call")
+                raise AssertionError(
+                    f"{driver.label}{side} bumped the version {bumps}, not once per call"
+                )
             report = summarize([Sample(1, latencies, rounds, sum(latencies), cpu)]).as_dict()
             report["version_bumps"] = bumps
             report["positions_repriced_per_call"] = count
-            result[name] = report
+            result[side] = report
         result["ratio"] = round(result["library"]["ops_per_s"] / result["raw"]["ops_per_s"], 3)
         return result
+
+
+SCENARIOS: Final[Mapping[str, Callable[[Bench, Driver], dict[str, Any]]]] = {
+    "uncontended": lambda bench, driver: bench.uncontended(driver),
+    "hot_8": lambda bench, driver: bench.hot(driver, 8),
+    "hot_32": lambda bench, driver: bench.hot(driver, 32),
+    "reprice": lambda bench, driver: bench.reprice(driver),
+}
+"""Every scenario by its report key, in the order they run and are printed."""
+
+
+def run_scenarios(bench: Bench, driver: Driver) -> dict[str, dict[str, Any]]:
+    """Every scenario of :data:`SCENARIOS` with ``driver``'s workers, by report key."""
+    return {name: scenario(bench, driver) for name, scenario in SCENARIOS.items()}

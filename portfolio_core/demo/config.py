@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import Final
 
 from portfolio_core.errors import ValidationError
+from portfolio_core.units import Ratio, Seconds
 
-DEFAULT_DURATION = 30.0  # float-ok: seconds
+DEFAULT_DURATION: Final[Seconds] = 30.0
 APPLICATION_NAME_PREFIX = "portfolio-core-demo"
 """Demo connections carry ``application_name=<prefix>-<run id>``: the fault
 injector terminates only those, never another client's backends."""
@@ -27,14 +29,15 @@ class DemoConfig:
     workers: int = 8
     processes: int = 2
     portfolios: int = 8
-    duration: float | None = DEFAULT_DURATION  # float-ok: seconds
+    duration: Seconds | None = DEFAULT_DURATION
     ops: int | None = None
-    hot_share: float = 0.3  # float-ok: a probability
+    hot_share: Ratio = 0.3
     faults: bool = False
     seed: int = 42
     json_path: Path | None = None
     initial_cash: Decimal = Decimal("100000")
-    lock_timeout: float = 1.0  # float-ok: seconds, for the "wait" lock mode
+    lock_timeout: Seconds = 1.0
+    """Seconds a trade in the "wait" lock mode waits for the row lock."""
     use_keys: bool = True
     """Send idempotency keys when the store takes them (False shows the keyless path)."""
 

@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from portfolio_core.embedded import EmbeddedPostgres
 from portfolio_core.persistence.engine import create_engine
+from portfolio_core.units import Seconds
 
 _TERMINATE = text(
     """
@@ -41,7 +42,7 @@ class FaultCounts:
 
     terminated: int = 0
     restarts: int = 0
-    restart_seconds: float = 0.0  # float-ok: a duration
+    restart_seconds: Seconds = 0.0
     errors: list[str] = field(default_factory=list)
 
 
@@ -63,7 +64,7 @@ class FaultInjector(threading.Thread):
         restart_due: Callable[[], bool],
         seed: int,
         restarted: Any = None,
-        interval: tuple[float, float] = (0.15, 0.45),  # float-ok: seconds
+        interval: tuple[Seconds, Seconds] = (0.15, 0.45),
     ) -> None:
         super().__init__(name="demo-faults", daemon=True)
         self.application_name = application_name

@@ -15,7 +15,6 @@ from uuid import UUID
 
 from sqlalchemy import Engine, text
 
-from portfolio_core.demo.features import Features
 from portfolio_core.demo.ledger import Ledger, Totals, explains
 
 _PORTFOLIOS: Final = text(
@@ -148,14 +147,12 @@ def _ledger_checks(rows: list[Row], ledger: Ledger) -> list[Check]:
     ]
 
 
-def _event_checks(engine: Engine, rows: list[Row], features: Features) -> list[Check]:
-    table = features.events_table
-    assert table is not None
+def _event_checks(engine: Engine, rows: list[Row]) -> list[Check]:
     with engine.connect() as connection:
         found = connection.execute(
             text(
-                f"SELECT portfolio_id, count(*) AS n, count(DISTINCT version) AS d, "
-                f"max(version) AS top FROM {table} WHERE portfolio_id = ANY(:ids) "
+                "SELECT portfolio_id, count(*) AS n, count(DISTINCT version) AS d, "
+                "max(version) AS top FROM portfolio_events WHERE portfolio_id = ANY(:ids) "
                 "GROUP BY portfolio_id"
             ),
             {"ids": [UUID(r.id) for r in rows]},
@@ -182,26 +179,19 @@ def _expected_portfolios(kind: str) -> range:
     return range(2) if kind == "reprice_all" else range(1, 2)
 
 
-def _key_checks(engine: Engine, keys: dict[str, str], features: Features) -> list[Check]:
-    column, table = features.events_key_column, features.events_table
-    if column is None or table is None:
-        return []
+def _key_checks(engine: Engine, keys: dict[str, str]) -> list[Check]:
     with engine.connect() as connection:
         found = connection.execute(
             text(
-                f"SELECT {column} AS key, count(*) AS n, count(DISTINCT portfolio_id) AS d "
-                f"FROM {table} WHERE {column} = ANY(:keys) GROUP BY {column}"
+                "SELECT idempotency_key AS key, count(*) AS n, count(DISTINCT portfolio_id) AS d "
+                "FROM portfolio_events WHERE idempotency_key = ANY(:keys) GROUP BY idempotency_key"
             ),
             {"keys": list(keys)},
         ).all()
-        stored = (
-            connection.execute(
-                text(f"SELECT count(*) FROM {features.keys_table} WHERE key = ANY(:keys)"),
-                {"keys": list(keys)},
-            ).scalar_one()
-            if features.keys_table
-            else len(keys)
-        )
+        stored = connection.execute(
+            text("SELECT count(*) FROM idempotency_keys WHERE key = ANY(:keys)"),
+            {"keys": list(keys)},
+        ).scalar_one()
     events = {str(r.key): (int(r.n), int(r.d)) for r in found}
     # Applied once: one event per portfolio it touched (a transfer has two legs).
     twice = [k for k, (n, d) in events.items() if n != d]
@@ -222,17 +212,19 @@ def check_invariants(
     engine: Engine,
     portfolio_ids: list[UUID],
     ledger: Ledger,
-    features: Features,
-    keys: dict[str, str],
+    keys: dict[str, str] | None,
     unexpected: list[str],
 ) -> list[Check]:
-    """Every invariant of the run, recomputed from the database."""
+    """Every invariant of the run, recomputed from the database.
+
+    ``keys`` maps each committed idempotency key to its trade's kind; None
+    when the run sent no keys (then there is no exactly-once check).
+    """
     rows = read_rows(engine, portfolio_ids)
     checks = _money_checks(rows, len(portfolio_ids)) + _ledger_checks(rows, ledger)
-    if features.events_table is not None:
-        checks += _event_checks(engine, rows, features)
-    if features.keyed_store:
-        checks += _key_checks(engine, keys, features)
+    checks += _event_checks(engine, rows)
+    if keys is not None:
+        checks += _key_checks(engine, keys)
     checks.append(
         Check(
             "no unexpected errors",

@@ -11,13 +11,13 @@ from rich.table import Table
 
 from portfolio_core.demo.config import DemoConfig
 from portfolio_core.demo.faults import FaultCounts
-from portfolio_core.demo.features import Features
 from portfolio_core.demo.invariants import Check, as_json
-from portfolio_core.demo.operations import KINDS
 from portfolio_core.demo.stats import RETRY_CAUSES, WorkerStats
+from portfolio_core.demo.trades import KINDS
+from portfolio_core.units import Milliseconds, Seconds
 
 
-def percentiles(samples: list[float]) -> dict[str, float]:  # float-ok: milliseconds
+def percentiles(samples: list[Milliseconds]) -> dict[str, Milliseconds]:
     """p50/p95/p99/max of latencies in milliseconds (zeros when there are none)."""
     if not samples:
         return {"p50": 0.0, "p95": 0.0, "p99": 0.0, "max": 0.0}
@@ -38,9 +38,8 @@ def build_report(
     stats: WorkerStats,
     checks: list[Check],
     *,
-    elapsed: float,  # float-ok: seconds
+    elapsed: Seconds,
     faults: FaultCounts | None,
-    features: Features,
     database: str,
 ) -> dict[str, Any]:
     """Everything the run measured and checked, as plain JSON values."""
@@ -50,10 +49,7 @@ def build_report(
     return {
         "database": database,
         "config": settings,
-        "features": {
-            "events_table": features.events_table,
-            "idempotency_keys": features.keyed_store,
-        },
+        "features": {"idempotency_keys": config.use_keys},
         "elapsed_seconds": round(elapsed, 2),
         "operations": {
             "finished": stats.done,
@@ -115,9 +111,7 @@ def render(console: Console, report: dict[str, Any]) -> None:
         f"(hot share {config['hot_share']}), seed {config['seed']}, "
         f"{report['elapsed_seconds']} s\n{report['database']}"
         f"{', restarted once mid-run' if (report['faults'] or {}).get('server_restarts') else ''}"
-        "; idempotency keys: "
-        f"{'yes' if report['features']['idempotency_keys'] else 'no'}; audit trail: "
-        f"{'yes' if report['features']['events_table'] else 'no'}",
+        f"; idempotency keys: {'yes' if report['features']['idempotency_keys'] else 'no'}",
         highlight=False,
     )
     kinds = [(kind, n) for kind, n in ops["committed_by_kind"].items()]

@@ -7,7 +7,6 @@ embedded server, whose temporary folder is removed (also on Ctrl-C).
 
 from __future__ import annotations
 
-import dataclasses
 import multiprocessing
 import queue as queue_module
 import time
@@ -23,7 +22,6 @@ from sqlalchemy.engine import make_url
 
 from portfolio_core.demo.config import APPLICATION_NAME_PREFIX, DemoConfig
 from portfolio_core.demo.faults import FaultInjector
-from portfolio_core.demo.features import detect
 from portfolio_core.demo.invariants import check_invariants
 from portfolio_core.demo.report import build_report
 from portfolio_core.demo.stats import WorkerStats
@@ -32,11 +30,12 @@ from portfolio_core.errors import PortfolioCoreError
 from portfolio_core.migrations import migrate
 from portfolio_core.persistence.engine import create_engine
 from portfolio_core.store import PortfolioStore
+from portfolio_core.units import Ratio, Seconds
 
-RESTART_AT: Final = 0.4
+RESTART_AT: Final[Ratio] = 0.4
 """The embedded server restarts once this share of the run is behind."""
-GATE_AT: Final = 0.6
-"""In an --ops run with faults, operations past this share wait for the restart."""
+GATE_AT: Final[Ratio] = 0.6
+"""In an --ops run with faults, trades past this share wait for the restart."""
 
 
 class DemoFailedError(PortfolioCoreError):
@@ -102,7 +101,7 @@ def _run_workers(
     start_faults: Callable[[str, Callable[[], bool], Any], None],
     owns_server: bool,
     announce: Callable[[str], None],
-) -> tuple[WorkerStats, float]:  # float-ok: seconds
+) -> tuple[WorkerStats, Seconds]:
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
     claimed = context.Value("q", 0) if config.ops is not None else None
@@ -137,7 +136,7 @@ def _run_workers(
     collector = _Collector(config.processes)
     started = time.monotonic()
 
-    def share_done() -> float:  # float-ok: a fraction
+    def share_done() -> Ratio:
         if config.duration is not None:
             return (time.monotonic() - started) / config.duration
         return collector.total("done") / (config.ops or 1)
@@ -203,9 +202,6 @@ def run_demo(
         migrate(url)
         engine = create_engine(url, pool_size=2, max_overflow=0, pool_pre_ping=True)
         stack.callback(engine.dispose)
-        features = detect(engine)
-        if not config.use_keys:
-            features = dataclasses.replace(features, keyed_store=False)
         store = PortfolioStore(engine)
         portfolio_ids = [
             store.create_portfolio(f"demo-{i}", config.initial_cash)
@@ -235,7 +231,7 @@ def run_demo(
             config,
             url,
             portfolio_ids,
-            features.keyed_store,
+            config.use_keys,
             console,
             start_faults,
             server is not None,
@@ -245,7 +241,11 @@ def run_demo(
             faults.stop()
         engine.dispose()  # connections from before a restart are dead
         checks = check_invariants(
-            engine, portfolio_ids, stats.ledger, features, stats.keys, stats.unexpected
+            engine,
+            portfolio_ids,
+            stats.ledger,
+            stats.keys if config.use_keys else None,
+            stats.unexpected,
         )
         return build_report(
             config,
@@ -253,6 +253,5 @@ def run_demo(
             checks,
             elapsed=elapsed,
             faults=injector[0].counts if injector else None,
-            features=features,
             database=database,
         )

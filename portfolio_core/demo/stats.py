@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from portfolio_core.demo.ledger import Ledger
+from portfolio_core.units import Milliseconds
 
 RETRY_CAUSES: Final = {
     # exception type named by the "retrying" log record -> cause shown in the report
@@ -96,7 +97,7 @@ class WorkerStats:
     reruns: Counter[str] = field(default_factory=Counter)
     abandoned: int = 0
     unexpected: list[str] = field(default_factory=list)
-    latencies_ms: list[float] = field(default_factory=list)  # float-ok: durations
+    latencies_ms: list[Milliseconds] = field(default_factory=list)
     events: Counter[str] = field(default_factory=Counter)
     retry_causes: Counter[str] = field(default_factory=Counter)
     metrics: Counter[str] = field(default_factory=Counter)

@@ -22,8 +22,8 @@ from sqlalchemy import Engine, event
 
 from portfolio_core.concurrency.service import ConcurrencyService
 from portfolio_core.demo.config import DemoConfig
-from portfolio_core.demo.operations import Operation, Planner, apply, would_be
 from portfolio_core.demo.stats import CONFLICT_EVENTS, EventCounter, WorkerStats
+from portfolio_core.demo.trades import PlannedTrade, Planner, run_trade, would_be
 from portfolio_core.errors import (
     CommitOutcomeUnknownException,
     DatabaseConnectionError,
@@ -35,10 +35,13 @@ from portfolio_core.errors import (
 )
 from portfolio_core.persistence.engine import create_engine
 from portfolio_core.store import PortfolioStore
+from portfolio_core.units import Seconds
 
-OPERATION_DEADLINE: Final = 60.0  # float-ok: seconds a worker keeps re-running one operation
-RECONNECT_DEADLINE: Final = 30.0  # float-ok: seconds a new connection waits for the server
-PROGRESS_EVERY: Final = 0.25  # float-ok: seconds
+TRADE_DEADLINE: Final[Seconds] = 60.0
+"""How long a worker keeps re-running one trade."""
+RECONNECT_DEADLINE: Final[Seconds] = 30.0
+"""How long a new connection waits for the server."""
+PROGRESS_EVERY: Final[Seconds] = 0.25
 
 DOMAIN_OUTCOMES: Final = (InsufficientFundsError, PositionNotFoundError)
 """Refusals by the domain: a correct, final answer (nothing was changed)."""
@@ -100,7 +103,7 @@ class _Shared:
 
 
 class Worker(threading.Thread):
-    """One worker thread: draw an operation, run it until it settles, repeat."""
+    """One worker thread: draw a trade, run it until it settles, repeat."""
 
     def __init__(self, shared: _Shared, process_index: int, thread_index: int) -> None:
         super().__init__(name=f"demo-worker-{process_index}-{thread_index}", daemon=True)
@@ -131,31 +134,33 @@ class Worker(threading.Thread):
     def run(self) -> None:
         """Work until the stop event is set or the operation budget is spent."""
         while not self.shared.stop.is_set() and self._claim():
-            operation = self.planner.next()
+            trade = self.planner.next()
             started = time.perf_counter()
-            self.settle(operation)
+            self.settle(trade)
             self.stats.latencies_ms.append((time.perf_counter() - started) * 1000)
             self.stats.done += 1
 
-    def settle(self, op: Operation) -> None:
-        """Run ``op`` until it commits, is refused by the domain, or its outcome is unknown."""
+    def settle(self, trade: PlannedTrade) -> None:
+        """Run ``trade`` until it commits, is refused by the domain, or its outcome is unknown."""
         stats, ledger = self.stats, self.stats.ledger
-        deadline = time.monotonic() + OPERATION_DEADLINE
+        deadline = time.monotonic() + TRADE_DEADLINE
         while True:
             stats.calls += 1
             try:
-                effect = apply(self.shared.store, op, lock_timeout=self.shared.config.lock_timeout)
+                effect = run_trade(
+                    self.shared.store, trade, lock_timeout=self.shared.config.lock_timeout
+                )
             except DOMAIN_OUTCOMES as refusal:
                 stats.rejected[type(refusal).__name__] += 1
                 return
             except CommitOutcomeUnknownException:
-                if op.key is not None and time.monotonic() < deadline:
+                if trade.key is not None and time.monotonic() < deadline:
                     # Same key again: the store applies it only if it never committed.
                     stats.resolved_by_key += 1
                     continue
                 # No key: nobody can tell from here; the database will (see ledger).
-                stats.unknown[op.kind] += 1
-                ledger.outcome_unknown(would_be(op))
+                stats.unknown[trade.kind] += 1
+                ledger.outcome_unknown(would_be(trade))
                 return
             except POLICY_EXHAUSTED as exhausted:
                 stats.reruns[type(exhausted).__name__] += 1
@@ -165,15 +170,15 @@ class Worker(threading.Thread):
                 time.sleep(self.rng.uniform(0.005, 0.05))
                 continue
             except Exception as error:  # reported, and its outcome treated as unknown
-                stats.unexpected.append(f"{op.kind}: {type(error).__name__}: {error}"[:300])
-                ledger.outcome_unknown(would_be(op))
+                stats.unexpected.append(f"{trade.kind}: {type(error).__name__}: {error}"[:300])
+                ledger.outcome_unknown(would_be(trade))
                 return
             stats.committed[effect.kind] += 1
             stats.committed_total += 1
-            if op.kind not in ("transfer", "reprice_all"):
-                stats.committed_by_lock[op.lock] += 1
-            if op.key is not None:
-                stats.keys[op.key] = effect.kind
+            if trade.kind not in ("transfer", "reprice_all"):
+                stats.committed_by_lock[trade.lock] += 1
+            if trade.key is not None:
+                stats.keys[trade.key] = effect.kind
             ledger.committed(effect)
             return
 

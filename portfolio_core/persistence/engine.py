@@ -7,6 +7,7 @@ engine is a connection pool, safe to use from many threads).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 import sqlalchemy
@@ -17,12 +18,21 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portfolio_core.errors import ConfigurationError
+from portfolio_core.units import Seconds
 
 DATABASE_URL_ENV: Final = "PORTFOLIO_CORE_DATABASE_URL"
 """Environment variable read when no URL is passed."""
 
 _SYNC_DRIVER: Final = "postgresql+psycopg2"
 _ASYNC_DRIVER: Final = "postgresql+asyncpg"
+
+_ENGINE_DEFAULTS: Final[Mapping[str, Any]] = {
+    # READ COMMITTED: the version check and row locks give the guarantees.
+    "isolation_level": "READ COMMITTED",
+    "pool_size": 10,
+    "max_overflow": 10,
+}
+"""What both engine factories pass unless the caller overrides it."""
 
 
 def resolve_url(url: str | URL | None = None, *, driver: str = _SYNC_DRIVER) -> URL:
@@ -59,13 +69,7 @@ def create_engine(url: str | URL | None = None, **kwargs: Any) -> Engine:
     READ COMMITTED isolation (the version check and row locks give the
     guarantees) and a pool of 10 + 10 connections.
     """
-    options: dict[str, Any] = {
-        "isolation_level": "READ COMMITTED",
-        "pool_size": 10,
-        "max_overflow": 10,
-    }
-    options.update(kwargs)
-    return sqlalchemy.create_engine(resolve_url(url), **options)
+    return sqlalchemy.create_engine(resolve_url(url), **{**_ENGINE_DEFAULTS, **kwargs})
 
 
 def _asyncpg_url(url: URL) -> tuple[URL, dict[str, Any]]:
@@ -83,7 +87,8 @@ def _asyncpg_url(url: URL) -> tuple[URL, dict[str, Any]]:
     if "connect_timeout" in query:
         raw = query.pop("connect_timeout")
         try:
-            connect_args["timeout"] = float(raw if isinstance(raw, str) else raw[0])  # float-ok
+            timeout: Seconds = float(raw if isinstance(raw, str) else raw[0])
+            connect_args["timeout"] = timeout
         except ValueError as exc:
             raise ConfigurationError(f"connect_timeout={raw!r} is not a number") from exc
     if "application_name" in query:
@@ -115,11 +120,7 @@ def create_async_engine(url: str | URL | None = None, **kwargs: Any) -> AsyncEng
             f"create_async_engine needs the asyncpg driver, not {resolved.drivername!r}"
         )
     resolved, connect_args = _asyncpg_url(resolved)
-    options: dict[str, Any] = {
-        "isolation_level": "READ COMMITTED",
-        "pool_size": 10,
-        "max_overflow": 10,
-    }
+    options: dict[str, Any] = {**_ENGINE_DEFAULTS}
     if connect_args:
         options["connect_args"] = connect_args
     options.update(kwargs)

@@ -28,4 +28,5 @@ def test_async_column_runs_every_scenario_against_raw_asyncpg(
     assert set(results["hot_32"]["library"]) == {"optimistic", "nowait", "wait"}
     assert results["hot_8"]["raw"]["attempts_per_commit"] == 1.0
     assert results["reprice"]["library"]["version_bumps"] == [1]
+    assert results["reprice"]["library"]["positions_repriced_per_call"] == TINY.reprice_positions
     assert all(results[name]["ratio"] > 0 for name in results)

@@ -82,6 +82,12 @@ def test_quick_benchmark_commits_exactly_what_it_reports(
         assert reprice[side]["positions_repriced_per_call"] == QUICK.reprice_positions
         assert reprice[side]["commits"] == QUICK.reprice_rounds
 
+    # The asyncio flavour runs the same scenarios and reports them under the same keys.
+    if "async" in results:
+        assert set(results["async"]) == set(scenarios)
+        for name, scenario in scenarios.items():
+            assert set(results["async"][name]) == set(scenario)
+
     # The run cleans up after itself.
     with engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM portfolios")).scalar_one() == 0

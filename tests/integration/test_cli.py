@@ -25,7 +25,6 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from portfolio_core.cli import main
-from portfolio_core.demo.features import keyed_store
 from portfolio_core.migrations import head_revision
 from portfolio_core.persistence.engine import create_engine
 
@@ -171,11 +170,9 @@ def test_short_demo_with_faults_keeps_every_invariant_and_leaves_nothing_behind(
         "external flows reconcile (transfers cancel out)",
         "no unexpected errors",
     } <= names
-    if report["features"]["events_table"]:
-        assert "versions == events" in names
-    assert report["features"]["idempotency_keys"] == keyed_store()
-    if keyed_store():
-        assert "every keyed op applied exactly once" in names
+    assert "versions == events" in names
+    assert report["features"]["idempotency_keys"] is True
+    assert "every keyed op applied exactly once" in names
     assert all(check["holds"] for check in report["invariants"])
     assert report["operations"]["finished"] == 300
     assert report["faults"]["server_restarts"] == 1

@@ -7,36 +7,40 @@ and checks that the matching invariant, and only a relevant one, fails.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 from uuid import UUID
 
-import pytest
 from sqlalchemy import Engine, text
 
 from portfolio_core import PortfolioStore
-from portfolio_core.demo.features import detect
 from portfolio_core.demo.invariants import Check, check_invariants
 from portfolio_core.demo.ledger import Ledger
-from portfolio_core.demo.operations import Operation, apply, would_be
+from portfolio_core.demo.trades import PlannedTrade, run_trade, would_be
 
 
-def _history(store: PortfolioStore, keyed: bool) -> tuple[list[UUID], Ledger, dict[str, str]]:
-    """Two portfolios, a deposit, a buy and a transfer, booked in a ledger like the demo does."""
+def _history(store: PortfolioStore) -> tuple[list[UUID], Ledger, dict[str, str]]:
+    """Two portfolios, a keyed deposit, buy and transfer, booked in a ledger like the demo does."""
     first = store.create_portfolio("one", Decimal("1000"))
     second = store.create_portfolio("two", Decimal("500"))
     ledger, keys = Ledger(), {}
-    operations = [
-        Operation("deposit", first, amount=Decimal("100.50")),
-        Operation("buy", first, lock="wait", symbol="AAPL", quantity=Decimal(2), price=Decimal(10)),
-        Operation("transfer", first, other=second, amount=Decimal("25")),
+    trades = [
+        PlannedTrade("deposit", first, amount=Decimal("100.50")),
+        PlannedTrade(
+            "buy",
+            first,
+            lock="wait",
+            symbol="AAPL",
+            quantity=Decimal(2),
+            price=Decimal(10),
+        ),
+        PlannedTrade("transfer", first, other=second, amount=Decimal("25")),
     ]
-    for number, op in enumerate(operations):
-        if keyed:
-            op = Operation(**{**op.__dict__, "key": f"test-{number}"})
-        effect = apply(store, op, lock_timeout=1.0)
+    for number, trade in enumerate(trades):
+        key = f"test-{number}"
+        effect = run_trade(store, replace(trade, key=key), lock_timeout=1.0)
         ledger.committed(effect)
-        if op.key is not None:
-            keys[op.key] = effect.kind
+        keys[key] = effect.kind
     return [first, second], ledger, keys
 
 
@@ -47,10 +51,9 @@ def _failing(checks: list[Check]) -> set[str]:
 def test_every_invariant_holds_after_an_honest_history(
     store: PortfolioStore, engine: Engine
 ) -> None:
-    features = detect(engine)
-    ids, ledger, keys = _history(store, features.keyed_store)
+    ids, ledger, keys = _history(store)
 
-    checks = check_invariants(engine, ids, ledger, features, keys, [])
+    checks = check_invariants(engine, ids, ledger, keys, [])
 
     assert _failing(checks) == set()
     assert len(checks) >= 7
@@ -59,15 +62,14 @@ def test_every_invariant_holds_after_an_honest_history(
 def test_cash_changed_behind_the_library_breaks_money_conservation(
     store: PortfolioStore, engine: Engine
 ) -> None:
-    features = detect(engine)
-    ids, ledger, keys = _history(store, features.keyed_store)
+    ids, ledger, keys = _history(store)
     with engine.begin() as connection:
         connection.execute(
             text("UPDATE portfolios SET cash_balance = cash_balance + 0.01 WHERE id = :id"),
             {"id": ids[0]},
         )
 
-    failing = _failing(check_invariants(engine, ids, ledger, features, keys, []))
+    failing = _failing(check_invariants(engine, ids, ledger, keys, []))
 
     assert {"money conserved per portfolio", "money conserved in total"} <= failing
 
@@ -75,12 +77,11 @@ def test_cash_changed_behind_the_library_breaks_money_conservation(
 def test_a_committed_change_missing_from_the_ledger_breaks_the_version_count(
     store: PortfolioStore, engine: Engine
 ) -> None:
-    features = detect(engine)
-    ids, ledger, keys = _history(store, features.keyed_store)
+    ids, ledger, keys = _history(store)
     # A deposit that committed but that no worker counted: a lost update's mirror image.
     store.execute(ids[1], lambda p: p.deposit(Decimal("1")))
 
-    failing = _failing(check_invariants(engine, ids, ledger, features, keys, []))
+    failing = _failing(check_invariants(engine, ids, ledger, keys, []))
 
     assert "versions == committed changes" in failing
     assert "external flows reconcile (transfers cancel out)" in failing
@@ -89,21 +90,19 @@ def test_a_committed_change_missing_from_the_ledger_breaks_the_version_count(
 def test_an_unknown_outcome_is_accepted_whether_it_committed_or_not(
     store: PortfolioStore, engine: Engine
 ) -> None:
-    features = detect(engine)
-    ids, ledger, keys = _history(store, features.keyed_store)
-    committed = Operation("deposit", ids[1], amount=Decimal("7"))
-    apply(store, committed, lock_timeout=1.0)
+    ids, ledger, keys = _history(store)
+    committed = PlannedTrade("deposit", ids[1], amount=Decimal("7"))
+    run_trade(store, committed, lock_timeout=1.0)
     ledger.outcome_unknown(would_be(committed))
-    ledger.outcome_unknown(would_be(Operation("withdraw", ids[1], amount=Decimal("3"))))
+    ledger.outcome_unknown(would_be(PlannedTrade("withdraw", ids[1], amount=Decimal("3"))))
 
-    assert _failing(check_invariants(engine, ids, ledger, features, keys, [])) == set()
+    assert _failing(check_invariants(engine, ids, ledger, keys, [])) == set()
 
 
 def test_an_unexpected_error_fails_the_run(store: PortfolioStore, engine: Engine) -> None:
-    features = detect(engine)
-    ids, ledger, keys = _history(store, features.keyed_store)
+    ids, ledger, keys = _history(store)
 
-    checks = check_invariants(engine, ids, ledger, features, keys, ["deposit: Boom: x"])
+    checks = check_invariants(engine, ids, ledger, keys, ["deposit: Boom: x"])
 
     assert _failing(checks) == {"no unexpected errors"}
 
@@ -111,10 +110,7 @@ def test_an_unexpected_error_fails_the_run(store: PortfolioStore, engine: Engine
 def test_a_keyed_change_applied_twice_breaks_exactly_once(
     store: PortfolioStore, engine: Engine
 ) -> None:
-    features = detect(engine)
-    if not (features.keyed_store and features.events_table and features.events_key_column):
-        pytest.skip("this installation has no idempotency keys / audit trail")
-    ids, ledger, keys = _history(store, keyed=True)
+    ids, ledger, keys = _history(store)
     # Replays the keyed deposit's event a second time, as a double application would.
     with engine.begin() as connection:
         connection.execute(
@@ -125,7 +121,7 @@ def test_a_keyed_change_applied_twice_breaks_exactly_once(
             )
         )
 
-    failing = _failing(check_invariants(engine, ids, ledger, features, keys, []))
+    failing = _failing(check_invariants(engine, ids, ledger, keys, []))
 
     assert "every keyed op applied exactly once" in failing
     assert "versions == events" in failing

@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
-from alembic import command
 from portfolio_core import create_engine, migrate
 from portfolio_core.migrations import alembic_config, downgrade, head_revision, upgrade_sql
 from portfolio_core.persistence.schema import metadata

@@ -14,15 +14,16 @@ from hypothesis import strategies as st
 from portfolio_core.concurrency.metrics import log_event
 from portfolio_core.demo.config import DemoConfig
 from portfolio_core.demo.ledger import Effect, Ledger, Totals, explains
-from portfolio_core.demo.operations import MIX, Operation, Planner, would_be
 from portfolio_core.demo.report import percentiles
 from portfolio_core.demo.stats import EventCounter
+from portfolio_core.demo.trades import MIX, PlannedTrade, Planner, would_be
 from portfolio_core.errors import ValidationError
+from portfolio_core.units import Ratio
 
 PORTFOLIOS = [uuid.UUID(int=i + 1) for i in range(4)]
 
 
-def _plan(seed: int, count: int = 200, hot_share: float = 0.3) -> list[Operation]:
+def _plan(seed: int, count: int = 200, hot_share: Ratio = 0.3) -> list[PlannedTrade]:
     planner = Planner(random.Random(seed), PORTFOLIOS, hot_share, keyed=True)
     return [planner.next() for _ in range(count)]
 
