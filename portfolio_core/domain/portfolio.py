@@ -32,7 +32,6 @@ from portfolio_core.domain.position import Position, PositionRequest, utcnow
 from portfolio_core.errors import (
     InsufficientFundsError,
     PositionNotFoundError,
-    StaleDataException,
 )
 
 
@@ -133,11 +132,6 @@ class Portfolio:
         """cash + open cost basis - realized P&L == net contributions, exactly."""
         left = money.sub(money.add(self.cash_balance, self.total_cost_basis), self.realized_pnl)
         return left == self.net_contributions
-
-    def check_version(self, expected_version: int) -> None:
-        """Raise StaleDataException unless this copy is at ``expected_version``."""
-        if self._version != expected_version:
-            raise StaleDataException("Portfolio", self.id, expected_version, self._version)
 
     # -- commands ------------------------------------------------------------
 

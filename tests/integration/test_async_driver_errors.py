@@ -23,7 +23,7 @@ from portfolio_core import (
     create_async_engine,
 )
 from portfolio_core.persistence.errors import Failure, classify
-from portfolio_core.persistence.events import write_events
+from portfolio_core.persistence.session import write_events
 
 pytestmark = pytest.mark.asyncio
 
