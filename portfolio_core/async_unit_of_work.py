@@ -27,31 +27,23 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from portfolio_core import store_work
 from portfolio_core.concurrency.service import ConcurrencyService, default_service
 from portfolio_core.domain.position import Position, PositionRequest
-from portfolio_core.errors import PortfolioCoreError
 from portfolio_core.persistence.async_repository import AsyncPostgreSQLPortfolioRepository
 from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository
 from portfolio_core.persistence.session import PortfolioSession
 from portfolio_core.store_work import StoreCall
+from portfolio_core.unit_of_work import UnitOfWorkBase
 
 T = TypeVar("T")
 
 
-class AsyncUnitOfWork:
+class AsyncUnitOfWork(UnitOfWorkBase[AsyncEngine]):
     """A transaction with an AsyncPostgreSQLPortfolioRepository, used with ``async with``."""
 
     portfolios: AsyncPostgreSQLPortfolioRepository
     session: AsyncSession
 
-    def __init__(
-        self, engine: AsyncEngine, *, concurrency_service: ConcurrencyService | None = None
-    ) -> None:
-        self.engine = engine
-        self._service = concurrency_service
-        self._active = False
-
     async def __aenter__(self) -> AsyncUnitOfWork:
-        if self._active:
-            raise PortfolioCoreError("an AsyncUnitOfWork cannot be entered twice at once")
+        self._enter_once("an AsyncUnitOfWork")
         self.session = AsyncSession(
             bind=self.engine,
             sync_session_class=PortfolioSession,
@@ -61,7 +53,6 @@ class AsyncUnitOfWork:
         self.portfolios = AsyncPostgreSQLPortfolioRepository(
             self.session, partial(open_position_transactional, self.engine, self._service)
         )
-        self._active = True
         return self
 
     async def __aexit__(

@@ -85,13 +85,15 @@ def lookup_key_on_fresh_connection(
         retry=retry_if_exception_type(DBAPIError),
         reraise=True,
     )
+
+    def find() -> StoredKey | None:
+        with engine.connect() as connection:
+            return find_key(connection, key)
+
     try:
-        for attempt in retrying:
-            with attempt, engine.connect() as connection:
-                return find_key(connection, key)
+        return retrying(find)
     except DBAPIError as error:
         raise _outcome_unknown(key, entity_id) from error
-    raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
 
 
 async def lookup_key_on_fresh_connection_async(
@@ -105,14 +107,15 @@ async def lookup_key_on_fresh_connection_async(
         retry=retry_if_exception_type(DBAPIError),
         reraise=True,
     )
+
+    async def find() -> StoredKey | None:
+        async with engine.connect() as connection:
+            return await connection.run_sync(find_key, key)
+
     try:
-        async for attempt in retrying:
-            with attempt:
-                async with engine.connect() as connection:
-                    return await connection.run_sync(find_key, key)
+        return await retrying(find)
     except DBAPIError as error:
         raise _outcome_unknown(key, entity_id) from error
-    raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
 
 
 class _Resolution:

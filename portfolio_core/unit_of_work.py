@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from functools import partial
 from types import TracebackType
-from typing import TypeVar
+from typing import Generic, TypeVar
 from uuid import UUID
 
 from sqlalchemy import Engine
@@ -39,29 +39,38 @@ from portfolio_core.persistence.session import PortfolioSession
 from portfolio_core.store_work import StoreCall
 
 T = TypeVar("T")
+EngineT = TypeVar("EngineT")
 
 
-class UnitOfWork:
-    """A transaction with a PostgreSQLPortfolioRepository, used as a context manager."""
-
-    portfolios: PostgreSQLPortfolioRepository
-    session: PortfolioSession
+class UnitOfWorkBase(Generic[EngineT]):
+    """What UnitOfWork and AsyncUnitOfWork share: an engine, a concurrency service, one entry."""
 
     def __init__(
-        self, engine: Engine, *, concurrency_service: ConcurrencyService | None = None
+        self, engine: EngineT, *, concurrency_service: ConcurrencyService | None = None
     ) -> None:
         self.engine = engine
         self._service = concurrency_service
         self._active = False
 
-    def __enter__(self) -> UnitOfWork:
+    def _enter_once(self, name: str) -> None:
+        """Mark the unit of work entered; PortfolioCoreError if it already is."""
         if self._active:
-            raise PortfolioCoreError("a UnitOfWork cannot be entered twice at once")
+            raise PortfolioCoreError(f"{name} cannot be entered twice at once")
+        self._active = True
+
+
+class UnitOfWork(UnitOfWorkBase[Engine]):
+    """A transaction with a PostgreSQLPortfolioRepository, used as a context manager."""
+
+    portfolios: PostgreSQLPortfolioRepository
+    session: PortfolioSession
+
+    def __enter__(self) -> UnitOfWork:
+        self._enter_once("a UnitOfWork")
         self.session = PortfolioSession(bind=self.engine, autoflush=False, expire_on_commit=False)
         self.portfolios = PostgreSQLPortfolioRepository(
             self.session, partial(open_position_transactional, self.engine, self._service)
         )
-        self._active = True
         return self
 
     def __exit__(
