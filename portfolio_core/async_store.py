@@ -25,7 +25,7 @@ from uuid import UUID
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portfolio_core import store_work
-from portfolio_core.async_unit_of_work import AsyncUnitOfWork, run_in_own_unit_of_work
+from portfolio_core.async_unit_of_work import AsyncUnitOfWork, run_in_own_unit_of_work_async
 from portfolio_core.concurrency.service import ConcurrencyService
 from portfolio_core.domain import money
 from portfolio_core.domain.events import PortfolioEvent
@@ -70,7 +70,7 @@ class AsyncPortfolioStore:
         through the key, as PortfolioStore does (``portfolio_core.exactly_once``).
         """
         return await run_resolving_outcome_async(
-            lambda: run_in_own_unit_of_work(self.engine, self.concurrency, call),
+            lambda: run_in_own_unit_of_work_async(self.engine, self.concurrency, call),
             engine=self.engine,
             policy=self.concurrency.policy,
             key=call.key,

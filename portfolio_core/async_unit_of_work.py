@@ -51,7 +51,7 @@ class AsyncUnitOfWork(UnitOfWorkBase[AsyncEngine]):
             expire_on_commit=False,
         )
         self.portfolios = AsyncPostgreSQLPortfolioRepository(
-            self.session, partial(open_position_transactional, self.engine, self._service)
+            self.session, partial(open_position_transactional_async, self.engine, self._service)
         )
         return self
 
@@ -92,7 +92,7 @@ class AsyncUnitOfWork(UnitOfWorkBase[AsyncEngine]):
         return await self.portfolios.run_sync(function)
 
 
-async def run_in_own_unit_of_work(
+async def run_in_own_unit_of_work_async(
     engine: AsyncEngine, service: ConcurrencyService | None, call: StoreCall[T]
 ) -> T:
     """``unit_of_work.run_in_own_unit_of_work`` on asyncio: the same call, awaited.
@@ -108,7 +108,7 @@ async def run_in_own_unit_of_work(
     return await runner.run_async(attempt, entity_type="Portfolio", entity_id=call.entity_id)
 
 
-async def open_position_transactional(
+async def open_position_transactional_async(
     engine: AsyncEngine,
     service: ConcurrencyService | None,
     portfolio_id: UUID,
@@ -116,4 +116,4 @@ async def open_position_transactional(
 ) -> Position:
     """Open a position in an async unit of work of its own; the position as committed."""
     call = store_work.open_position(portfolio_id, request)
-    return await run_in_own_unit_of_work(engine, service, call)
+    return await run_in_own_unit_of_work_async(engine, service, call)

@@ -170,7 +170,7 @@ class AsyncPostgreSQLPortfolioRepository:
         """Open a position in its own transaction, retried as a whole on conflicts.
 
         Forwards to the AsyncUnitOfWork that made this repository
-        (``async_unit_of_work.open_position_transactional``).
+        (``async_unit_of_work.open_position_transactional_async``).
         """
         if self._open_position_transactional is None:
             raise ValidationError(

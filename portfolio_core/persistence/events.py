@@ -1,6 +1,6 @@
 """The audit trail: one ``portfolio_events`` row per committed unit of work per portfolio.
 
-:func:`write_events` builds and INSERTs the rows of one transaction, after
+:func:`insert_events` builds and INSERTs the rows of one transaction, after
 its last flush and before COMMIT; ``persistence.session.write_events`` calls
 it (from ``PortfolioSession.commit`` and the ``before_commit`` hook) with what
 the transaction did. This module also reads the trail back
@@ -45,7 +45,7 @@ EVENT_PRIMARY_KEY: Final = "pk_portfolio_events"
 _INSERT_EVENTS: Final = insert(portfolio_events)  # built once: this runs on every commit
 
 
-def write_events(
+def insert_events(
     session: Session,
     operations: Mapping[UUID, Sequence[PortfolioOperation]],
     *,

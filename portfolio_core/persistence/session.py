@@ -170,7 +170,7 @@ def write_events(session: Session) -> list[tuple[UUID, int]]:
     if state.events_written:
         return []
     session.flush()
-    written = events.write_events(
+    written = events.insert_events(
         session,
         pending_operations(session),
         start_versions=state.start_versions,
