@@ -25,7 +25,7 @@ from uuid import UUID
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portfolio_core import store_work
-from portfolio_core.async_unit_of_work import AsyncUnitOfWork
+from portfolio_core.async_unit_of_work import AsyncUnitOfWork, run_in_own_unit_of_work_async
 from portfolio_core.concurrency.service import ConcurrencyService
 from portfolio_core.domain import money
 from portfolio_core.domain.events import PortfolioEvent
@@ -33,8 +33,8 @@ from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.errors import ConfigurationError
 from portfolio_core.exactly_once import run_resolving_outcome_async
 from portfolio_core.persistence import idempotency
-from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository, as_portfolio_id
-from portfolio_core.store_work import LockMode
+from portfolio_core.store_work import LockMode, StoreCall
+from portfolio_core.units import Seconds
 
 T = TypeVar("T")
 
@@ -63,57 +63,28 @@ class AsyncPortfolioStore:
         """A new AsyncUnitOfWork on this store's engine and concurrency service."""
         return AsyncUnitOfWork(self.engine, concurrency_service=self.concurrency)
 
-    async def _run(
-        self,
-        body: Callable[[PostgreSQLPortfolioRepository], T],
-        entity_id: object,
-        *,
-        commit: bool = True,
-        key: str | None = None,
-        fingerprint: list[str] | None = None,
-    ) -> T:
-        """Run ``body`` in an AsyncUnitOfWork (committed), retried as a whole per the policy.
+    async def _run(self, call: StoreCall[T]) -> T:
+        """Run ``call`` in an AsyncUnitOfWork, retried as a whole per the policy.
 
-        With ``key``, a COMMIT whose outcome was lost is resolved through the
-        key, as PortfolioStore does (``portfolio_core.exactly_once``).
+        With an idempotency key, a COMMIT whose outcome was lost is resolved
+        through the key, as PortfolioStore does (``portfolio_core.exactly_once``).
         """
-
-        def body_then_commit(repository: PostgreSQLPortfolioRepository) -> T:
-            # One trip to the sync side per attempt, not two.
-            result = body(repository)
-            if commit:
-                repository.session.commit()
-            return result
-
-        async def work() -> T:
-            async with self.unit_of_work() as uow:
-                return await uow.run_sync(body_then_commit)
-
         return await run_resolving_outcome_async(
-            lambda: self.concurrency.run_async(work, entity_type="Portfolio", entity_id=entity_id),
+            lambda: run_in_own_unit_of_work_async(self.engine, self.concurrency, call),
             engine=self.engine,
             policy=self.concurrency.policy,
-            key=key,
-            request_fingerprint=lambda: fingerprint[0] if fingerprint else None,
-            entity_id=entity_id,
+            key=call.key,
+            request_fingerprint=lambda: call.fingerprint,
+            entity_id=call.entity_id,
         )
 
     async def create_portfolio(self, name: str, cash_balance: money.AmountLike = 0) -> UUID:
         """Create a portfolio with an opening cash balance; return its id."""
-        portfolio = Portfolio(name, cash_balance)
-
-        def body(repository: PostgreSQLPortfolioRepository) -> UUID:
-            repository.add(portfolio)
-            return portfolio.id
-
-        return await self._run(body, portfolio.id)
+        return await self._run(store_work.create_portfolio(name, cash_balance))
 
     async def get(self, portfolio_id: UUID) -> Portfolio:
         """A detached snapshot: the portfolio with its open and closed positions."""
-        pid = as_portfolio_id(portfolio_id)
-        return await self._run(
-            lambda repository: store_work.detached_snapshot(repository, pid), pid, commit=False
-        )
+        return await self._run(store_work.snapshot(portfolio_id))
 
     async def execute(
         self,
@@ -121,7 +92,7 @@ class AsyncPortfolioStore:
         operation: Callable[[Portfolio], T],
         *,
         lock: LockMode = "optimistic",
-        lock_timeout: float | None = None,  # float-ok: seconds
+        lock_timeout: Seconds | None = None,
         idempotency_key: str | None = None,
     ) -> T:
         """Run ``operation(portfolio)`` in a unit of work, commit, and return its result.
@@ -130,12 +101,8 @@ class AsyncPortfolioStore:
         loads may do I/O, and is called again on each retry.
         ``idempotency_key`` as in PortfolioStore.execute.
         """
-        pid = as_portfolio_id(portfolio_id)
-        mode = store_work.checked_lock_mode(lock)
-        key = store_work.checked_key(idempotency_key)
-        fingerprint: list[str] = []
-        body = store_work.execute_work(pid, operation, mode, lock_timeout, key, fingerprint)
-        return await self._run(body, pid, key=key, fingerprint=fingerprint)
+        call = store_work.execute(portfolio_id, operation, lock, lock_timeout, idempotency_key)
+        return await self._run(call)
 
     async def transfer(
         self,
@@ -146,11 +113,7 @@ class AsyncPortfolioStore:
         idempotency_key: str | None = None,
     ) -> None:
         """Move cash between two portfolios atomically (rows locked in primary-key order)."""
-        source, target, value = store_work.transfer_arguments(from_id, to_id, amount)
-        key = store_work.checked_key(idempotency_key)
-        request = store_work.transfer_request(source, target, value)
-        body = store_work.transfer_cash(source, target, value, key, request)
-        await self._run(body, (source, target), key=key, fingerprint=[request])
+        await self._run(store_work.transfer(from_id, to_id, amount, idempotency_key))
 
     async def update_all_prices(
         self,
@@ -160,23 +123,17 @@ class AsyncPortfolioStore:
         idempotency_key: str | None = None,
     ) -> int:
         """Re-price every open position found in ``prices`` (constant statements, one bump)."""
-        pid = as_portfolio_id(portfolio_id)
-        key = store_work.checked_key(idempotency_key)
-        request = "" if key is None else store_work.reprice_request(pid, prices)
-        body = store_work.reprice(pid, prices, key, request)
-        return await self._run(body, pid, key=key, fingerprint=[request])
+        return await self._run(store_work.update_all_prices(portfolio_id, prices, idempotency_key))
 
     async def history(
         self, portfolio_id: UUID, since_version: int | None = None
     ) -> list[PortfolioEvent]:
         """The portfolio's audit trail after ``since_version`` (all if None), oldest first."""
-        pid = as_portfolio_id(portfolio_id)
-        return await self._run(store_work.history(pid, since_version), pid, commit=False)
+        return await self._run(store_work.history(portfolio_id, since_version))
 
     async def replay(self, portfolio_id: UUID, version: int | None = None) -> Portfolio:
         """The portfolio at ``version`` (default: latest) rebuilt from its events alone."""
-        pid = as_portfolio_id(portfolio_id)
-        return await self._run(store_work.replay(pid, version), pid, commit=False)
+        return await self._run(store_work.replay(portfolio_id, version))
 
     async def purge_idempotency_keys(self, older_than: timedelta) -> int:
         """Delete idempotency keys created more than ``older_than`` ago; return how many."""
@@ -189,7 +146,7 @@ class AsyncPortfolioStore:
 
     async def batch_update(self, updates: Mapping[UUID, Callable[[Portfolio], T]]) -> dict[UUID, T]:
         """Apply one operation per portfolio in one unit of work: all commit or none."""
-        return await self._run(store_work.batch(updates), tuple(updates))
+        return await self._run(store_work.batch(updates))
 
     def metrics(self) -> dict[str, int]:
         """The concurrency service's counters (same keys as get_metrics()); no I/O, not awaited."""

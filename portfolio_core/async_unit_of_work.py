@@ -17,39 +17,33 @@ also when the task is cancelled: the connection goes back to the pool.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from types import TracebackType
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from portfolio_core.errors import PortfolioCoreError
+from portfolio_core import store_work
+from portfolio_core.concurrency.service import ConcurrencyService, default_service
+from portfolio_core.domain.position import Position, PositionRequest
 from portfolio_core.persistence.async_repository import AsyncPostgreSQLPortfolioRepository
-from portfolio_core.persistence.mapping import PortfolioSession
 from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository
-
-if TYPE_CHECKING:
-    from portfolio_core.concurrency.service import ConcurrencyService
+from portfolio_core.persistence.session import PortfolioSession
+from portfolio_core.store_work import StoreCall
+from portfolio_core.unit_of_work import UnitOfWorkBase
 
 T = TypeVar("T")
 
 
-class AsyncUnitOfWork:
+class AsyncUnitOfWork(UnitOfWorkBase[AsyncEngine]):
     """A transaction with an AsyncPostgreSQLPortfolioRepository, used with ``async with``."""
 
     portfolios: AsyncPostgreSQLPortfolioRepository
     session: AsyncSession
 
-    def __init__(
-        self, engine: AsyncEngine, *, concurrency_service: ConcurrencyService | None = None
-    ) -> None:
-        self.engine = engine
-        self._service = concurrency_service
-        self._active = False
-
     async def __aenter__(self) -> AsyncUnitOfWork:
-        if self._active:
-            raise PortfolioCoreError("an AsyncUnitOfWork cannot be entered twice at once")
+        self._enter_once("an AsyncUnitOfWork")
         self.session = AsyncSession(
             bind=self.engine,
             sync_session_class=PortfolioSession,
@@ -57,9 +51,8 @@ class AsyncUnitOfWork:
             expire_on_commit=False,
         )
         self.portfolios = AsyncPostgreSQLPortfolioRepository(
-            self.session, self._run_in_new_unit_of_work
+            self.session, partial(open_position_transactional_async, self.engine, self._service)
         )
-        self._active = True
         return self
 
     async def __aexit__(
@@ -98,17 +91,29 @@ class AsyncUnitOfWork:
         """
         return await self.portfolios.run_sync(function)
 
-    async def _run_in_new_unit_of_work(
-        self, work: Callable[[PostgreSQLPortfolioRepository], T], entity_id: UUID
-    ) -> T:
-        from portfolio_core.concurrency.service import default_service
 
-        service = self._service or default_service()
+async def run_in_own_unit_of_work_async(
+    engine: AsyncEngine, service: ConcurrencyService | None, call: StoreCall[T]
+) -> T:
+    """``unit_of_work.run_in_own_unit_of_work`` on asyncio: the same call, awaited.
 
-        async def attempt() -> T:
-            async with AsyncUnitOfWork(self.engine, concurrency_service=self._service) as uow:
-                result = await uow.run_sync(work)
-                await uow.commit()
-                return result
+    Each attempt makes one trip to the session's sync side (body and COMMIT).
+    """
 
-        return await service.run_async(attempt, entity_type="Portfolio", entity_id=entity_id)
+    async def attempt() -> T:
+        async with AsyncUnitOfWork(engine, concurrency_service=service) as uow:
+            return await uow.run_sync(call.attempt)
+
+    runner = service or default_service()
+    return await runner.run_async(attempt, entity_type="Portfolio", entity_id=call.entity_id)
+
+
+async def open_position_transactional_async(
+    engine: AsyncEngine,
+    service: ConcurrencyService | None,
+    portfolio_id: UUID,
+    request: PositionRequest,
+) -> Position:
+    """Open a position in an async unit of work of its own; the position as committed."""
+    call = store_work.open_position(portfolio_id, request)
+    return await run_in_own_unit_of_work_async(engine, service, call)

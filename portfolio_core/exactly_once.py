@@ -41,8 +41,8 @@ from tenacity import AsyncRetrying, Retrying, retry_if_exception_type
 
 from portfolio_core.concurrency.metrics import log_event
 from portfolio_core.concurrency.retry import RetryPolicy
-from portfolio_core.domain import events as domain_events
 from portfolio_core.domain.portfolio import Portfolio
+from portfolio_core.domain.replay import replay
 from portfolio_core.errors import (
     CommitOutcomeUnknownException,
     IdempotencyConflictError,
@@ -85,13 +85,15 @@ def lookup_key_on_fresh_connection(
         retry=retry_if_exception_type(DBAPIError),
         reraise=True,
     )
+
+    def find() -> StoredKey | None:
+        with engine.connect() as connection:
+            return find_key(connection, key)
+
     try:
-        for attempt in retrying:
-            with attempt, engine.connect() as connection:
-                return find_key(connection, key)
+        return retrying(find)
     except DBAPIError as error:
         raise _outcome_unknown(key, entity_id) from error
-    raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
 
 
 async def lookup_key_on_fresh_connection_async(
@@ -105,14 +107,15 @@ async def lookup_key_on_fresh_connection_async(
         retry=retry_if_exception_type(DBAPIError),
         reraise=True,
     )
+
+    async def find() -> StoredKey | None:
+        async with engine.connect() as connection:
+            return await connection.run_sync(find_key, key)
+
     try:
-        async for attempt in retrying:
-            with attempt:
-                async with engine.connect() as connection:
-                    return await connection.run_sync(find_key, key)
+        return await retrying(find)
     except DBAPIError as error:
         raise _outcome_unknown(key, entity_id) from error
-    raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
 
 
 class _Resolution:
@@ -238,23 +241,22 @@ def execute_with_key(
     pid: UUID,
     portfolio: Portfolio,
     operation: Callable[[Portfolio], T],
-    fingerprints: list[str],
-) -> tuple[bool, T]:
-    """Apply ``operation`` under ``key``: ``(True, stored result)`` if the key is already stored.
+) -> tuple[T, str]:
+    """Apply ``operation`` under ``key``; return its result and the request's fingerprint.
 
-    Otherwise ``(False, result)`` once the operation has been applied to
-    ``portfolio`` and the key claimed with the fingerprint of the operations
-    it performed (also put in ``fingerprints``, for outcome resolution); the
-    caller then commits.
+    A key already stored returns its stored result (see :func:`repeated_execute`).
+    Otherwise ``operation`` is applied to ``portfolio`` and the key claimed
+    with the fingerprint of the operations it performed; the caller then
+    commits, and keeps the fingerprint for commit outcome resolution.
     """
     stored = idempotency.find_key(session, key)
     if stored is not None:
-        return True, repeated_execute(session, stored, pid, operation)
+        return repeated_execute(session, stored, pid, operation), stored.fingerprint
     result = operation(portfolio)
     request = idempotency.operations_request(pid, portfolio.pending_operations())
-    fingerprints[:] = [idempotency.fingerprint(request)]
-    idempotency.claim_key(session, key, fingerprints[0], result, [pid])
-    return False, result
+    fingerprint = idempotency.fingerprint(request)
+    idempotency.claim_key(session, key, fingerprint, result, [pid])
+    return result, fingerprint
 
 
 def repeated_execute(
@@ -276,7 +278,7 @@ def repeated_execute(
     ]
     before = versions[0] - 1 if versions else None
     history = load_history(session, pid, until_version=before)
-    portfolio = domain_events.replay(pid, history, before)
+    portfolio = replay(pid, history, before)
     try:
         operation(portfolio)
     except PortfolioCoreError as error:

@@ -34,9 +34,9 @@ from portfolio_core.domain.events import PortfolioEvent
 from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.exactly_once import run_resolving_outcome
 from portfolio_core.persistence import idempotency
-from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository, as_portfolio_id
-from portfolio_core.store_work import LOCK_MODES, LockMode
-from portfolio_core.unit_of_work import UnitOfWork
+from portfolio_core.store_work import LOCK_MODES, LockMode, StoreCall
+from portfolio_core.unit_of_work import UnitOfWork, run_in_own_unit_of_work
+from portfolio_core.units import Seconds
 
 T = TypeVar("T")
 
@@ -61,53 +61,28 @@ class PortfolioStore:
         """A new UnitOfWork on this store's engine and concurrency service."""
         return UnitOfWork(self.engine, concurrency_service=self.concurrency)
 
-    def _run(
-        self,
-        body: Callable[[PostgreSQLPortfolioRepository], T],
-        entity_id: object,
-        *,
-        commit: bool = True,
-        key: str | None = None,
-        fingerprint: list[str] | None = None,
-    ) -> T:
-        """Run ``body`` in a unit of work (committed), retried as a whole per the policy.
+    def _run(self, call: StoreCall[T]) -> T:
+        """Run ``call`` in a unit of work, retried as a whole per the policy.
 
-        With ``key``, a COMMIT whose outcome was lost is resolved through the
-        key (``fingerprint`` holds what the last attempt stored with it).
+        With an idempotency key, a COMMIT whose outcome was lost is resolved
+        through the key (``portfolio_core.exactly_once``).
         """
-
-        def work() -> T:
-            with self.unit_of_work() as uow:
-                result = body(uow.portfolios)
-                if commit:
-                    uow.commit()
-            return result
-
         return run_resolving_outcome(
-            lambda: self.concurrency.run(work, entity_type="Portfolio", entity_id=entity_id),
+            lambda: run_in_own_unit_of_work(self.engine, self.concurrency, call),
             engine=self.engine,
             policy=self.concurrency.policy,
-            key=key,
-            request_fingerprint=lambda: fingerprint[0] if fingerprint else None,
-            entity_id=entity_id,
+            key=call.key,
+            request_fingerprint=lambda: call.fingerprint,
+            entity_id=call.entity_id,
         )
 
     def create_portfolio(self, name: str, cash_balance: money.AmountLike = 0) -> UUID:
         """Create a portfolio with an opening cash balance; return its id."""
-        portfolio = Portfolio(name, cash_balance)
-
-        def body(repository: PostgreSQLPortfolioRepository) -> UUID:
-            repository.add(portfolio)
-            return portfolio.id
-
-        return self._run(body, portfolio.id)
+        return self._run(store_work.create_portfolio(name, cash_balance))
 
     def get(self, portfolio_id: UUID) -> Portfolio:
         """A detached snapshot: the portfolio with its open and closed positions."""
-        pid = as_portfolio_id(portfolio_id)
-        return self._run(
-            lambda repository: store_work.detached_snapshot(repository, pid), pid, commit=False
-        )
+        return self._run(store_work.snapshot(portfolio_id))
 
     def execute(
         self,
@@ -115,7 +90,7 @@ class PortfolioStore:
         operation: Callable[[Portfolio], T],
         *,
         lock: LockMode = "optimistic",
-        lock_timeout: float | None = None,  # float-ok: seconds
+        lock_timeout: Seconds | None = None,
         idempotency_key: str | None = None,
     ) -> T:
         """Run ``operation(portfolio)`` in a unit of work, commit, and return its result.
@@ -131,12 +106,8 @@ class PortfolioStore:
         ``operation`` to the portfolio as it stood before the keyed change
         (replayed from the audit trail), compares, and changes nothing.
         """
-        pid = as_portfolio_id(portfolio_id)
-        mode = store_work.checked_lock_mode(lock)
-        key = store_work.checked_key(idempotency_key)
-        fingerprint: list[str] = []
-        body = store_work.execute_work(pid, operation, mode, lock_timeout, key, fingerprint)
-        return self._run(body, pid, key=key, fingerprint=fingerprint)
+        call = store_work.execute(portfolio_id, operation, lock, lock_timeout, idempotency_key)
+        return self._run(call)
 
     def transfer(
         self,
@@ -152,11 +123,7 @@ class PortfolioStore:
         directions queue up instead of deadlocking. The legs are recorded as
         ``transfer_out``/``transfer_in`` (booked as a withdrawal and a deposit).
         """
-        source, target, value = store_work.transfer_arguments(from_id, to_id, amount)
-        key = store_work.checked_key(idempotency_key)
-        request = store_work.transfer_request(source, target, value)
-        body = store_work.transfer_cash(source, target, value, key, request)
-        self._run(body, (source, target), key=key, fingerprint=[request])
+        self._run(store_work.transfer(from_id, to_id, amount, idempotency_key))
 
     def update_all_prices(
         self,
@@ -166,21 +133,15 @@ class PortfolioStore:
         idempotency_key: str | None = None,
     ) -> int:
         """Re-price every open position found in ``prices`` (constant statements, one bump)."""
-        pid = as_portfolio_id(portfolio_id)
-        key = store_work.checked_key(idempotency_key)
-        request = "" if key is None else store_work.reprice_request(pid, prices)
-        body = store_work.reprice(pid, prices, key, request)
-        return self._run(body, pid, key=key, fingerprint=[request])
+        return self._run(store_work.update_all_prices(portfolio_id, prices, idempotency_key))
 
     def history(self, portfolio_id: UUID, since_version: int | None = None) -> list[PortfolioEvent]:
         """The portfolio's audit trail after ``since_version`` (all if None), oldest first."""
-        pid = as_portfolio_id(portfolio_id)
-        return self._run(store_work.history(pid, since_version), pid, commit=False)
+        return self._run(store_work.history(portfolio_id, since_version))
 
     def replay(self, portfolio_id: UUID, version: int | None = None) -> Portfolio:
         """The portfolio at ``version`` (default: latest) rebuilt from its events alone."""
-        pid = as_portfolio_id(portfolio_id)
-        return self._run(store_work.replay(pid, version), pid, commit=False)
+        return self._run(store_work.replay(portfolio_id, version))
 
     def purge_idempotency_keys(self, older_than: timedelta) -> int:
         """Delete idempotency keys created more than ``older_than`` ago; return how many.
@@ -196,7 +157,7 @@ class PortfolioStore:
 
     def batch_update(self, updates: Mapping[UUID, Callable[[Portfolio], T]]) -> dict[UUID, T]:
         """Apply one operation per portfolio in one unit of work: all commit or none."""
-        return self._run(store_work.batch(updates), tuple(updates))
+        return self._run(store_work.batch(updates))
 
     def metrics(self) -> dict[str, int]:
         """The concurrency service's counters (same keys as get_metrics())."""

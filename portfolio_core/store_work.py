@@ -1,9 +1,11 @@
-"""The bodies of PortfolioStore's units of work, as functions of a sync repository.
+"""The units of work of the stores, as :class:`StoreCall` objects over a sync repository.
 
-PortfolioStore runs each inside a UnitOfWork; AsyncPortfolioStore runs the
-very same function inside an AsyncUnitOfWork (``run_sync``), so the two stores
-cannot drift apart: which rows are locked, in which order, and how, and
-what an idempotency key stores and checks.
+Each PortfolioStore method builds its StoreCall here and runs it in a
+UnitOfWork (``unit_of_work.run_in_own_unit_of_work``); AsyncPortfolioStore
+runs the very same call in an AsyncUnitOfWork (``run_sync``), so the two stores
+cannot drift apart: which rows are locked, in which order, and how, and what
+an idempotency key stores and checks. ``open_position_transactional`` of the
+repositories runs :func:`open_position` the same way.
 
 A body that finds its idempotency key already used returns the stored
 result without touching the session (``portfolio_core.exactly_once``), so
@@ -13,22 +15,51 @@ the commit its runner performs next has nothing to write.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import Literal, TypeVar
+from typing import Generic, Literal, TypeVar
 from uuid import UUID
 
-from portfolio_core.domain import events as domain_events
 from portfolio_core.domain import money
+from portfolio_core.domain.events import PortfolioEvent
 from portfolio_core.domain.portfolio import Portfolio
+from portfolio_core.domain.position import Position, PositionRequest
 from portfolio_core.errors import ValidationError
 from portfolio_core.exactly_once import MISSING, execute_with_key, stored_result
 from portfolio_core.persistence import idempotency
 from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository, as_portfolio_id
+from portfolio_core.units import Seconds
 
 T = TypeVar("T")
 
 LockMode = Literal["optimistic", "nowait", "wait"]
 LOCK_MODES: tuple[LockMode, ...] = ("optimistic", "nowait", "wait")
+
+Body = Callable[[PostgreSQLPortfolioRepository], T]
+"""A unit of work's body: what it does with the unit of work's repository."""
+
+
+@dataclass(eq=False)
+class StoreCall(Generic[T]):
+    """One store call: its unit-of-work body and what running and resolving it needs.
+
+    ``fingerprint`` is the request fingerprint stored with ``key``: known up
+    front, or set by the body once it knows it (``execute`` fingerprints the
+    operations performed); a lost COMMIT is resolved against it.
+    """
+
+    body: Body[T]
+    entity_id: object
+    commit: bool = True
+    key: str | None = None
+    fingerprint: str | None = None
+
+    def attempt(self, repository: PostgreSQLPortfolioRepository) -> T:
+        """One attempt in a fresh unit of work: the body, then COMMIT (not for reads)."""
+        result = self.body(repository)
+        if self.commit:
+            repository.session.commit()
+        return result
 
 
 def checked_lock_mode(lock: str) -> LockMode:
@@ -39,11 +70,16 @@ def checked_lock_mode(lock: str) -> LockMode:
     raise ValidationError("lock", lock, f"must be one of {LOCK_MODES}")
 
 
+def checked_key(idempotency_key: str | None) -> str | None:
+    """The validated idempotency key (None stays None)."""
+    return None if idempotency_key is None else idempotency.validate_key(idempotency_key)
+
+
 def load_for_change(
     repository: PostgreSQLPortfolioRepository,
     portfolio_id: UUID,
     lock: LockMode,
-    lock_timeout: float | None,  # float-ok: seconds
+    lock_timeout: Seconds | None,
 ) -> Portfolio:
     """Load a portfolio to change it: plain read (optimistic) or row-locked (nowait/wait)."""
     if lock == "optimistic":
@@ -53,42 +89,58 @@ def load_for_change(
     )
 
 
-def checked_key(idempotency_key: str | None) -> str | None:
-    """The validated idempotency key (None stays None)."""
-    return None if idempotency_key is None else idempotency.validate_key(idempotency_key)
+def create_portfolio(name: str, cash_balance: money.AmountLike) -> StoreCall[UUID]:
+    """``create_portfolio``: a new portfolio with an opening cash balance, added."""
+    portfolio = Portfolio(name, cash_balance)
+
+    def body(repository: PostgreSQLPortfolioRepository) -> UUID:
+        repository.add(portfolio)
+        return portfolio.id
+
+    return StoreCall(body, portfolio.id)
 
 
-def execute_work(
+def snapshot(portfolio_id: UUID) -> StoreCall[Portfolio]:
+    """``get``: the portfolio with all its positions, detached from the session."""
+    pid = as_portfolio_id(portfolio_id)
+
+    def body(repository: PostgreSQLPortfolioRepository) -> Portfolio:
+        portfolio = repository.get_snapshot(pid)
+        repository.session.expunge_all()
+        return portfolio
+
+    return StoreCall(body, pid, commit=False)
+
+
+def execute(
     portfolio_id: UUID,
     operation: Callable[[Portfolio], T],
-    lock: LockMode,
-    lock_timeout: float | None,  # float-ok: seconds
-    key: str | None = None,
-    fingerprint: list[str] | None = None,
-) -> Callable[[PostgreSQLPortfolioRepository], T]:
-    """The unit of work of ``execute``: load per ``lock``, call ``operation``.
+    lock: str,
+    lock_timeout: Seconds | None,
+    idempotency_key: str | None,
+) -> StoreCall[T]:
+    """``execute``: load per ``lock``, call ``operation``.
 
-    With ``key``: a key already stored returns its result (after checking the
+    With a key: a key already stored returns its result (after checking the
     request, see ``exactly_once.execute_with_key``); otherwise the operations
-    ``operation`` performed are fingerprinted (into ``fingerprint``, for
-    commit outcome resolution) and the key is claimed in the same transaction.
+    ``operation`` performed are fingerprinted (into the call, for commit
+    outcome resolution) and the key is claimed in the same transaction.
     """
+    pid = as_portfolio_id(portfolio_id)
+    mode = checked_lock_mode(lock)
+    key = checked_key(idempotency_key)
 
     def body(repository: PostgreSQLPortfolioRepository) -> T:
-        portfolio = load_for_change(repository, portfolio_id, lock, lock_timeout)
+        portfolio = load_for_change(repository, pid, mode, lock_timeout)
         if key is None:
             return operation(portfolio)
-        _, result = execute_with_key(
-            repository.session,
-            key,
-            portfolio_id,
-            portfolio,
-            operation,
-            fingerprint if fingerprint is not None else [],
+        result, call.fingerprint = execute_with_key(
+            repository.session, key, pid, portfolio, operation
         )
         return result
 
-    return body
+    call = StoreCall(body, pid, key=key)
+    return call
 
 
 def transfer_arguments(
@@ -101,39 +153,30 @@ def transfer_arguments(
     return source, target, money.positive(amount, "amount")
 
 
-def transfer_request(source: UUID, target: UUID, amount: Decimal) -> str:
-    """The fingerprint an idempotency key of a transfer is stored with."""
-    return idempotency.fingerprint(
-        {"request": "transfer", "from": source, "to": target, "amount": amount}
-    )
+def transfer(
+    from_id: UUID, to_id: UUID, amount: money.AmountLike, idempotency_key: str | None
+) -> StoreCall[None]:
+    """``transfer``: both rows locked in primary-key order, then the cash moved.
 
-
-def transfer_cash(
-    source: UUID, target: UUID, amount: Decimal, key: str | None = None, request: str = ""
-) -> Callable[[PostgreSQLPortfolioRepository], None]:
-    """The unit of work of ``transfer``: both rows locked in primary-key order, then moved.
-
-    The legs are recorded as ``transfer_out``/``transfer_in``. With ``key``
-    (fingerprinted as ``request``) a transfer already made is not made again.
+    The legs are recorded as ``transfer_out``/``transfer_in``. With a key a
+    transfer already made is not made again.
     """
+    source, target, value = transfer_arguments(from_id, to_id, amount)
+    key = checked_key(idempotency_key)
+    request = idempotency.fingerprint(
+        {"request": "transfer", "from": source, "to": target, "amount": value}
+    )
 
     def body(repository: PostgreSQLPortfolioRepository) -> None:
         locked = {p.id: p for p in repository.get_portfolios_for_update([source, target])}
         if key is not None and stored_result(repository.session, key, request) is not MISSING:
             return
-        locked[source].transfer_out(amount, target)
-        locked[target].transfer_in(amount, source)
+        locked[source].transfer_out(value, target)
+        locked[target].transfer_in(value, source)
         if key is not None:
             idempotency.claim_key(repository.session, key, request, None, [source, target])
 
-    return body
-
-
-def detached_snapshot(repository: PostgreSQLPortfolioRepository, portfolio_id: UUID) -> Portfolio:
-    """The portfolio with all its positions, detached from the session."""
-    portfolio = repository.get_snapshot(portfolio_id)
-    repository.session.expunge_all()
-    return portfolio
+    return StoreCall(body, (source, target), key=key, fingerprint=request)
 
 
 def reprice_request(portfolio_id: UUID, prices: Mapping[str, money.AmountLike]) -> str:
@@ -147,43 +190,45 @@ def reprice_request(portfolio_id: UUID, prices: Mapping[str, money.AmountLike]) 
     )
 
 
-def reprice(
-    portfolio_id: UUID,
-    prices: Mapping[str, money.AmountLike],
-    key: str | None = None,
-    request: str = "",
-) -> Callable[[PostgreSQLPortfolioRepository], int]:
-    """The unit of work of ``update_all_prices`` (a repeated key returns the stored count)."""
+def update_all_prices(
+    portfolio_id: UUID, prices: Mapping[str, money.AmountLike], idempotency_key: str | None
+) -> StoreCall[int]:
+    """``update_all_prices`` (a repeated key returns the stored count)."""
+    pid = as_portfolio_id(portfolio_id)
+    key = checked_key(idempotency_key)
+    request = "" if key is None else reprice_request(pid, prices)
 
     def body(repository: PostgreSQLPortfolioRepository) -> int:
         if key is not None:
             stored = stored_result(repository.session, key, request)
             if stored is not MISSING:
                 return int(stored)
-        updated = repository.update_all_prices(portfolio_id, prices)
+        updated = repository.update_all_prices(pid, prices)
         if key is not None:
-            idempotency.claim_key(repository.session, key, request, updated, [portfolio_id])
+            idempotency.claim_key(repository.session, key, request, updated, [pid])
         return updated
 
-    return body
+    return StoreCall(body, pid, key=key, fingerprint=request)
 
 
-def batch(
-    updates: Mapping[UUID, Callable[[Portfolio], T]],
-) -> Callable[[PostgreSQLPortfolioRepository], dict[UUID, T]]:
-    """The unit of work of ``batch_update``: every portfolio locked in key order, all or nothing."""
-    return lambda repository: repository.batch_update_portfolios(updates)
+def batch(updates: Mapping[UUID, Callable[[Portfolio], T]]) -> StoreCall[dict[UUID, T]]:
+    """``batch_update``: every portfolio locked in key order, all or nothing."""
+    return StoreCall(lambda repository: repository.batch_update_portfolios(updates), tuple(updates))
 
 
-def history(
-    portfolio_id: UUID, since_version: int | None
-) -> Callable[[PostgreSQLPortfolioRepository], list[domain_events.PortfolioEvent]]:
-    """The read of ``history``: the audit trail after ``since_version``."""
-    return lambda repository: repository.history(portfolio_id, since_version)
+def open_position(portfolio_id: UUID, request: PositionRequest) -> StoreCall[Position]:
+    """``open_position_transactional``: load the portfolio, open the position."""
+    pid = as_portfolio_id(portfolio_id)
+    return StoreCall(lambda repository: repository.get(pid).open_position(request), pid)
 
 
-def replay(
-    portfolio_id: UUID, version: int | None
-) -> Callable[[PostgreSQLPortfolioRepository], Portfolio]:
-    """The read of ``replay``: the portfolio rebuilt from its events up to ``version``."""
-    return lambda repository: repository.replay(portfolio_id, version)
+def history(portfolio_id: UUID, since_version: int | None) -> StoreCall[list[PortfolioEvent]]:
+    """``history`` (a read): the audit trail after ``since_version``."""
+    pid = as_portfolio_id(portfolio_id)
+    return StoreCall(lambda repository: repository.history(pid, since_version), pid, commit=False)
+
+
+def replay(portfolio_id: UUID, version: int | None) -> StoreCall[Portfolio]:
+    """``replay`` (a read): the portfolio rebuilt from its events up to ``version``."""
+    pid = as_portfolio_id(portfolio_id)
+    return StoreCall(lambda repository: repository.replay(pid, version), pid, commit=False)

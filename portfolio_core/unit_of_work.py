@@ -16,48 +16,61 @@ checked, and the audit trail's events are written in the same transaction
 SQLAlchemy's StaleDataError never leaks.
 
 A UnitOfWork does not retry. Retrying means running the whole unit of work
-again in a fresh session: that is ``ConcurrencyService.run`` and
-``PortfolioStore``'s job, from outside.
+again in a fresh session, from outside: :func:`run_in_own_unit_of_work` does
+it for PortfolioStore and for the repository's ``open_position_transactional``
+(:func:`open_position_transactional`), with ``ConcurrencyService.run``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from functools import partial
 from types import TracebackType
-from typing import TYPE_CHECKING, TypeVar
+from typing import Generic, TypeVar
 from uuid import UUID
 
 from sqlalchemy import Engine
 
+from portfolio_core import store_work
+from portfolio_core.concurrency.service import ConcurrencyService, default_service
+from portfolio_core.domain.position import Position, PositionRequest
 from portfolio_core.errors import PortfolioCoreError
-from portfolio_core.persistence.mapping import PortfolioSession
 from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository
-
-if TYPE_CHECKING:
-    from portfolio_core.concurrency.service import ConcurrencyService
+from portfolio_core.persistence.session import PortfolioSession
+from portfolio_core.store_work import StoreCall
 
 T = TypeVar("T")
+EngineT = TypeVar("EngineT")
 
 
-class UnitOfWork:
-    """A transaction with a PostgreSQLPortfolioRepository, used as a context manager."""
-
-    portfolios: PostgreSQLPortfolioRepository
-    session: PortfolioSession
+class UnitOfWorkBase(Generic[EngineT]):
+    """What UnitOfWork and AsyncUnitOfWork share: an engine, a concurrency service, one entry."""
 
     def __init__(
-        self, engine: Engine, *, concurrency_service: ConcurrencyService | None = None
+        self, engine: EngineT, *, concurrency_service: ConcurrencyService | None = None
     ) -> None:
         self.engine = engine
         self._service = concurrency_service
         self._active = False
 
-    def __enter__(self) -> UnitOfWork:
+    def _enter_once(self, name: str) -> None:
+        """Mark the unit of work entered; PortfolioCoreError if it already is."""
         if self._active:
-            raise PortfolioCoreError("a UnitOfWork cannot be entered twice at once")
-        self.session = PortfolioSession(bind=self.engine, autoflush=False, expire_on_commit=False)
-        self.portfolios = PostgreSQLPortfolioRepository(self.session, self._run_in_new_unit_of_work)
+            raise PortfolioCoreError(f"{name} cannot be entered twice at once")
         self._active = True
+
+
+class UnitOfWork(UnitOfWorkBase[Engine]):
+    """A transaction with a PostgreSQLPortfolioRepository, used as a context manager."""
+
+    portfolios: PostgreSQLPortfolioRepository
+    session: PortfolioSession
+
+    def __enter__(self) -> UnitOfWork:
+        self._enter_once("a UnitOfWork")
+        self.session = PortfolioSession(bind=self.engine, autoflush=False, expire_on_commit=False)
+        self.portfolios = PostgreSQLPortfolioRepository(
+            self.session, partial(open_position_transactional, self.engine, self._service)
+        )
         return self
 
     def __exit__(
@@ -85,17 +98,29 @@ class UnitOfWork:
         """Discard everything not committed."""
         self.session.rollback()
 
-    def _run_in_new_unit_of_work(
-        self, work: Callable[[PostgreSQLPortfolioRepository], T], entity_id: UUID
-    ) -> T:
-        from portfolio_core.concurrency.service import default_service
 
-        service = self._service or default_service()
+def run_in_own_unit_of_work(
+    engine: Engine, service: ConcurrencyService | None, call: StoreCall[T]
+) -> T:
+    """Run ``call`` in a fresh UnitOfWork, retried as a whole by ``service``.
 
-        def attempt() -> T:
-            with UnitOfWork(self.engine, concurrency_service=self._service) as uow:
-                result = work(uow.portfolios)
-                uow.commit()
-                return result
+    Committed unless the call is a read. ``service`` None: the process-wide
+    default service (its policy and metrics).
+    """
 
-        return service.run(attempt, entity_type="Portfolio", entity_id=entity_id)
+    def attempt() -> T:
+        with UnitOfWork(engine, concurrency_service=service) as uow:
+            return call.attempt(uow.portfolios)
+
+    runner = service or default_service()
+    return runner.run(attempt, entity_type="Portfolio", entity_id=call.entity_id)
+
+
+def open_position_transactional(
+    engine: Engine,
+    service: ConcurrencyService | None,
+    portfolio_id: UUID,
+    request: PositionRequest,
+) -> Position:
+    """Open a position in a unit of work of its own; the position as committed (detached)."""
+    return run_in_own_unit_of_work(engine, service, store_work.open_position(portfolio_id, request))

@@ -31,18 +31,13 @@ wall-clock timestamps differ from the stored aggregate (the replayed
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 from uuid import UUID
-
-from portfolio_core.errors import PortfolioNotFoundError, ValidationError
-
-if TYPE_CHECKING:
-    from portfolio_core.domain.portfolio import Portfolio
 
 Argument = Decimal | str | None | Mapping[str, Decimal]
 """An operation argument: an amount, a symbol/name/id, None, or symbol -> price."""
@@ -112,104 +107,3 @@ class PortfolioEvent:
     occurred_at: datetime
     operations: tuple[PortfolioOperation, ...]
     idempotency_key: str | None = None
-
-
-def _decimal(operation: PortfolioOperation, name: str) -> Decimal:
-    value = operation.arguments.get(name)
-    if not isinstance(value, Decimal):
-        raise ValidationError(name, value, f"missing from a {operation.kind!r} operation")
-    return value
-
-
-def _text(operation: PortfolioOperation, name: str) -> str:
-    value = operation.arguments.get(name)
-    if not isinstance(value, str):
-        raise ValidationError(name, value, f"missing from a {operation.kind!r} operation")
-    return value
-
-
-def apply_operation(portfolio: Portfolio, operation: PortfolioOperation) -> None:
-    """Apply one recorded operation to ``portfolio`` through the domain methods."""
-    from portfolio_core.domain import money
-    from portfolio_core.domain.position import PositionRequest
-
-    kind = operation.kind
-    arguments = operation.arguments
-    if kind == "deposit":
-        portfolio.deposit(_decimal(operation, "amount"))
-    elif kind == "withdraw":
-        portfolio.withdraw(_decimal(operation, "amount"))
-    elif kind == "transfer_out":
-        portfolio.transfer_out(
-            _decimal(operation, "amount"), UUID(_text(operation, "to_portfolio_id"))
-        )
-    elif kind == "transfer_in":
-        portfolio.transfer_in(
-            _decimal(operation, "amount"), UUID(_text(operation, "from_portfolio_id"))
-        )
-    elif kind == "open_position":
-        portfolio.open_position(
-            PositionRequest(
-                _text(operation, "symbol"),
-                _decimal(operation, "quantity"),
-                _decimal(operation, "entry_price"),
-            )
-        )
-    elif kind == "close_position":
-        quantity = arguments.get("quantity")
-        portfolio.close_position(
-            _text(operation, "symbol"),
-            _decimal(operation, "exit_price"),
-            quantity if isinstance(quantity, Decimal) else None,
-        )
-    elif kind == "update_position_price":
-        portfolio.update_position_price(_text(operation, "symbol"), _decimal(operation, "price"))
-    elif kind == "update_all_prices":
-        prices = arguments.get("prices")
-        portfolio.update_all_prices(dict(prices) if isinstance(prices, Mapping) else {})
-    elif kind == "set_name":
-        portfolio.name = money.validate_name(_text(operation, "name"))
-    elif kind == "set_cash_balance":
-        target = _decimal(operation, "cash_balance")
-        difference = money.sub(target, portfolio.cash_balance)
-        if difference > 0:
-            portfolio.deposit(difference)
-        elif difference < 0:
-            portfolio.withdraw(-difference)
-    else:
-        raise ValidationError("kind", kind, "is not a known portfolio operation")
-
-
-def replay(
-    portfolio_id: UUID, events: Iterable[PortfolioEvent], version: int | None = None
-) -> Portfolio:
-    """The portfolio as it stood at ``version`` (default: the last event), from events alone.
-
-    ``events`` must start with the creation event (version 1) and be in
-    version order. PortfolioNotFoundError if there is none.
-    """
-    from portfolio_core.domain.portfolio import Portfolio
-
-    portfolio: Portfolio | None = None
-    for event in events:
-        if version is not None and event.version > version:
-            break
-        operations = list(event.operations)
-        if portfolio is None:
-            if not operations or operations[0].kind != "created":
-                raise ValidationError(
-                    "events", event.version, "do not start with the portfolio's creation"
-                )
-            created = operations.pop(0)
-            portfolio = Portfolio(
-                _text(created, "name"), _decimal(created, "cash_balance"), id=portfolio_id
-            )
-            portfolio.created_at = event.occurred_at
-        for operation in operations:
-            apply_operation(portfolio, operation)
-        portfolio._version = event.version
-        portfolio.last_updated = event.occurred_at
-    if portfolio is None:
-        raise PortfolioNotFoundError(portfolio_id)
-    portfolio.take_pending_operations()
-    return portfolio

@@ -23,20 +23,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 from uuid import UUID, uuid4
 
 from portfolio_core.domain import money
 from portfolio_core.domain.events import Argument, PortfolioOperation
-from portfolio_core.domain.position import Position, PositionRequest, utcnow
+from portfolio_core.domain.position import Position, PositionRequest, Versioned, utcnow
 from portfolio_core.errors import (
     InsufficientFundsError,
     PositionNotFoundError,
-    StaleDataException,
 )
 
 
-class Portfolio:
+class Portfolio(Versioned):
     """A trading portfolio: cash, realized P&L, open positions and their history."""
 
     id: UUID
@@ -76,15 +74,6 @@ class Portfolio:
         self._record("created", name=self.name, cash_balance=self.cash_balance)
 
     # -- read side -----------------------------------------------------------
-
-    @property
-    def version(self) -> int:
-        """Committed-change counter, managed by persistence (read-only)."""
-        return self._version
-
-    @version.setter
-    def version(self, value: Any) -> None:
-        raise AttributeError("version is managed by persistence and cannot be set")
 
     @property
     def positions(self) -> dict[str, Position]:
@@ -133,11 +122,6 @@ class Portfolio:
         """cash + open cost basis - realized P&L == net contributions, exactly."""
         left = money.sub(money.add(self.cash_balance, self.total_cost_basis), self.realized_pnl)
         return left == self.net_contributions
-
-    def check_version(self, expected_version: int) -> None:
-        """Raise StaleDataException unless this copy is at ``expected_version``."""
-        if self._version != expected_version:
-            raise StaleDataException("Portfolio", self.id, expected_version, self._version)
 
     # -- commands ------------------------------------------------------------
 

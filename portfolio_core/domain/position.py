@@ -40,7 +40,26 @@ class PositionRequest:
         return money.checked_result(money.mul(self.quantity, self.entry_price), "cost")
 
 
-class Position:
+class Versioned:
+    """A read-only ``version``: the row's optimistic-lock counter, managed by persistence.
+
+    Portfolio and Position are versioned (``persistence.mapping``); a
+    Portfolio's version counts its committed changes.
+    """
+
+    _version: int
+
+    @property
+    def version(self) -> int:
+        """The row's version (read-only)."""
+        return self._version
+
+    @version.setter
+    def version(self, value: Any) -> None:
+        raise AttributeError("version is managed by persistence and cannot be set")
+
+
+class Position(Versioned):
     """An open or closed long position.
 
     ``cost_basis`` is the exact total paid for the quantity still open;
@@ -82,15 +101,6 @@ class Position:
         self.opened_at = opened_at or utcnow()
         self.closed_at = None
         self._version = 1
-
-    @property
-    def version(self) -> int:
-        """The row's version, managed by persistence (read-only)."""
-        return self._version
-
-    @version.setter
-    def version(self, value: Any) -> None:
-        raise AttributeError("version is managed by persistence and cannot be set")
 
     @property
     def is_open(self) -> bool:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, TypeVar, cast
 from uuid import UUID
 
 from sqlalchemy import inspect
@@ -27,18 +27,15 @@ from portfolio_core.domain.events import PortfolioEvent
 from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.domain.position import Position, PositionRequest
 from portfolio_core.errors import ValidationError
-from portfolio_core.persistence.mapping import PortfolioSession
 from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository, as_portfolio_id
+from portfolio_core.persistence.session import PortfolioSession
+from portfolio_core.units import Seconds
 
 T = TypeVar("T")
 
 
-class AsyncUnitOfWorkRunner(Protocol):
-    """Runs a sync function of a repository in a fresh async unit of work, with retries."""
-
-    def __call__(
-        self, work: Callable[[PostgreSQLPortfolioRepository], T], entity_id: UUID
-    ) -> Awaitable[T]: ...
+AsyncOpenPositionTransactional = Callable[[UUID, PositionRequest], Awaitable[Position]]
+"""Opens a position in an async unit of work of its own (AsyncUnitOfWork provides one)."""
 
 
 def _with_positions(portfolio: Portfolio) -> Portfolio:
@@ -52,7 +49,9 @@ class AsyncPostgreSQLPortfolioRepository:
     """Portfolio aggregates in PostgreSQL, within one AsyncUnitOfWork's session."""
 
     def __init__(
-        self, session: AsyncSession, run_in_new_unit_of_work: AsyncUnitOfWorkRunner | None = None
+        self,
+        session: AsyncSession,
+        open_position_transactional: AsyncOpenPositionTransactional | None = None,
     ) -> None:
         if not isinstance(session.sync_session, PortfolioSession):
             raise ValidationError(
@@ -61,7 +60,7 @@ class AsyncPostgreSQLPortfolioRepository:
                 "needs sync_session_class=PortfolioSession (use AsyncUnitOfWork)",
             )
         self.session = session
-        self._run_in_new_unit_of_work = run_in_new_unit_of_work
+        self._open_position_transactional = open_position_transactional
 
     async def run_sync(self, function: Callable[[PostgreSQLPortfolioRepository], T]) -> T:
         """Call ``function(sync_repository)`` where lazy loads and sync domain code may do I/O."""
@@ -112,7 +111,7 @@ class AsyncPostgreSQLPortfolioRepository:
         portfolio_id: UUID,
         nowait: bool = True,
         skip_locked: bool = False,
-        lock_timeout: float | None = None,  # float-ok: seconds
+        lock_timeout: Seconds | None = None,
     ) -> Portfolio:
         """``SELECT ... FOR UPDATE [NOWAIT|SKIP LOCKED]``; a failed attempt keeps the UoW usable."""
         return await self.run_sync(
@@ -128,7 +127,7 @@ class AsyncPostgreSQLPortfolioRepository:
         portfolio_ids: Iterable[UUID],
         nowait: bool = False,
         skip_locked: bool = False,
-        lock_timeout: float | None = None,  # float-ok: seconds
+        lock_timeout: Seconds | None = None,
     ) -> builtins.list[Portfolio]:
         """Row-lock several portfolios in primary-key order (the order that cannot deadlock)."""
         ids = builtins.list(portfolio_ids)
@@ -168,14 +167,13 @@ class AsyncPostgreSQLPortfolioRepository:
     async def open_position_transactional(
         self, portfolio_id: UUID, request: PositionRequest
     ) -> Position:
-        """Open a position in its own transaction, retried as a whole on conflicts."""
-        if self._run_in_new_unit_of_work is None:
+        """Open a position in its own transaction, retried as a whole on conflicts.
+
+        Forwards to the AsyncUnitOfWork that made this repository
+        (``async_unit_of_work.open_position_transactional_async``).
+        """
+        if self._open_position_transactional is None:
             raise ValidationError(
                 "repository", self, "has no unit-of-work runner (create it through AsyncUnitOfWork)"
             )
-        pid = as_portfolio_id(portfolio_id)
-
-        def work(repository: PostgreSQLPortfolioRepository) -> Position:
-            return repository.get(pid).open_position(request)
-
-        return await self._run_in_new_unit_of_work(work, pid)
+        return await self._open_position_transactional(as_portfolio_id(portfolio_id), request)

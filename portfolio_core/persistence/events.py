@@ -1,10 +1,11 @@
 """The audit trail: one ``portfolio_events`` row per committed unit of work per portfolio.
 
-:func:`write_events` runs inside the transaction, after the last flush and
-before COMMIT (``UnitOfWork.commit`` calls it; a ``before_commit`` hook on
-``PortfolioSession`` calls it for sessions committed any other way, e.g. an
-``AsyncSession`` whose ``sync_session_class`` is ``PortfolioSession``). It
-takes a plain sync ``Session``.
+:func:`insert_events` builds and INSERTs the rows of one transaction, after
+its last flush and before COMMIT; ``persistence.session.write_events`` calls
+it (from ``PortfolioSession.commit`` and the ``before_commit`` hook) with what
+the transaction did. This module also reads the trail back
+(:func:`load_history`, :func:`events_with_key`). It takes a plain sync
+``Session`` and keeps no state.
 
 Conventions:
 
@@ -15,7 +16,7 @@ Conventions:
   writers of the same version can not both commit;
 * the operations come from the portfolios' pending lists (the domain records
   every command) and from the repository's SQL paths
-  (:func:`record_sql_operation`), in the order they were applied;
+  (``persistence.session.record_sql_operation``), in the order they were applied;
 * a version bump with no recorded operation (an attribute set by hand) still
   writes an event, with an empty operation list, so versions and events
   always match; replay can not reproduce such a change;
@@ -28,121 +29,43 @@ offers either.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 from uuid import UUID
 
-from sqlalchemy import Engine, event, insert, select
+from sqlalchemy import Engine, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.util import identity_key
 
 from portfolio_core.domain.events import PortfolioEvent, PortfolioOperation
-from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.errors import StaleDataException
-from portfolio_core.persistence.mapping import (
-    START_VERSIONS_KEY,
-    WRITTEN_VERSIONS_KEY,
-    PortfolioSession,
-)
 from portfolio_core.persistence.schema import portfolio_events, portfolios
-
-SQL_OPERATIONS_KEY: Final = "portfolio_core.sql_operations"
-"""session.info key: operations applied by SQL to portfolios not loaded in the session."""
-IDEMPOTENCY_KEY_KEY: Final = "portfolio_core.idempotency_key"
-"""session.info key: the idempotency key the current transaction's events carry."""
-EVENTS_WRITTEN_KEY: Final = "portfolio_core.events_written"
-"""session.info key: True once this transaction's events have been written."""
-HELD_KEY: Final = "portfolio_core.recording_portfolios"
-"""session.info key: portfolios with pending operations, held until the transaction ends.
-
-The identity map only keeps *clean* objects weakly: a portfolio flushed
-mid-transaction (a savepoint flushes) and no longer referenced by the caller
-could be garbage-collected with its pending operations.
-"""
 
 EVENT_PRIMARY_KEY: Final = "pk_portfolio_events"
 _INSERT_EVENTS: Final = insert(portfolio_events)  # built once: this runs on every commit
 
 
-def record_sql_operation(
-    session: Session, portfolio_id: UUID, operation: PortfolioOperation
-) -> None:
-    """Note an operation the repository applied in SQL, for this transaction's event.
+def insert_events(
+    session: Session,
+    operations: Mapping[UUID, Sequence[PortfolioOperation]],
+    *,
+    start_versions: Mapping[UUID, int],
+    written_versions: Mapping[UUID, int],
+    idempotency_key: str | None,
+) -> list[tuple[UUID, int]]:
+    """INSERT one transaction's events; return their (portfolio_id, version).
 
-    If the portfolio is loaded, the operation joins its pending list (keeping
-    the order with the domain's own operations); otherwise it waits in
-    ``session.info`` (any domain operation on the portfolio comes later).
+    ``operations`` by portfolio, in order; ``start_versions`` each touched
+    portfolio's version when the transaction first touched it;
+    ``written_versions`` the versions its flushes wrote (the others are read).
+    A primary-key clash means another transaction already wrote that
+    version: StaleDataException.
     """
-    loaded = session.identity_map.get(identity_key(Portfolio, (portfolio_id,)))
-    if isinstance(loaded, Portfolio):
-        loaded.record_external_operation(operation)
-        session.info.setdefault(HELD_KEY, {})[portfolio_id] = loaded
-        return
-    waiting: dict[UUID, list[PortfolioOperation]] = session.info.setdefault(SQL_OPERATIONS_KEY, {})
-    waiting.setdefault(portfolio_id, []).append(operation)
-
-
-def pending_operations(session: Session) -> dict[UUID, list[PortfolioOperation]]:
-    """Every operation this transaction applied, by portfolio, oldest first (not cleared)."""
-    collected: dict[UUID, list[PortfolioOperation]] = {
-        pid: list(operations)
-        for pid, operations in session.info.get(SQL_OPERATIONS_KEY, {}).items()
-        if operations
-    }
-    for portfolio in _recording_portfolios(session):
-        operations = portfolio.pending_operations()
-        if operations:
-            collected.setdefault(portfolio.id, []).extend(operations)
-    return collected
-
-
-def _recording_portfolios(session: Session) -> list[Portfolio]:
-    seen: dict[int, Portfolio] = {}
-    held = session.info.get(HELD_KEY, {})
-    for obj in (*held.values(), *session.identity_map.values(), *session.new):
-        if isinstance(obj, Portfolio):
-            seen.setdefault(id(obj), obj)
-    return list(seen.values())
-
-
-def set_idempotency_key(session: Session, key: str | None) -> None:
-    """Tag this transaction's events with ``key``."""
-    session.info[IDEMPOTENCY_KEY_KEY] = key
-
-
-def write_events(session: Session) -> list[tuple[UUID, int]]:
-    """Flush, then INSERT this transaction's events; return their (portfolio_id, version).
-
-    Once per transaction (later calls do nothing). A primary-key clash means
-    another transaction already wrote that version: StaleDataException.
-    """
-    if session.info.get(EVENTS_WRITTEN_KEY):
-        return []
-    session.flush()
-    operations = pending_operations(session)
-    created = {pid for pid, ops in operations.items() if ops[0].kind == "created"}
+    created = {pid for pid, ops in operations.items() if ops and ops[0].kind == "created"}
     versions: dict[UUID, list[int]] = {pid: [1] for pid in created}
-    touched: dict[UUID, int] = session.info.get(START_VERSIONS_KEY, {})
-    if touched:
-        # Versions a flush wrote are known without a round trip; only those
-        # bumped by SQL alone (or after a rollback) are read back.
-        written: dict[UUID, int] = session.info.get(WRITTEN_VERSIONS_KEY, {})
-        current = {pid: written[pid] for pid in touched if pid in written}
-        unknown = [pid for pid in touched if pid not in written]
-        if unknown:
-            current.update(
-                session.execute(
-                    select(portfolios.c.id, portfolios.c.version).where(
-                        portfolios.c.id.in_(unknown)
-                    )
-                ).all()
-            )
-        for pid, start in touched.items():
-            now = current.get(pid)
-            if now is not None and now > start:
-                versions.setdefault(pid, []).append(now)
-    key = session.info.get(IDEMPOTENCY_KEY_KEY)
+    for pid, now in _versions_now(session, start_versions, written_versions).items():
+        if now > start_versions[pid]:
+            versions.setdefault(pid, []).append(now)
     rows: list[dict[str, Any]] = []
     for pid in sorted(versions):
         for index, version in enumerate(sorted(set(versions[pid]))):
@@ -155,24 +78,43 @@ def write_events(session: Session) -> list[tuple[UUID, int]]:
                     "portfolio_id": pid,
                     "version": version,
                     "operations": [op.to_json() for op in ops],
-                    "idempotency_key": key,
+                    "idempotency_key": idempotency_key,
                 }
             )
     if rows:
-        try:
-            session.execute(_INSERT_EVENTS, rows)
-        except IntegrityError as error:
-            if EVENT_PRIMARY_KEY not in str(error.orig):
-                raise
-            first = rows[0]
-            raise StaleDataException(
-                "Portfolio",
-                first["portfolio_id"],
-                first["version"] - 1,
-                _committed_version(session, first["portfolio_id"]),
-            ) from error
-    session.info[EVENTS_WRITTEN_KEY] = True
+        _insert_rows(session, rows)
     return [(row["portfolio_id"], row["version"]) for row in rows]
+
+
+def _versions_now(
+    session: Session, touched: Mapping[UUID, int], written: Mapping[UUID, int]
+) -> dict[UUID, int]:
+    """The current version of each touched portfolio that still exists."""
+    # Versions a flush wrote are known without a round trip; only those
+    # bumped by SQL alone (or after a rollback) are read back.
+    current = {pid: written[pid] for pid in touched if pid in written}
+    unknown = [pid for pid in touched if pid not in written]
+    if unknown:
+        statement = select(portfolios.c.id, portfolios.c.version).where(
+            portfolios.c.id.in_(unknown)
+        )
+        current.update((row[0], row[1]) for row in session.execute(statement).all())
+    return current
+
+
+def _insert_rows(session: Session, rows: list[dict[str, Any]]) -> None:
+    try:
+        session.execute(_INSERT_EVENTS, rows)
+    except IntegrityError as error:
+        if EVENT_PRIMARY_KEY not in str(error.orig):
+            raise
+        first = rows[0]
+        raise StaleDataException(
+            "Portfolio",
+            first["portfolio_id"],
+            first["version"] - 1,
+            _committed_version(session, first["portfolio_id"]),
+        ) from error
 
 
 def _committed_version(session: Session, portfolio_id: UUID) -> int | None:
@@ -228,49 +170,3 @@ def events_with_key(session: Session, key: str) -> Sequence[tuple[UUID, int]]:
         .order_by(portfolio_events.c.portfolio_id, portfolio_events.c.version)
     )
     return [(row[0], row[1]) for row in session.execute(statement).all()]
-
-
-# -- session hooks ----------------------------------------------------------------
-
-
-@event.listens_for(PortfolioSession, "before_flush")
-def _hold_recording_portfolios(session: Session, *args: Any) -> None:
-    held: dict[UUID, Portfolio] = session.info.setdefault(HELD_KEY, {})
-    for portfolio in _recording_portfolios(session):
-        if portfolio.pending_operations():
-            held[portfolio.id] = portfolio
-
-
-@event.listens_for(PortfolioSession, "before_commit")
-def _write_events_before_commit(session: Session) -> None:
-    # A savepoint release also fires before_commit: events belong to the outer COMMIT.
-    if not session.in_nested_transaction():
-        write_events(session)
-
-
-@event.listens_for(PortfolioSession, "after_commit")
-def _forget_committed_operations(session: Session) -> None:
-    if session.in_nested_transaction():
-        return
-    for portfolio in _recording_portfolios(session):
-        portfolio.take_pending_operations()
-    _forget_transaction_state(session)
-
-
-@event.listens_for(PortfolioSession, "after_rollback")
-def _forget_rolled_back_state(session: Session) -> None:
-    if session.in_nested_transaction():
-        return
-    # A loaded portfolio's changes are gone with the transaction, and so are
-    # its operations. A new one keeps both (its Python state is untouched): a
-    # retry that adds it again (create_portfolio) still needs its "created".
-    for portfolio in _recording_portfolios(session):
-        operations = portfolio.pending_operations()
-        if operations and operations[0].kind != "created":
-            portfolio.take_pending_operations()
-    _forget_transaction_state(session)
-
-
-def _forget_transaction_state(session: Session) -> None:
-    for key in (SQL_OPERATIONS_KEY, IDEMPOTENCY_KEY_KEY, EVENTS_WRITTEN_KEY, HELD_KEY):
-        session.info.pop(key, None)

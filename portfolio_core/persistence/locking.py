@@ -18,7 +18,8 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from portfolio_core.errors import PessimisticLockException, ValidationError
-from portfolio_core.persistence.mapping import DB_WORK_KEY, PortfolioSession
+from portfolio_core.persistence.session import PortfolioSession, holds_connection
+from portfolio_core.units import Seconds
 
 _SET_LOCK_TIMEOUT: Final = text(
     "SELECT current_setting('lock_timeout'), set_config('lock_timeout', :t, true)"
@@ -32,7 +33,7 @@ class Executes(Protocol):
     def execute(self, statement: Any, params: Any = ..., /) -> Any: ...
 
 
-def lock_timeout_setting(seconds: float) -> str:  # float-ok: seconds
+def lock_timeout_setting(seconds: Seconds) -> str:
     """PostgreSQL's lock_timeout text for ``seconds`` (> 0), in whole milliseconds."""
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
         raise ValidationError("lock_timeout", seconds, "must be a number of seconds > 0")
@@ -40,7 +41,7 @@ def lock_timeout_setting(seconds: float) -> str:  # float-ok: seconds
 
 
 @contextmanager
-def local_lock_timeout(executor: Executes, seconds: float | None) -> Iterator[None]:  # float-ok
+def local_lock_timeout(executor: Executes, seconds: Seconds | None) -> Iterator[None]:
     """``SET LOCAL lock_timeout`` for the block only; the previous value comes back after."""
     if seconds is None:
         yield
@@ -54,7 +55,7 @@ def local_lock_timeout(executor: Executes, seconds: float | None) -> Iterator[No
 def guarded_lock_attempt(session: Session) -> Iterator[None]:
     """Run a lock attempt so that PessimisticLockException leaves ``session`` usable."""
     if isinstance(session, PortfolioSession):
-        has_db_work = bool(session.info.get(DB_WORK_KEY))
+        has_db_work = holds_connection(session)
     else:
         # A plain Session is not tracked: any open transaction may hold work.
         has_db_work = session.in_transaction()

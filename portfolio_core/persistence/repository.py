@@ -1,58 +1,55 @@
 """PostgreSQLPortfolioRepository: loads and stores Portfolio aggregates in one session.
 
-The repository lives inside a unit of work and never commits: the unit of
-work does.  Reads go through the ORM (identity map, version checks); the few
-operations that must not cost one statement per row (re-pricing thousands of
-positions, atomic field updates) are single SQL statements that keep the
-identity map in step afterwards.
-
-Those SQL paths record their operations for the audit trail
-(``persistence.events.record_sql_operation``) just as the domain records its
-commands; :meth:`history` and :meth:`replay` read the trail back.
+The repository lives inside a unit of work and never commits nor runs one:
+the unit of work does.  It loads through the ORM (identity map, version
+checks) and takes row locks; the few operations that must not cost one
+statement per row (re-pricing thousands of positions, atomic field updates)
+are single SQL statements in ``persistence.sql_updates``, which record their
+operations for the audit trail just as the domain records its commands.
+:meth:`history` and :meth:`replay` read the trail back.
 """
 
 from __future__ import annotations
 
 import builtins
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from decimal import Decimal
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, TypeVar
 from uuid import UUID
 
-from sqlalchemy import Select, bindparam, inspect, select, text
-from sqlalchemy.orm import Session, selectinload
-from sqlalchemy.orm.attributes import set_committed_value
-from sqlalchemy.orm.util import identity_key
+from sqlalchemy import Select, bindparam, select, text
+from sqlalchemy.orm import selectinload
 
-from portfolio_core.domain import events as domain_events
 from portfolio_core.domain import money
-from portfolio_core.domain.events import PortfolioEvent, PortfolioOperation
+from portfolio_core.domain.events import PortfolioEvent
 from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.domain.position import Position, PositionRequest
+from portfolio_core.domain.replay import replay as replay_events
 from portfolio_core.errors import (
     PessimisticLockException,
     PortfolioNotFoundError,
     StaleDataException,
     ValidationError,
 )
+from portfolio_core.persistence import sql_updates
 from portfolio_core.persistence.errors import translated
-from portfolio_core.persistence.events import load_history, record_sql_operation
+from portfolio_core.persistence.events import load_history
 from portfolio_core.persistence.locking import guarded_lock_attempt, local_lock_timeout
-from portfolio_core.persistence.mapping import START_VERSIONS_KEY, PortfolioSession, needs_bump
 from portfolio_core.persistence.schema import portfolios
+from portfolio_core.persistence.session import PortfolioSession
+from portfolio_core.persistence.sql_updates import ATOMIC_FIELDS
+from portfolio_core.units import Seconds
+
+__all__ = [
+    "ATOMIC_FIELDS",
+    "OpenPositionTransactional",
+    "PostgreSQLPortfolioRepository",
+    "as_portfolio_id",
+]
 
 T = TypeVar("T")
 
-ATOMIC_FIELDS: Final = frozenset({"name", "cash_balance"})
-"""Fields update_portfolio_atomic may set; never version, never derived totals."""
-
-
-class UnitOfWorkRunner(Protocol):
-    """Runs a function in a fresh unit of work under a retry policy (see UnitOfWork)."""
-
-    def __call__(
-        self, work: Callable[[PostgreSQLPortfolioRepository], T], entity_id: UUID
-    ) -> T: ...
+OpenPositionTransactional = Callable[[UUID, PositionRequest], Position]
+"""Opens a position in a unit of work of its own (UnitOfWork provides one)."""
 
 
 def as_portfolio_id(value: object) -> UUID:
@@ -67,59 +64,7 @@ def as_portfolio_id(value: object) -> UUID:
     raise ValidationError("portfolio_id", value, "is not a UUID")
 
 
-_SELECT_VERSION_FOR_UPDATE: Final = text(
-    "SELECT version FROM portfolios WHERE id = :pid FOR UPDATE"
-)
 _EXISTS: Final = text("SELECT EXISTS (SELECT FROM portfolios WHERE id = :pid)")
-_BUMP_VERSION: Final = text(
-    "UPDATE portfolios SET version = version + 1, last_updated = now() "
-    "WHERE id = :pid RETURNING version, last_updated"
-)
-# One statement whatever the number of prices: two array parameters, unnested.
-_REPRICE_VALUES: Final = (
-    "v(symbol, price) AS ("
-    " SELECT * FROM unnest(CAST(:symbols AS varchar[]), CAST(:prices AS numeric[])))"
-)
-_REPRICE_UPDATE: Final = (
-    "UPDATE positions AS p SET current_price = v.price, version = p.version + 1 "
-    "FROM v WHERE p.portfolio_id = :pid AND p.closed_at IS NULL AND p.symbol = v.symbol"
-)
-# When this session holds some of the positions: their new versions come back.
-_REPRICE_ROWS: Final = text(
-    f"WITH {_REPRICE_VALUES} {_REPRICE_UPDATE} RETURNING p.id, p.version, p.symbol"
-)
-# Otherwise only which symbols matched (for the event), as ONE array value:
-# 10,000 RETURNING rows cost more to fetch than the UPDATE itself.
-_REPRICE_SYMBOLS: Final = text(
-    f"WITH {_REPRICE_VALUES}, u AS ({_REPRICE_UPDATE} RETURNING p.symbol) "
-    "SELECT array_agg(u.symbol) FROM u"
-)
-
-
-def _array_literal(items: Iterable[object]) -> str:
-    """A PostgreSQL array literal of already-validated symbols or finite Decimals.
-
-    psycopg2 binds a Python list as ``ARRAY[...]``, quoting each element in
-    Python and making the server parse N expressions; one text literal is
-    about 8x cheaper on the client for 10,000 prices and cheaper to parse.
-    Every element is double-quoted (so a symbol such as ``NULL`` stays a
-    string); validated symbols and ``str(Decimal)`` never contain a quote,
-    backslash, brace or comma, so no escaping is needed.
-    """
-    return '{"' + '","'.join(map(str, items)) + '"}'
-
-
-def _array_param(session: Session, items: Sequence[object]) -> object:
-    """An array parameter in the form the session's driver binds fastest.
-
-    psycopg2: one text literal (see :func:`_array_literal`); asyncpg encodes a
-    Python list natively (binary protocol) and refuses a text literal for a
-    ``varchar[]``/``numeric[]`` parameter.
-    """
-    if session.get_bind().dialect.driver == "asyncpg":
-        return items
-    return _array_literal(items)
-
 
 # Statements built once (with bind parameters) rather than per call: building
 # a select() and computing its cache key costs more Python than the rest of
@@ -152,10 +97,12 @@ class PostgreSQLPortfolioRepository:
     """Portfolio aggregates in PostgreSQL, within one unit of work's session."""
 
     def __init__(
-        self, session: PortfolioSession, run_in_new_unit_of_work: UnitOfWorkRunner | None = None
+        self,
+        session: PortfolioSession,
+        open_position_transactional: OpenPositionTransactional | None = None,
     ) -> None:
         self.session = session
-        self._run_in_new_unit_of_work = run_in_new_unit_of_work
+        self._open_position_transactional = open_position_transactional
 
     # -- basic access ----------------------------------------------------------
 
@@ -168,7 +115,7 @@ class PostgreSQLPortfolioRepository:
         pid = as_portfolio_id(portfolio_id)
         session = self.session
         with translated(entity_type="Portfolio", entity_id=pid):
-            if self._loaded_portfolio(pid) is not None:
+            if sql_updates.loaded_portfolio(session, pid) is not None:
                 portfolio = session.get(Portfolio, pid)
             else:
                 # The SELECT session.get would send, from a statement built once:
@@ -231,13 +178,13 @@ class PostgreSQLPortfolioRepository:
     def replay(self, portfolio_id: UUID, version: int | None = None) -> Portfolio:
         """The portfolio as it stood at ``version`` (default: latest), rebuilt from events alone.
 
-        A new, unattached Portfolio; see ``portfolio_core.domain.events.replay``.
+        A new, unattached Portfolio; see ``portfolio_core.domain.replay``.
         PortfolioNotFoundError if the portfolio has no events.
         """
         pid = as_portfolio_id(portfolio_id)
         with translated(entity_type="Portfolio", entity_id=pid):
             events = load_history(self.session, pid, until_version=version)
-        return domain_events.replay(pid, events, version)
+        return replay_events(pid, events, version)
 
     # -- pessimistic locking ---------------------------------------------------
 
@@ -246,7 +193,7 @@ class PostgreSQLPortfolioRepository:
         portfolio_id: UUID,
         nowait: bool = True,
         skip_locked: bool = False,
-        lock_timeout: float | None = None,  # float-ok: seconds
+        lock_timeout: Seconds | None = None,
     ) -> Portfolio:
         """Load and row-lock a portfolio (``SELECT ... FOR UPDATE [NOWAIT|SKIP LOCKED]``).
 
@@ -283,7 +230,7 @@ class PostgreSQLPortfolioRepository:
         portfolio_ids: Iterable[UUID],
         nowait: bool = False,
         skip_locked: bool = False,
-        lock_timeout: float | None = None,  # float-ok: seconds
+        lock_timeout: Seconds | None = None,
     ) -> builtins.list[Portfolio]:
         """Row-lock several portfolios in primary-key order (the order that cannot deadlock).
 
@@ -305,7 +252,7 @@ class PostgreSQLPortfolioRepository:
         *,
         nowait: bool,
         skip_locked: bool,
-        lock_timeout: float | None,  # float-ok: seconds
+        lock_timeout: Seconds | None,
     ) -> builtins.list[Portfolio]:
         if nowait and skip_locked:
             raise ValidationError("skip_locked", skip_locked, "cannot be combined with nowait")
@@ -328,159 +275,23 @@ class PostgreSQLPortfolioRepository:
     ) -> int:
         """UPDATE ``fields`` if the row is at ``expected_version``; return the new version.
 
-        Only ``name`` and ``cash_balance`` may be set (never ``version``). A new
-        cash balance is booked as a deposit or withdrawal of the difference, so
-        the money invariant keeps holding. StaleDataException (with the version
-        re-read) if the row has moved on. A copy of the portfolio loaded in this
-        session is updated in place; ValidationError if it holds unflushed
-        changes to the same fields (they would conflict).
+        Only ``name`` and ``cash_balance`` may be set (never ``version``); see
+        ``persistence.sql_updates.update_portfolio_atomic``. StaleDataException
+        (with the version re-read) if the row has moved on; a copy loaded in
+        this session is updated in place.
         """
         pid = as_portfolio_id(portfolio_id)
-        unknown = set(fields) - ATOMIC_FIELDS
-        if unknown or not fields:
-            raise ValidationError(
-                "fields",
-                sorted(unknown) or {},
-                f"must be a non-empty subset of {sorted(ATOMIC_FIELDS)}",
-            )
-        if isinstance(expected_version, bool) or not isinstance(expected_version, int):
-            raise ValidationError("expected_version", expected_version, "must be an int")
-        synced = ["name"] if "name" in fields else []
-        if "cash_balance" in fields:
-            synced += ["cash_balance", "total_deposits", "total_withdrawals"]
-        loaded = self._loaded_portfolio(pid)
-        if loaded is not None:
-            # Copying the row over a change not yet flushed would drop it silently.
-            state = inspect(loaded)
-            pending = [name for name in synced if state.attrs[name].history.has_changes()]
-            if pending:
-                raise ValidationError(
-                    "fields",
-                    pending,
-                    "also have unflushed changes on the loaded portfolio in this unit of work",
-                )
-        # One bump per unit of work: none if this transaction already bumped it.
-        # The start version is only noted once the UPDATE matched: a stale
-        # expected_version must not become this transaction's start version.
-        start_versions: dict[UUID, int] = self.session.info.setdefault(START_VERSIONS_KEY, {})
-        bump = start_versions.get(pid, expected_version) == expected_version
-        assignments = [f"version = version + {int(bump)}", "last_updated = now()"]
-        params: dict[str, Any] = {"pid": pid, "expected": expected_version}
-        if "name" in fields:
-            params["name"] = money.validate_name(fields["name"])
-            assignments.append("name = :name")
-        if "cash_balance" in fields:
-            params["cash"] = money.non_negative(fields["cash_balance"], "cash_balance")
-            assignments += [
-                "cash_balance = :cash",
-                "total_deposits = total_deposits + GREATEST(:cash - cash_balance, 0)",
-                "total_withdrawals = total_withdrawals + GREATEST(cash_balance - :cash, 0)",
-            ]
-        statement = text(
-            f"UPDATE portfolios SET {', '.join(assignments)} "
-            "WHERE id = :pid AND version = :expected "
-            "RETURNING version, name, cash_balance, total_deposits, total_withdrawals, last_updated"
-        )
-        with translated(entity_type="Portfolio", entity_id=pid):
-            row = self.session.execute(statement, params).one_or_none()
-            if row is None:
-                actual = self.session.execute(
-                    text("SELECT version FROM portfolios WHERE id = :pid"), {"pid": pid}
-                ).scalar_one_or_none()
-                if actual is None:
-                    raise PortfolioNotFoundError(pid)
-                raise StaleDataException("Portfolio", pid, expected_version, actual)
-        start_versions.setdefault(pid, expected_version)
-        operations = [
-            PortfolioOperation(name, {name.removeprefix("set_"): value})
-            for name, value in (
-                ("set_name", params.get("name")),
-                ("set_cash_balance", params.get("cash")),
-            )
-            if value is not None
-        ]
-        for operation in operations:
-            record_sql_operation(self.session, pid, operation)
-        if loaded is not None and loaded._version == expected_version:
-            for attribute in (*synced, "last_updated"):
-                set_committed_value(loaded, attribute, getattr(row, attribute))
-            set_committed_value(loaded, "_version", row.version)
-        return int(row.version)
+        return sql_updates.update_portfolio_atomic(self.session, pid, fields, expected_version)
 
     def update_all_prices(self, portfolio_id: UUID, prices: Mapping[str, money.AmountLike]) -> int:
         """Re-price the open positions found in ``prices`` with a constant number of statements.
 
-        Locks the portfolio row, updates every matching position in one
-        ``UPDATE ... FROM unnest(...)``, and bumps the portfolio's version once
-        (not at all if nothing matched). Positions already loaded in this
-        session get the new price and version. Returns how many were re-priced.
+        One ``UPDATE ... FROM unnest(...)`` and one version bump (none if
+        nothing matched); see ``persistence.sql_updates.update_all_prices``.
+        Returns how many positions were re-priced.
         """
         pid = as_portfolio_id(portfolio_id)
-        symbols: builtins.list[str] = []
-        values: builtins.list[Decimal] = []
-        for symbol, price in prices.items():
-            symbols.append(money.validate_symbol(symbol))
-            values.append(money.non_negative(price, f"prices[{symbol!r}]"))
-        if not symbols:
-            return 0
-        session = self.session
-        params = {
-            "pid": pid,
-            "symbols": _array_param(session, symbols),
-            "prices": _array_param(session, values),
-        }
-        sync = self._has_loaded_positions(pid)
-        with translated(entity_type="Portfolio", entity_id=pid):
-            version = session.execute(_SELECT_VERSION_FOR_UPDATE, {"pid": pid}).scalar_one_or_none()
-            if version is None:
-                raise PortfolioNotFoundError(pid)
-            if sync:
-                changed = session.execute(_REPRICE_ROWS, params).all()
-                matched: Iterable[str] = [row.symbol for row in changed]
-            else:
-                changed = []
-                matched = session.execute(_REPRICE_SYMBOLS, params).scalar_one() or []
-            applied = dict(zip(symbols, values, strict=True))
-            prices_applied = {symbol: applied[symbol] for symbol in matched}
-            if not prices_applied:
-                return 0
-            bumped = None
-            if needs_bump(session, pid, version):
-                bumped = session.execute(_BUMP_VERSION, {"pid": pid}).one()
-        record_sql_operation(
-            session,
-            pid,
-            PortfolioOperation("update_all_prices", {"prices": prices_applied}),
-        )
-        self._sync_repriced(pid, applied, changed, version, bumped)
-        return len(prices_applied)
-
-    def _has_loaded_positions(self, pid: UUID) -> bool:
-        keys = self.session.identity_map.keys()  # IdentityMap itself is not iterable
-        return any(key[0] is Position and key[1][0] == pid for key in keys)
-
-    def _sync_repriced(
-        self,
-        pid: UUID,
-        prices: Mapping[str, Decimal],
-        changed: Sequence[Any],
-        version_before: int,
-        bumped: Any,
-    ) -> None:
-        identity_map = self.session.identity_map
-        for position_id, new_version, _symbol in changed:
-            position = identity_map.get(identity_key(Position, (pid, position_id)))
-            if isinstance(position, Position):
-                set_committed_value(position, "current_price", prices[position.symbol])
-                set_committed_value(position, "_version", new_version)
-        loaded = self._loaded_portfolio(pid)
-        if bumped is not None and loaded is not None and loaded._version == version_before:
-            set_committed_value(loaded, "_version", bumped.version)
-            set_committed_value(loaded, "last_updated", bumped.last_updated)
-
-    def _loaded_portfolio(self, pid: UUID) -> Portfolio | None:
-        found = self.session.identity_map.get(identity_key(Portfolio, (pid,)))
-        return found if isinstance(found, Portfolio) else None
+        return sql_updates.update_all_prices(self.session, pid, prices)
 
     # -- several portfolios at once ----------------------------------------------
 
@@ -505,15 +316,12 @@ class PostgreSQLPortfolioRepository:
         """Open a position in its own transaction, retried as a whole on conflicts.
 
         Independent of this unit of work: it commits (or fails) on its own.
-        Returns the position as committed (detached).
+        Returns the position as committed (detached). A repository never runs
+        a unit of work: this forwards to the one the UnitOfWork that made the
+        repository provides (``unit_of_work.open_position_transactional``).
         """
-        if self._run_in_new_unit_of_work is None:
+        if self._open_position_transactional is None:
             raise ValidationError(
                 "repository", self, "has no unit-of-work runner (create it through UnitOfWork)"
             )
-        pid = as_portfolio_id(portfolio_id)
-
-        def work(repository: PostgreSQLPortfolioRepository) -> Position:
-            return repository.get(pid).open_position(request)
-
-        return self._run_in_new_unit_of_work(work, pid)
+        return self._open_position_transactional(as_portfolio_id(portfolio_id), request)

@@ -20,8 +20,8 @@ from portfolio_core import (
     UnitOfWork,
 )
 from portfolio_core.migrations import downgrade, migrate
-from portfolio_core.persistence.mapping import PortfolioSession
 from portfolio_core.persistence.schema import metadata
+from portfolio_core.persistence.session import PortfolioSession
 
 
 def _kinds(store: PortfolioStore, pid: UUID) -> list[list[str]]:

@@ -17,7 +17,7 @@ from portfolio_core import (
     PositionRequest,
     ValidationError,
 )
-from portfolio_core.domain.events import apply_operation, replay
+from portfolio_core.domain.replay import reapply_operation, replay
 from portfolio_core.persistence.idempotency import (
     decode_result,
     encode_result,
@@ -114,7 +114,7 @@ def test_replay_applies_events_through_the_domain() -> None:
 
 def test_replay_refuses_unknown_operations_and_a_missing_creation() -> None:
     with pytest.raises(ValidationError):
-        apply_operation(Portfolio("a"), PortfolioOperation("teleport", {}))
+        reapply_operation(Portfolio("a"), PortfolioOperation("teleport", {}))
     with pytest.raises(ValidationError):
         replay(uuid4(), [PortfolioEvent(uuid4(), 2, NOW, ())])
 

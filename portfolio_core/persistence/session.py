@@ -1,0 +1,348 @@
+"""PortfolioSession and everything it remembers about the transaction in progress.
+
+One :class:`TransactionState` per transaction, created on first use and kept
+in one ``session.info`` slot, holds what the hooks below need: the aggregate
+versions (start, flushed, written), whether a connection is held, the
+operations applied in SQL, the portfolios held for their operations, the
+idempotency key and whether the events were written. It is dropped in one
+place, :func:`_end_of_transaction`, when the outermost transaction ends.
+
+The hooks, one listener per event, registered here and nowhere else:
+
+* ``after_begin``: the transaction now holds a connection;
+* ``before_flush``: bump each touched aggregate's version once per
+  transaction (``mapping`` sets ``version_id_generator=False`` on portfolios),
+  then hold the portfolios that have pending operations;
+* ``before_commit``: write the audit events (``persistence.events``) of a
+  session committed some other way than :meth:`PortfolioSession.commit`;
+* ``after_commit``: note the outcome for the end of the transaction;
+* ``after_soft_rollback``: a rolled-back savepoint may have undone a bump,
+  so the written versions are forgotten (the database is read instead);
+* ``after_transaction_end``: clear the committed (or rolled-back) operations
+  and drop the state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+from uuid import UUID
+
+from sqlalchemy import event, text
+from sqlalchemy.orm import Session, SessionTransaction, UOWTransaction
+from sqlalchemy.orm.exc import StaleDataError
+from sqlalchemy.orm.util import identity_key
+
+from portfolio_core.domain.events import PortfolioOperation
+from portfolio_core.domain.portfolio import Portfolio
+from portfolio_core.domain.position import Position, utcnow
+from portfolio_core.errors import StaleDataException
+from portfolio_core.persistence import events
+from portfolio_core.persistence.errors import translated
+from portfolio_core.persistence.mapping import start_mappers
+
+start_mappers()
+
+STATE_KEY: Final = "portfolio_core.transaction_state"
+"""The ``session.info`` slot of the current transaction's TransactionState."""
+
+
+@dataclass(eq=False)
+class TransactionState:
+    """What one transaction of a PortfolioSession has done so far."""
+
+    start_versions: dict[UUID, int] = field(default_factory=dict)
+    """Each touched portfolio's version when this transaction first touched it."""
+    flushed_versions: list[tuple[str, object, int]] = field(default_factory=list)
+    """(entity_type, id, expected_version) of each versioned row the last flush wrote."""
+    written_versions: dict[UUID, int] = field(default_factory=dict)
+    """{portfolio id: version} a version-checked flush wrote.
+
+    Once a transaction has bumped a portfolio its version cannot move again
+    until COMMIT (the UPDATE holds the row lock; later bumps are skipped by
+    needs_bump), so the events are written at these versions, with no SELECT.
+    """
+    holds_connection: bool = False
+    """True once the transaction holds a database connection."""
+    sql_operations: dict[UUID, list[PortfolioOperation]] = field(default_factory=dict)
+    """Operations applied in SQL to portfolios not loaded in the session."""
+    held_portfolios: dict[UUID, Portfolio] = field(default_factory=dict)
+    """Portfolios with pending operations, held until the transaction ends.
+
+    The identity map keeps *clean* objects weakly: a portfolio flushed
+    mid-transaction and no longer referenced by the caller could otherwise be
+    garbage-collected with its pending operations.
+    """
+    idempotency_key: str | None = None
+    """The key this transaction's events carry."""
+    events_written: bool = False
+    committed: bool = False
+    """Set by after_commit, read when the transaction ends."""
+
+    def needs_bump(self, portfolio_id: UUID, version: int) -> bool:
+        """Whether a portfolio now at ``version`` still needs this transaction's one bump.
+
+        The first time the transaction touches a portfolio its version is
+        recorded; it needs a bump while it is still at that version, which
+        stays right when a savepoint rolls a bump back.
+        """
+        return self.start_versions.setdefault(portfolio_id, version) == version
+
+
+def transaction_state(session: Session) -> TransactionState:
+    """The current transaction's state, created on first use."""
+    state = session.info.get(STATE_KEY)
+    if not isinstance(state, TransactionState):
+        state = session.info[STATE_KEY] = TransactionState()
+    return state
+
+
+def current_state(session: Session) -> TransactionState | None:
+    """The current transaction's state if it has one (never creates it)."""
+    state = session.info.get(STATE_KEY)
+    return state if isinstance(state, TransactionState) else None
+
+
+def needs_bump(session: Session, portfolio_id: UUID, version: int) -> bool:
+    """:meth:`TransactionState.needs_bump` on ``session``'s transaction."""
+    return transaction_state(session).needs_bump(portfolio_id, version)
+
+
+def holds_connection(session: Session) -> bool:
+    """Whether ``session``'s transaction holds a connection (may hold work)."""
+    state = current_state(session)
+    return state is not None and state.holds_connection
+
+
+def set_idempotency_key(session: Session, key: str | None) -> None:
+    """Tag this transaction's events with ``key``."""
+    transaction_state(session).idempotency_key = key
+
+
+def record_sql_operation(
+    session: Session, portfolio_id: UUID, operation: PortfolioOperation
+) -> None:
+    """Note an operation applied in SQL, for this transaction's event.
+
+    If the portfolio is loaded, the operation joins its pending list (keeping
+    the order with the domain's own operations); otherwise it waits in the
+    transaction state (any domain operation on the portfolio comes later).
+    """
+    state = transaction_state(session)
+    loaded = session.identity_map.get(identity_key(Portfolio, (portfolio_id,)))
+    if isinstance(loaded, Portfolio):
+        loaded.record_external_operation(operation)
+        state.held_portfolios[portfolio_id] = loaded
+        return
+    state.sql_operations.setdefault(portfolio_id, []).append(operation)
+
+
+def pending_operations(session: Session) -> dict[UUID, list[PortfolioOperation]]:
+    """Every operation this transaction applied, by portfolio, oldest first (not cleared)."""
+    state = current_state(session)
+    waiting = state.sql_operations if state is not None else {}
+    collected = {pid: list(ops) for pid, ops in waiting.items() if ops}
+    for portfolio in _recording_portfolios(session):
+        operations = portfolio.pending_operations()
+        if operations:
+            collected.setdefault(portfolio.id, []).extend(operations)
+    return collected
+
+
+def _recording_portfolios(session: Session) -> list[Portfolio]:
+    state = current_state(session)
+    held = state.held_portfolios.values() if state is not None else ()
+    seen: dict[int, Portfolio] = {}
+    for obj in (*held, *session.identity_map.values(), *session.new):
+        if isinstance(obj, Portfolio):
+            seen.setdefault(id(obj), obj)
+    return list(seen.values())
+
+
+def write_events(session: Session) -> list[tuple[UUID, int]]:
+    """Flush, then write this transaction's audit events; their (portfolio_id, version).
+
+    Once per transaction (later calls do nothing). PortfolioSession.commit
+    calls it before COMMIT; so does the ``before_commit`` hook.
+    """
+    state = transaction_state(session)
+    if state.events_written:
+        return []
+    session.flush()
+    written = events.insert_events(
+        session,
+        pending_operations(session),
+        start_versions=state.start_versions,
+        written_versions=state.written_versions,
+        idempotency_key=state.idempotency_key,
+    )
+    state.events_written = True
+    return written
+
+
+_VERSION_QUERIES: Final = {
+    "Portfolio": text("SELECT version FROM portfolios WHERE id = :id"),
+    "Position": text("SELECT version FROM positions WHERE id = :id"),
+}
+
+
+class PortfolioSession(Session):
+    """The Session used by units of work: aggregate versioning and audit hooks attached.
+
+    A version conflict found by any flush (the unit of work's, COMMIT's own,
+    or one the caller asks for with ``uow.session.flush()``) comes out as
+    StaleDataException with the versions re-read, never as StaleDataError.
+    """
+
+    def commit(self) -> None:
+        """Flush and write the audit events, then COMMIT, with errors translated.
+
+        Whoever calls it (``uow.commit()``, ``uow.session.commit()``, an
+        AsyncSession's sync side): a failure before COMMIT is definite, a
+        connection lost while COMMIT is in flight is CommitOutcomeUnknownException.
+        """
+        with translated():
+            self.flush()
+            write_events(self)
+        with translated(during_commit=True):
+            super().commit()
+
+    def flush(self, objects: Sequence[Any] | None = None) -> None:
+        """Flush; a version conflict rolls back and raises StaleDataException."""
+        try:
+            super().flush(objects)
+        except StaleDataError as error:
+            state = current_state(self)
+            flushed = state.flushed_versions if state is not None else []
+            self.rollback()
+            raise _stale_conflict(self, flushed) from error
+
+
+def _stale_conflict(session: Session, flushed: list[tuple[str, object, int]]) -> StaleDataException:
+    """Re-read the versions of the rows just flushed; name the first that moved on.
+
+    Runs in a fresh transaction of ``session`` (the failed one was rolled back)
+    and rolls that back too, leaving the session clean.
+    """
+    try:
+        for entity_type, entity_id, expected in flushed:
+            actual = session.execute(
+                _VERSION_QUERIES[entity_type], {"id": entity_id}
+            ).scalar_one_or_none()
+            if actual != expected:
+                return StaleDataException(entity_type, entity_id, expected, actual)
+    finally:
+        session.rollback()
+    if not flushed:
+        return StaleDataException("Portfolio", None, None, None)
+    entity_type, entity_id, expected = flushed[0]
+    return StaleDataException(entity_type, entity_id, expected, expected)
+
+
+def _owning_portfolio(session: Session, position: Position) -> Portfolio | None:
+    if position.portfolio_id is None:
+        return None
+    found = session.identity_map.get(identity_key(Portfolio, (position.portfolio_id,)))
+    if found is None:
+        # A position changed without its portfolio loaded: load the root so the
+        # aggregate's version still moves (and is checked).
+        found = session.get(Portfolio, position.portfolio_id)
+    return found if isinstance(found, Portfolio) else None
+
+
+def _bump_aggregate_versions(session: Session, state: TransactionState) -> None:
+    """Bump each changed aggregate's portfolio version once per transaction."""
+    roots: dict[UUID, Portfolio] = {}
+    flushed: list[tuple[str, object, int]] = []
+    # Each of these properties builds a new set: take them once.
+    new, deleted = session.new, session.deleted
+    for obj in (*new, *session.dirty, *deleted):
+        if isinstance(obj, Portfolio):
+            if obj not in new and (obj in deleted or session.is_modified(obj)):
+                roots[obj.id] = obj
+        elif isinstance(obj, Position):
+            if obj not in new:
+                if not session.is_modified(obj) and obj not in deleted:
+                    continue
+                flushed.append(("Position", obj.id, obj._version))
+            owner = _owning_portfolio(session, obj)
+            if owner is not None and owner not in new:
+                roots[owner.id] = owner
+    for obj in new:
+        if isinstance(obj, Portfolio):
+            # Its INSERT is this transaction's change: a later flush of the
+            # same unit of work must not bump it again.
+            state.start_versions.setdefault(obj.id, obj._version - 1)
+            state.written_versions[obj.id] = obj._version
+    for portfolio_id, portfolio in roots.items():
+        flushed.append(("Portfolio", portfolio_id, portfolio._version))
+        bumped = state.needs_bump(portfolio_id, portfolio._version)
+        if bumped:
+            portfolio._version = portfolio._version + 1
+            portfolio.last_updated = utcnow()
+        if portfolio not in deleted and (bumped or session.is_modified(portfolio)):
+            # This flush UPDATEs the row WHERE version = loaded version: if it
+            # succeeds, the row is at exactly this version.
+            state.written_versions[portfolio_id] = portfolio._version
+    state.flushed_versions = flushed
+
+
+# -- the hooks, one per event ---------------------------------------------------
+
+
+@event.listens_for(PortfolioSession, "after_begin")
+def _after_begin(session: Session, transaction: SessionTransaction, connection: Any) -> None:
+    transaction_state(session).holds_connection = True
+
+
+@event.listens_for(PortfolioSession, "before_flush")
+def _before_flush(
+    session: Session, flush_context: UOWTransaction, instances: Iterable[Any] | None
+) -> None:
+    state = transaction_state(session)
+    _bump_aggregate_versions(session, state)
+    for portfolio in _recording_portfolios(session):
+        if portfolio.pending_operations():
+            state.held_portfolios[portfolio.id] = portfolio
+
+
+@event.listens_for(PortfolioSession, "before_commit")
+def _before_commit(session: Session) -> None:
+    # A savepoint release also fires before_commit: events belong to the outer COMMIT.
+    if not session.in_nested_transaction():
+        write_events(session)
+
+
+@event.listens_for(PortfolioSession, "after_commit")
+def _after_commit(session: Session) -> None:
+    if not session.in_nested_transaction():
+        transaction_state(session).committed = True
+
+
+@event.listens_for(PortfolioSession, "after_soft_rollback")
+def _after_soft_rollback(session: Session, previous_transaction: SessionTransaction) -> None:
+    # A rolled-back savepoint may have undone a bump: read the versions instead.
+    state = current_state(session)
+    if state is not None:
+        state.written_versions.clear()
+
+
+@event.listens_for(PortfolioSession, "after_transaction_end")
+def _end_of_transaction(session: Session, transaction: SessionTransaction) -> None:
+    # Only the outermost transaction's end forgets: a SAVEPOINT released or
+    # rolled back (a lock attempt) ends too, and forgetting then would bump a
+    # portfolio twice or discard earlier work.
+    if transaction.parent is not None:
+        return
+    state = current_state(session)
+    committed = state is not None and state.committed
+    for portfolio in _recording_portfolios(session):
+        operations = portfolio.pending_operations()
+        # Committed: they are in the events. Rolled back: a loaded portfolio's
+        # changes are gone, and so are its operations; a new one keeps both
+        # (its Python state is untouched): a retry that adds it again
+        # (create_portfolio) still needs its "created".
+        if committed or (operations and operations[0].kind != "created"):
+            portfolio.take_pending_operations()
+    session.info.pop(STATE_KEY, None)

@@ -1,0 +1,252 @@
+"""The repository's single-statement SQL paths, and the identity-map sync after them.
+
+Operations that must not cost one statement per row: re-pricing thousands of
+positions with two array parameters (:func:`update_all_prices`) and atomic
+field updates checked against a version (:func:`update_portfolio_atomic`).
+Both bump the portfolio's version once per transaction (as the flush hook
+would), record their operation for the audit trail, and copy what they wrote
+onto objects already loaded in the session, so the identity map stays true.
+PostgreSQLPortfolioRepository's methods of the same names call these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal
+from typing import Any, Final
+from uuid import UUID
+
+from sqlalchemy import inspect, text
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
+
+from portfolio_core.domain import money
+from portfolio_core.domain.events import PortfolioOperation
+from portfolio_core.domain.portfolio import Portfolio
+from portfolio_core.domain.position import Position
+from portfolio_core.errors import PortfolioNotFoundError, StaleDataException, ValidationError
+from portfolio_core.persistence.errors import translated
+from portfolio_core.persistence.session import (
+    needs_bump,
+    record_sql_operation,
+    transaction_state,
+)
+
+ATOMIC_FIELDS: Final = frozenset({"name", "cash_balance"})
+"""Fields update_portfolio_atomic may set; never version, never derived totals."""
+
+_SELECT_VERSION: Final = text("SELECT version FROM portfolios WHERE id = :pid")
+_SELECT_VERSION_FOR_UPDATE: Final = text(
+    "SELECT version FROM portfolios WHERE id = :pid FOR UPDATE"
+)
+_BUMP_VERSION: Final = text(
+    "UPDATE portfolios SET version = version + 1, last_updated = now() "
+    "WHERE id = :pid RETURNING version, last_updated"
+)
+# One statement whatever the number of prices: two array parameters, unnested.
+_REPRICE_VALUES: Final = (
+    "v(symbol, price) AS ("
+    " SELECT * FROM unnest(CAST(:symbols AS varchar[]), CAST(:prices AS numeric[])))"
+)
+_REPRICE_UPDATE: Final = (
+    "UPDATE positions AS p SET current_price = v.price, version = p.version + 1 "
+    "FROM v WHERE p.portfolio_id = :pid AND p.closed_at IS NULL AND p.symbol = v.symbol"
+)
+# When this session holds some of the positions: their new versions come back.
+_REPRICE_ROWS: Final = text(
+    f"WITH {_REPRICE_VALUES} {_REPRICE_UPDATE} RETURNING p.id, p.version, p.symbol"
+)
+# Otherwise only which symbols matched (for the event), as ONE array value:
+# 10,000 RETURNING rows cost more to fetch than the UPDATE itself.
+_REPRICE_SYMBOLS: Final = text(
+    f"WITH {_REPRICE_VALUES}, u AS ({_REPRICE_UPDATE} RETURNING p.symbol) "
+    "SELECT array_agg(u.symbol) FROM u"
+)
+
+
+def _array_literal(items: Iterable[object]) -> str:
+    """A PostgreSQL array literal of already-validated symbols or finite Decimals.
+
+    psycopg2 binds a Python list as ``ARRAY[...]``, quoting each element in
+    Python and making the server parse N expressions; one text literal is
+    about 8x cheaper on the client for 10,000 prices and cheaper to parse.
+    Every element is double-quoted (so a symbol such as ``NULL`` stays a
+    string); validated symbols and ``str(Decimal)`` never contain a quote,
+    backslash, brace or comma, so no escaping is needed.
+    """
+    return '{"' + '","'.join(map(str, items)) + '"}'
+
+
+def _array_param(session: Session, items: Sequence[object]) -> object:
+    """An array parameter in the form the session's driver binds fastest.
+
+    psycopg2: one text literal (see :func:`_array_literal`); asyncpg encodes a
+    Python list natively (binary protocol) and refuses a text literal for a
+    ``varchar[]``/``numeric[]`` parameter.
+    """
+    if session.get_bind().dialect.driver == "asyncpg":
+        return items
+    return _array_literal(items)
+
+
+def update_portfolio_atomic(
+    session: Session, pid: UUID, fields: Mapping[str, Any], expected_version: int
+) -> int:
+    """UPDATE ``fields`` if the row is at ``expected_version``; return the new version.
+
+    Only ``name`` and ``cash_balance`` may be set (never ``version``). A new
+    cash balance is booked as a deposit or withdrawal of the difference, so
+    the money invariant keeps holding. StaleDataException (with the version
+    re-read) if the row has moved on. A copy of the portfolio loaded in this
+    session is updated in place; ValidationError if it holds unflushed
+    changes to the same fields (they would conflict).
+    """
+    unknown = set(fields) - ATOMIC_FIELDS
+    if unknown or not fields:
+        raise ValidationError(
+            "fields",
+            sorted(unknown) or {},
+            f"must be a non-empty subset of {sorted(ATOMIC_FIELDS)}",
+        )
+    if isinstance(expected_version, bool) or not isinstance(expected_version, int):
+        raise ValidationError("expected_version", expected_version, "must be an int")
+    synced = ["name"] if "name" in fields else []
+    if "cash_balance" in fields:
+        synced += ["cash_balance", "total_deposits", "total_withdrawals"]
+    loaded = loaded_portfolio(session, pid)
+    if loaded is not None:
+        # Copying the row over a change not yet flushed would drop it silently.
+        state = inspect(loaded)
+        pending = [name for name in synced if state.attrs[name].history.has_changes()]
+        if pending:
+            raise ValidationError(
+                "fields",
+                pending,
+                "also have unflushed changes on the loaded portfolio in this unit of work",
+            )
+    # One bump per unit of work: none if this transaction already bumped it.
+    # The start version is only noted once the UPDATE matched: a stale
+    # expected_version must not become this transaction's start version.
+    start_versions = transaction_state(session).start_versions
+    bump = start_versions.get(pid, expected_version) == expected_version
+    assignments = [f"version = version + {int(bump)}", "last_updated = now()"]
+    params: dict[str, Any] = {"pid": pid, "expected": expected_version}
+    if "name" in fields:
+        params["name"] = money.validate_name(fields["name"])
+        assignments.append("name = :name")
+    if "cash_balance" in fields:
+        params["cash"] = money.non_negative(fields["cash_balance"], "cash_balance")
+        assignments += [
+            "cash_balance = :cash",
+            "total_deposits = total_deposits + GREATEST(:cash - cash_balance, 0)",
+            "total_withdrawals = total_withdrawals + GREATEST(cash_balance - :cash, 0)",
+        ]
+    statement = text(
+        f"UPDATE portfolios SET {', '.join(assignments)} "
+        "WHERE id = :pid AND version = :expected "
+        "RETURNING version, name, cash_balance, total_deposits, total_withdrawals, last_updated"
+    )
+    with translated(entity_type="Portfolio", entity_id=pid):
+        row = session.execute(statement, params).one_or_none()
+        if row is None:
+            actual = session.execute(
+                text("SELECT version FROM portfolios WHERE id = :pid"), {"pid": pid}
+            ).scalar_one_or_none()
+            if actual is None:
+                raise PortfolioNotFoundError(pid)
+            raise StaleDataException("Portfolio", pid, expected_version, actual)
+    start_versions.setdefault(pid, expected_version)
+    operations = [
+        PortfolioOperation(name, {name.removeprefix("set_"): value})
+        for name, value in (
+            ("set_name", params.get("name")),
+            ("set_cash_balance", params.get("cash")),
+        )
+        if value is not None
+    ]
+    for operation in operations:
+        record_sql_operation(session, pid, operation)
+    if loaded is not None and loaded._version == expected_version:
+        for attribute in (*synced, "last_updated"):
+            set_committed_value(loaded, attribute, getattr(row, attribute))
+        set_committed_value(loaded, "_version", row.version)
+    return int(row.version)
+
+
+def update_all_prices(session: Session, pid: UUID, prices: Mapping[str, money.AmountLike]) -> int:
+    """Re-price the open positions found in ``prices`` with a constant number of statements.
+
+    Locks the portfolio row, updates every matching position in one
+    ``UPDATE ... FROM unnest(...)``, and bumps the portfolio's version once
+    (not at all if nothing matched). Positions already loaded in this
+    session get the new price and version. Returns how many were re-priced.
+    """
+    symbols: list[str] = []
+    values: list[Decimal] = []
+    for symbol, price in prices.items():
+        symbols.append(money.validate_symbol(symbol))
+        values.append(money.non_negative(price, f"prices[{symbol!r}]"))
+    if not symbols:
+        return 0
+    params = {
+        "pid": pid,
+        "symbols": _array_param(session, symbols),
+        "prices": _array_param(session, values),
+    }
+    sync = _has_loaded_positions(session, pid)
+    with translated(entity_type="Portfolio", entity_id=pid):
+        version = session.execute(_SELECT_VERSION_FOR_UPDATE, {"pid": pid}).scalar_one_or_none()
+        if version is None:
+            raise PortfolioNotFoundError(pid)
+        if sync:
+            changed = session.execute(_REPRICE_ROWS, params).all()
+            matched: Iterable[str] = [row.symbol for row in changed]
+        else:
+            changed = []
+            matched = session.execute(_REPRICE_SYMBOLS, params).scalar_one() or []
+        applied = dict(zip(symbols, values, strict=True))
+        prices_applied = {symbol: applied[symbol] for symbol in matched}
+        if not prices_applied:
+            return 0
+        bumped = None
+        if needs_bump(session, pid, version):
+            bumped = session.execute(_BUMP_VERSION, {"pid": pid}).one()
+    record_sql_operation(
+        session,
+        pid,
+        PortfolioOperation("update_all_prices", {"prices": prices_applied}),
+    )
+    _sync_repriced(session, pid, applied, changed, version, bumped)
+    return len(prices_applied)
+
+
+def _has_loaded_positions(session: Session, pid: UUID) -> bool:
+    keys = session.identity_map.keys()  # IdentityMap itself is not iterable
+    return any(key[0] is Position and key[1][0] == pid for key in keys)
+
+
+def _sync_repriced(
+    session: Session,
+    pid: UUID,
+    prices: Mapping[str, Decimal],
+    changed: Sequence[Any],
+    version_before: int,
+    bumped: Any,
+) -> None:
+    identity_map = session.identity_map
+    for position_id, new_version, _symbol in changed:
+        position = identity_map.get(identity_key(Position, (pid, position_id)))
+        if isinstance(position, Position):
+            set_committed_value(position, "current_price", prices[position.symbol])
+            set_committed_value(position, "_version", new_version)
+    loaded = loaded_portfolio(session, pid)
+    if bumped is not None and loaded is not None and loaded._version == version_before:
+        set_committed_value(loaded, "_version", bumped.version)
+        set_committed_value(loaded, "last_updated", bumped.last_updated)
+
+
+def loaded_portfolio(session: Session, pid: UUID) -> Portfolio | None:
+    """The portfolio ``pid`` if it is in ``session``'s identity map (no I/O)."""
+    found = session.identity_map.get(identity_key(Portfolio, (pid,)))
+    return found if isinstance(found, Portfolio) else None
