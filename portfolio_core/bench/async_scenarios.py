@@ -18,12 +18,12 @@ from portfolio_core.bench import raw_async
 from portfolio_core.bench.harness import AsyncOperation, Sample, run_tasks
 from portfolio_core.bench.scenarios import (
     AMOUNT,
-    FAILED_ATTEMPT_METRICS,
     Bench,
     Deposits,
     Prices,
     Side,
     bench_service,
+    counting_attempts,
     run_scenarios,
 )
 from portfolio_core.bench.threads import deposit
@@ -66,14 +66,12 @@ class AsyncDriver:
 
     def deposits(self, workers: int, ops_per_worker: int, work: Deposits) -> Sample:
         """Run ``work`` in ``workers`` tasks; library attempts = commits + failed attempts."""
-        service = self.store.concurrency
-        before = service.get_metrics()
-        sample = self._wait(run_tasks(workers, ops_per_worker, self._operation(work)))
-        if work.side == "raw":
-            return sample
-        after = service.get_metrics()
-        failed = sum(after[name] - before[name] for name in FAILED_ATTEMPT_METRICS)
-        return sample.with_attempts(len(sample.latencies) + failed)
+        operation = self._operation(work)
+        return counting_attempts(
+            self.store.concurrency,
+            work.side,
+            lambda: self._wait(run_tasks(workers, ops_per_worker, operation)),
+        )
 
     def reprice(self, side: Side, portfolio_id: str, prices: Prices) -> int:
         """One re-pricing call: raw UPDATE ... FROM unnest(...) or update_all_prices."""

@@ -39,6 +39,17 @@ FAILED_ATTEMPT_METRICS: Final = ("version_conflicts", "lock_timeouts", "deadlock
 Side = Literal["raw", "library"]
 
 
+def counting_attempts(service: ConcurrencyService, side: Side, run: Callable[[], Sample]) -> Sample:
+    """Run ``run()``; for the library, attempts = commits + the failed attempts it counted."""
+    before = service.get_metrics()
+    sample = run()
+    if side == "raw":
+        return sample
+    after = service.get_metrics()
+    failed = sum(after[name] - before[name] for name in FAILED_ATTEMPT_METRICS)
+    return sample.with_attempts(len(sample.latencies) + failed)
+
+
 @dataclass(frozen=True)
 class Sizes:
     """How much work each scenario does (``quick`` shrinks it for the smoke test).

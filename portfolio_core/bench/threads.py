@@ -13,11 +13,11 @@ from portfolio_core.bench import raw
 from portfolio_core.bench.harness import Operation, Sample, run_workers
 from portfolio_core.bench.scenarios import (
     AMOUNT,
-    FAILED_ATTEMPT_METRICS,
     Bench,
     Deposits,
     Prices,
     Side,
+    counting_attempts,
 )
 from portfolio_core.domain.portfolio import Portfolio
 
@@ -55,14 +55,10 @@ class ThreadDriver:
 
     def deposits(self, workers: int, ops_per_worker: int, work: Deposits) -> Sample:
         """Run ``work`` in ``workers`` threads; library attempts = commits + failed attempts."""
-        service = self.bench.service
-        before = service.get_metrics()
-        sample = run_workers(workers, ops_per_worker, self._operation(work))
-        if work.side == "raw":
-            return sample
-        after = service.get_metrics()
-        failed = sum(after[name] - before[name] for name in FAILED_ATTEMPT_METRICS)
-        return sample.with_attempts(len(sample.latencies) + failed)
+        operation = self._operation(work)
+        return counting_attempts(
+            self.bench.service, work.side, lambda: run_workers(workers, ops_per_worker, operation)
+        )
 
     def reprice(self, side: Side, portfolio_id: str, prices: Prices) -> int:
         """One re-pricing call: raw UPDATE ... FROM (VALUES ...) or update_all_prices."""
