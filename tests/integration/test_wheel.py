@@ -83,7 +83,7 @@ def test_wheel_contains_the_migration_scripts_and_py_typed(wheel: Path) -> None:
     assert "portfolio_core/_alembic/env.py" in names
     assert "portfolio_core/_alembic/script.py.mako" in names
     assert any(
-        n.startswith("portfolio_core/_alembic/versions/0001") and n.endswith(".py") for n in names
+        n.startswith("portfolio_core/_alembic/versions/pc0001") and n.endswith(".py") for n in names
     )
     assert not any(n.startswith(("tests/", "alembic/")) for n in names)
 
@@ -116,4 +116,4 @@ def test_installed_wheel_migrates_a_fresh_database_without_the_checkout(
     assert not any(
         p and Path(p).resolve().is_relative_to(REPOSITORY) for p in report["path"] if p != ""
     )
-    assert table_names(empty_url) >= {"portfolios", "positions", "alembic_version"}
+    assert table_names(empty_url) >= {"portfolios", "positions", "portfolio_core_alembic_version"}
