@@ -2,9 +2,10 @@
 
 The library's revisions (branch ``portfolio_core``, ids ``pc0001_...``) are
 recorded in their own table, :data:`VERSION_TABLE`; :func:`migrate` never
-reads or writes the application's ``alembic_version`` (except to adopt, once,
-the rows earlier releases left there: see ``migration_guard``). Concurrent
-callers, in any number of processes, are serialized by an advisory lock.
+writes the application's ``alembic_version``, and reads it only while its own
+table is empty, to adopt the rows earlier releases left there (see
+``migration_guard``). Concurrent callers, in any number of processes, take
+turns on an advisory lock.
 
 An application with its own alembic either calls :func:`migrate` at start-up
 (and passes :func:`include_name` to its autogenerate), or lists
