@@ -87,11 +87,15 @@ def _exists(connection: Connection, name: str) -> bool:
 def prepare_migration_transaction(connection: Connection, script: ScriptDirectory) -> None:
     """Bound, serialize and (once) adopt old version rows, in ``connection``'s transaction.
 
-    Takes the advisory lock before the timeouts apply to DDL, so a replica may
+    Takes the advisory lock before the DDL timeouts apply, so a replica may
     wait up to :data:`ADVISORY_LOCK_WAIT` for another one's migration, while
-    each DDL statement still waits at most :data:`LOCK_TIMEOUT`.
+    each DDL statement then waits at most :data:`LOCK_TIMEOUT` for a table
+    lock and runs at most :data:`STATEMENT_TIMEOUT`.
     """
+    # Both bounds, whatever the pool's defaults: a short statement_timeout set
+    # on the application's connections must not cut a replica's wait.
     connection.execute(text(f"SET LOCAL lock_timeout = '{ADVISORY_LOCK_WAIT}'"))
+    connection.execute(text(f"SET LOCAL statement_timeout = '{ADVISORY_LOCK_WAIT}'"))
     connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
     connection.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
     connection.execute(text(f"SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'"))
