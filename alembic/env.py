@@ -1,20 +1,23 @@
 """The migration environment: URL from -x url=..., the config, or $PORTFOLIO_CORE_DATABASE_URL.
 
-Migrations run with a lock_timeout and a statement_timeout so that a deploy
-step waiting behind a long transaction fails fast instead of queueing every
-other query behind its ACCESS EXCLUSIVE lock request.
+The library's revisions are recorded in their own version table
+(portfolio_core_alembic_version), never in the application's alembic_version.
+Online runs go through portfolio_core.migration_guard first: transaction-local
+lock and statement timeouts, an advisory lock serializing concurrent
+migrators, and the one-time adoption of the old "0001"/"0002" rows.
+
+An application that includes these scripts in its own alembic environment
+(version_locations) does not run this file: its env.py and version table apply.
 """
 
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 
+from portfolio_core.migration_guard import VERSION_TABLE, prepare_migration_transaction
 from portfolio_core.persistence.engine import create_engine, resolve_url
 from portfolio_core.persistence.schema import metadata
-
-LOCK_TIMEOUT = "5s"
-STATEMENT_TIMEOUT = "120s"
 
 config = context.config
 target_metadata = metadata
@@ -28,11 +31,12 @@ def _url() -> str:
 
 
 def _run(connection: Connection) -> None:
-    connection.execute(text(f"SET lock_timeout = '{LOCK_TIMEOUT}'"))
-    connection.execute(text(f"SET statement_timeout = '{STATEMENT_TIMEOUT}'"))
+    # Opens the transaction every migration runs in (alembic joins it).
+    prepare_migration_transaction(connection, context.script)
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
+        version_table=VERSION_TABLE,
         compare_type=True,
         compare_server_default=True,
         transaction_per_migration=True,
@@ -47,6 +51,7 @@ def run_migrations_offline() -> None:
         url=_url(),
         target_metadata=target_metadata,
         literal_binds=True,
+        version_table=VERSION_TABLE,
         dialect_opts={"paramstyle": "named"},
         compare_type=True,
     )

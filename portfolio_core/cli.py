@@ -74,7 +74,9 @@ def _current_revision(url: str) -> str | None:
     engine = create_engine(url, pool_size=1, max_overflow=0)
     try:
         with engine.connect() as connection:
-            return MigrationContext.configure(connection).get_current_revision()
+            return MigrationContext.configure(
+                connection, opts={"version_table": "portfolio_core_alembic_version"}
+            ).get_current_revision()
     finally:
         engine.dispose()
 

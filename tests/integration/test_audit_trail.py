@@ -19,7 +19,7 @@ from portfolio_core import (
     StaleDataException,
     UnitOfWork,
 )
-from portfolio_core.migrations import downgrade, migrate
+from portfolio_core.migrations import VERSION_TABLE, downgrade, migrate
 from portfolio_core.persistence.schema import metadata
 from portfolio_core.persistence.session import PortfolioSession
 
@@ -226,11 +226,16 @@ def test_database_refuses_to_change_events_even_for_the_owner(
 def test_migration_0002_matches_the_schema_and_downgrades_cleanly(engine: Engine) -> None:
     with engine.connect() as connection:
         context = MigrationContext.configure(
-            connection, opts={"compare_type": True, "compare_server_default": True}
+            connection,
+            opts={
+                "compare_type": True,
+                "compare_server_default": True,
+                "version_table": VERSION_TABLE,
+            },
         )
         assert compare_metadata(context, metadata) == []
 
-    downgrade(engine, "0001")
+    downgrade(engine, "pc0001_portfolios")
     tables = set(inspect(engine).get_table_names())
     assert {"portfolio_events", "idempotency_keys"}.isdisjoint(tables)
     with engine.connect() as connection:

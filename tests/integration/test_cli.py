@@ -29,7 +29,7 @@ from portfolio_core.migrations import head_revision
 from portfolio_core.persistence.engine import create_engine
 
 UNREACHABLE = "postgresql://postgres@127.0.0.1:1/x"
-FIRST_REVISION = "0001"
+FIRST_REVISION = "pc0001_portfolios"
 DATA_DIR = re.compile(r"data dir (\S+?)\)?$")
 
 
@@ -103,7 +103,9 @@ def test_migrate_upgrades_a_fresh_database_and_downgrades_to_base(
 ) -> None:
     assert main(["migrate", "--url", empty_database_url]) == 0
     assert "upgraded" in capsys.readouterr().out
-    assert {"portfolios", "positions", "alembic_version"} <= _tables(empty_database_url)
+    assert {"portfolios", "positions", "portfolio_core_alembic_version"} <= _tables(
+        empty_database_url
+    )
 
     assert main(["migrate", "--url", empty_database_url, "--revision", FIRST_REVISION]) == 0
     out = capsys.readouterr().out

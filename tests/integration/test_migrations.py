@@ -17,7 +17,13 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
 from portfolio_core import create_engine, migrate
-from portfolio_core.migrations import alembic_config, downgrade, head_revision, upgrade_sql
+from portfolio_core.migrations import (
+    VERSION_TABLE,
+    alembic_config,
+    downgrade,
+    head_revision,
+    upgrade_sql,
+)
 from portfolio_core.persistence.schema import metadata
 from tests.integration.helpers import empty_database, table_names
 
@@ -76,7 +82,8 @@ def _current_revision(url: str) -> str | None:
     engine = create_engine(url, pool_size=1, max_overflow=0)
     try:
         with engine.connect() as connection:
-            return MigrationContext.configure(connection).get_current_revision()
+            context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+            return context.get_current_revision()
     finally:
         engine.dispose()
 
@@ -87,7 +94,7 @@ def test_migrations_have_a_single_head() -> None:
     heads = scripts.get_heads()
 
     assert heads == [head_revision()]
-    assert [s.revision for s in scripts.walk_revisions()][-1] == "0001"
+    assert [s.revision for s in scripts.walk_revisions()][-1] == "pc0001_portfolios"
 
 
 def test_upgrade_downgrade_upgrade_round_trip_on_a_fresh_database(empty_url: str) -> None:
@@ -121,7 +128,12 @@ def test_autogenerate_finds_no_difference_between_models_and_migrations(
     try:
         with engine.connect() as connection:
             context = MigrationContext.configure(
-                connection, opts={"compare_type": True, "compare_server_default": True}
+                connection,
+                opts={
+                    "compare_type": True,
+                    "compare_server_default": True,
+                    "version_table": VERSION_TABLE,
+                },
             )
             differences = compare_metadata(context, metadata)
     finally:
@@ -171,7 +183,8 @@ def test_upgrade_sql_offline_mode_prints_the_ddl() -> None:
     assert "CREATE TABLE idempotency_keys" in sql
     assert "uq_positions_open_symbol" in sql
     assert "<> 'NaN'::numeric" in sql
-    assert "alembic_version" in sql
+    assert f"CREATE TABLE {VERSION_TABLE}" in sql
+    assert " alembic_version " not in sql
 
 
 def test_alembic_command_line_config_migrates_with_x_url(empty_url: str) -> None:

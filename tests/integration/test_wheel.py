@@ -38,11 +38,13 @@ NOT_SHIPPED = shutil.ignore_patterns(
 CHECK_INSTALLED = """
 import json, sys
 import portfolio_core
-from portfolio_core.migrations import script_location
+from alembic.util import coerce_resource_to_filename
+from portfolio_core.migrations import VERSIONS_RESOURCE, script_location
 portfolio_core.migrate(sys.argv[1])
 print(json.dumps({
     "file": portfolio_core.__file__,
     "scripts": str(script_location()),
+    "versions_resource": str(coerce_resource_to_filename(VERSIONS_RESOURCE)),
     "path": sys.path,
     "version": portfolio_core.__version__,
 }))
@@ -83,7 +85,7 @@ def test_wheel_contains_the_migration_scripts_and_py_typed(wheel: Path) -> None:
     assert "portfolio_core/_alembic/env.py" in names
     assert "portfolio_core/_alembic/script.py.mako" in names
     assert any(
-        n.startswith("portfolio_core/_alembic/versions/0001") and n.endswith(".py") for n in names
+        n.startswith("portfolio_core/_alembic/versions/pc0001") and n.endswith(".py") for n in names
     )
     assert not any(n.startswith(("tests/", "alembic/")) for n in names)
 
@@ -113,7 +115,9 @@ def test_installed_wheel_migrates_a_fresh_database_without_the_checkout(
     assert Path(report["file"]).resolve().is_relative_to(site)
     assert Path(report["scripts"]).resolve().is_relative_to(site)
     assert Path(report["scripts"]).name == "_alembic"
+    # What an application lists in its version_locations (README, way (b)).
+    assert Path(report["versions_resource"]) == Path(report["scripts"]) / "versions"
     assert not any(
         p and Path(p).resolve().is_relative_to(REPOSITORY) for p in report["path"] if p != ""
     )
-    assert table_names(empty_url) >= {"portfolios", "positions", "alembic_version"}
+    assert table_names(empty_url) >= {"portfolios", "positions", "portfolio_core_alembic_version"}

@@ -1,6 +1,6 @@
 """Portfolios and positions: the first schema.
 
-Revision ID: 0001
+Revision ID: pc0001_portfolios
 Revises:
 Create Date: 2026-11-25 18:17:19.311772
 """
@@ -12,9 +12,12 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0001"
+revision: str = "pc0001_portfolios"
 down_revision: str | None = None
-branch_labels: str | Sequence[str] | None = None
+# The library's own branch: an application that includes these scripts in its
+# alembic environment upgrades it with `alembic upgrade portfolio_core@head`
+# (or `heads`); the "pc" prefix keeps the ids apart from the application's.
+branch_labels: str | Sequence[str] | None = ("portfolio_core",)
 depends_on: str | Sequence[str] | None = None
 
 

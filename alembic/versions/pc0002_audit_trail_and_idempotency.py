@@ -1,7 +1,7 @@
 """Audit trail (append-only portfolio_events) and idempotency keys.
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: pc0002_audit_idempotency
+Revises: pc0001_portfolios
 Create Date: 2026-11-25 18:40:00.000000
 
 The trigger SQL is written out here rather than imported from the package, so
@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "0002"
-down_revision: str | None = "0001"
+revision: str = "pc0002_audit_idempotency"
+down_revision: str | None = "pc0001_portfolios"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
