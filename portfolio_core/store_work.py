@@ -17,8 +17,8 @@ from decimal import Decimal
 from typing import Literal, TypeVar
 from uuid import UUID
 
+from portfolio_core.domain import arguments, money
 from portfolio_core.domain import events as domain_events
-from portfolio_core.domain import money
 from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.errors import ValidationError
 from portfolio_core.exactly_once import MISSING, execute_with_key, stored_result
@@ -73,6 +73,7 @@ def execute_work(
     ``operation`` performed are fingerprinted (into ``fingerprint``, for
     commit outcome resolution) and the key is claimed in the same transaction.
     """
+    lock_timeout = arguments.lock_timeout(lock_timeout)
 
     def body(repository: PostgreSQLPortfolioRepository) -> T:
         portfolio = load_for_change(repository, portfolio_id, lock, lock_timeout)
@@ -138,6 +139,7 @@ def detached_snapshot(repository: PostgreSQLPortfolioRepository, portfolio_id: U
 
 def reprice_request(portfolio_id: UUID, prices: Mapping[str, money.AmountLike]) -> str:
     """The fingerprint an idempotency key of ``update_all_prices`` is stored with."""
+    arguments.mapping(prices, "prices")
     validated = {
         money.validate_symbol(symbol): money.non_negative(price, f"prices[{symbol!r}]")
         for symbol, price in prices.items()
@@ -154,6 +156,7 @@ def reprice(
     request: str = "",
 ) -> Callable[[PostgreSQLPortfolioRepository], int]:
     """The unit of work of ``update_all_prices`` (a repeated key returns the stored count)."""
+    arguments.mapping(prices, "prices")
 
     def body(repository: PostgreSQLPortfolioRepository) -> int:
         if key is not None:
@@ -172,6 +175,7 @@ def batch(
     updates: Mapping[UUID, Callable[[Portfolio], T]],
 ) -> Callable[[PostgreSQLPortfolioRepository], dict[UUID, T]]:
     """The unit of work of ``batch_update``: every portfolio locked in key order, all or nothing."""
+    arguments.distinct_portfolio_ids(arguments.mapping(updates, "updates"))
     return lambda repository: repository.batch_update_portfolios(updates)
 
 
@@ -179,6 +183,7 @@ def history(
     portfolio_id: UUID, since_version: int | None
 ) -> Callable[[PostgreSQLPortfolioRepository], list[domain_events.PortfolioEvent]]:
     """The read of ``history``: the audit trail after ``since_version``."""
+    arguments.version(since_version, "since_version")
     return lambda repository: repository.history(portfolio_id, since_version)
 
 
@@ -186,4 +191,5 @@ def replay(
     portfolio_id: UUID, version: int | None
 ) -> Callable[[PostgreSQLPortfolioRepository], Portfolio]:
     """The read of ``replay``: the portfolio rebuilt from its events up to ``version``."""
+    arguments.version(version, "version")
     return lambda repository: repository.replay(portfolio_id, version)

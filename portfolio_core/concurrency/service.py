@@ -16,6 +16,7 @@ from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception
 
 from portfolio_core.concurrency.metrics import ConcurrencyMetrics, log_event
 from portfolio_core.concurrency.retry import RETRYABLE_CONFLICTS, RetryPolicy
+from portfolio_core.domain import arguments
 from portfolio_core.errors import (
     CommitOutcomeUnknownException,
     ConfigurationError,
@@ -363,7 +364,7 @@ class ConcurrencyService:
         long; a lock not obtained raises PessimisticLockException (and a given
         session stays usable).
         """
-        key = advisory_key(entity_type, entity_id)
+        key, timeout = advisory_key(entity_type, entity_id), arguments.lock_wait(timeout)
         if session is not None:
             self._lock_in_session(session, key, timeout, entity_type, entity_id)
             yield
@@ -392,7 +393,7 @@ class ConcurrencyService:
         (``ConcurrencyService(engine=async_engine)`` or ``async_engine=``)
         holds a transaction open for the block. ``timeout`` as in entity_lock.
         """
-        key = advisory_key(entity_type, entity_id)
+        key, timeout = advisory_key(entity_type, entity_id), arguments.lock_wait(timeout)
         if session is not None:
             await session.run_sync(self._lock_in_session, key, timeout, entity_type, entity_id)
             yield

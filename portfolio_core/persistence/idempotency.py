@@ -37,7 +37,7 @@ from uuid import UUID
 from sqlalchemy import Interval, delete, func, literal, select
 from sqlalchemy.dialects.postgresql import insert
 
-from portfolio_core.domain.arguments import clean_text, storable_result
+from portfolio_core.domain.arguments import clean_text, retention, storable_result
 from portfolio_core.domain.events import PortfolioOperation
 from portfolio_core.errors import StaleDataException, ValidationError
 from portfolio_core.persistence.events import set_idempotency_key
@@ -204,8 +204,7 @@ def claim_key(
 
 def purge_keys(executor: Executes, older_than: timedelta) -> int:
     """Delete the keys created more than ``older_than`` ago (database time); return how many."""
-    if not isinstance(older_than, timedelta) or older_than < timedelta(0):
-        raise ValidationError("older_than", older_than, "must be a non-negative timedelta")
+    retention(older_than)
     cutoff = func.now() - literal(older_than, Interval())
     result = executor.execute(
         delete(idempotency_keys).where(idempotency_keys.c.created_at < cutoff)
