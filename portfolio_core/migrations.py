@@ -13,6 +13,7 @@ from sqlalchemy.engine import URL
 from alembic import command
 from portfolio_core.errors import ConfigurationError
 from portfolio_core.persistence.engine import create_engine, resolve_url
+from portfolio_core.persistence.errors import translated
 
 
 def script_location() -> Path:
@@ -44,7 +45,8 @@ def _run(engine_or_url: Engine | str | URL | None, action: str, revision: str) -
     )
     try:
         config = alembic_config(engine.url)
-        with engine.begin() as connection:
+        # A server that can not be reached or refuses us: a typed error, not OperationalError.
+        with translated(), engine.begin() as connection:
             config.attributes["connection"] = connection
             getattr(command, action)(config, revision)
     finally:

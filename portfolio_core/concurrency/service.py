@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolCheckoutTimeout
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception
@@ -236,16 +237,16 @@ class ConcurrencyService:
             conflict = StaleDataException(entity_type, entity_id, None, None)
             self._record(conflict, entity_type, entity_id, attempt)
             raise conflict from error
-        except DBAPIError as error:
+        except (DBAPIError, PoolCheckoutTimeout) as error:
             # Not translated by a PortfolioSession: the work used a session or
             # connection of its own, so an established connection that died
             # may have died during its COMMIT. That is an unknown outcome,
-            # never a blind retry (a refused connect is still retried).
+            # never a blind retry (a failed connect is still retried).
             mapped = translate(
                 error,
                 entity_type=entity_type,
                 entity_id=entity_id,
-                during_commit=error.connection_invalidated,
+                during_commit=getattr(error, "connection_invalidated", False),
             )
             if mapped is None:
                 raise
@@ -333,7 +334,8 @@ class ConcurrencyService:
             )
         if isinstance(error, ConnectionLostError):
             return DatabaseConnectionError(
-                f"database connection lost on each of {attempts} attempts", attempts=attempts
+                f"database connection lost on each of {attempts} attempts: {error}",
+                attempts=attempts,
             )
         return OptimisticLockException(
             f"{entity_type} {entity_id}: version conflicts outlasted {retries} retries",
