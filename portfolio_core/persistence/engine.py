@@ -41,7 +41,7 @@ def resolve_url(url: str | URL | None = None, *, driver: str = _SYNC_DRIVER) -> 
     try:
         parsed = make_url(raw)
     except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
-        masked = re.sub(r"//[^@/]*@", "//***@", raw)  # never echo a password
+        masked = re.sub(r"//[^@/]*@", "//***@", str(raw))  # never echo a password
         raise ConfigurationError(f"not a database URL: {masked!r} ({exc})") from exc
     backend = parsed.get_backend_name()
     if backend in ("postgres", "postgresql"):
