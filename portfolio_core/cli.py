@@ -33,7 +33,12 @@ from typing import Any, Final, NoReturn
 from alembic.util.exc import CommandError
 from sqlalchemy.exc import DBAPIError
 
-from portfolio_core.errors import ConfigurationError, PortfolioCoreError, ValidationError
+from portfolio_core.errors import (
+    ConfigurationError,
+    DatabaseConnectionError,
+    PortfolioCoreError,
+    ValidationError,
+)
 from portfolio_core.persistence.engine import DATABASE_URL_ENV
 
 PROG: Final = "portfolio-core"
@@ -363,6 +368,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return USAGE_ERROR
     except DBAPIError as error:
         print(f"{PROG}: error: {_database_error(error)}", file=sys.stderr)
+        return USAGE_ERROR
+    except DatabaseConnectionError as error:  # unreachable or refused (typed by migrate())
+        print(f"{PROG}: error: cannot use the database: {error}", file=sys.stderr)
         return USAGE_ERROR
     except PortfolioCoreError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
