@@ -97,7 +97,7 @@ def to_decimal(value: object, field: str) -> Decimal:
             return Decimal(value)
         number = Decimal(1 if value > 0 else -1).scaleb(PRECISION - SCALE)
     else:
-        number = value
+        number = Decimal(value)  # a subclass becomes a plain Decimal
     if not number.is_finite():
         raise ValidationError(field, value, "must be finite (no NaN or Infinity)")
     if number.is_zero():
