@@ -191,5 +191,5 @@ def replay(
     portfolio_id: UUID, version: int | None
 ) -> Callable[[PostgreSQLPortfolioRepository], Portfolio]:
     """The read of ``replay``: the portfolio rebuilt from its events up to ``version``."""
-    arguments.version(version, "version")
+    arguments.version(version, "version", minimum=1)
     return lambda repository: repository.replay(portfolio_id, version)

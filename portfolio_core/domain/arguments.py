@@ -74,14 +74,18 @@ def lock_wait(value: object, field: str = "timeout") -> Seconds | None:
     return None if value is None else _seconds(value, field, allow_zero=True)
 
 
-def version(value: object, field: str) -> int | None:
-    """A portfolio version: None, or an int from 0 to MAX_VERSION (never a bool or float)."""
+def version(value: object, field: str, *, minimum: int = 0) -> int | None:
+    """A portfolio version: None, or an int from ``minimum`` to MAX_VERSION (never a bool or float).
+
+    ``history(since_version=0)`` means every event; a portfolio exists from
+    version 1 on, so ``replay`` asks for ``minimum=1``.
+    """
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValidationError(field, value, "must be an int or None")
-    if not 0 <= value <= MAX_VERSION:
-        raise ValidationError(field, value, f"must be from 0 to {MAX_VERSION}")
+    if not minimum <= value <= MAX_VERSION:
+        raise ValidationError(field, value, f"must be from {minimum} to {MAX_VERSION}")
     return value
 
 

@@ -142,6 +142,12 @@ def test_versions_must_be_ints_in_the_column_range(value: object) -> None:
         arguments.version(value, "since_version")
 
 
+def test_a_replayed_version_starts_at_one() -> None:
+    assert arguments.version(0, "since_version") == 0
+    with pytest.raises(ValidationError):
+        arguments.version(0, "version", minimum=1)
+
+
 @pytest.mark.parametrize("value", [timedelta.max, timedelta(days=-1), 5, None])
 def test_retention_is_a_bounded_timedelta(value: object) -> None:
     with pytest.raises(ValidationError):
