@@ -35,7 +35,12 @@ from sqlalchemy.exc import DBAPIError
 
 from portfolio_core.cli_parser import PROG, USAGE_ERROR, build_parser
 from portfolio_core.demo.config import DEFAULT_DURATION, DemoConfig
-from portfolio_core.errors import ConfigurationError, PortfolioCoreError, ValidationError
+from portfolio_core.errors import (
+    ConfigurationError,
+    DatabaseConnectionError,
+    PortfolioCoreError,
+    ValidationError,
+)
 from portfolio_core.persistence.engine import DATABASE_URL_ENV
 
 INTERRUPTED: Final = 130
@@ -255,6 +260,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return USAGE_ERROR
     except DBAPIError as error:
         print(f"{PROG}: error: {_database_error(error)}", file=sys.stderr)
+        return USAGE_ERROR
+    except DatabaseConnectionError as error:  # unreachable or refused (typed by migrate())
+        print(f"{PROG}: error: cannot use the database: {error}", file=sys.stderr)
         return USAGE_ERROR
     except PortfolioCoreError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)

@@ -12,8 +12,14 @@ Errors carry the objects they concern as attributes, not only as text::
     ├── PortfolioNotFoundError(LookupError)   portfolio_id
     ├── PositionNotFoundError(LookupError)    portfolio_id, symbol
     ├── IdempotencyConflictError  key: the key was used before for a different request
-    ├── DatabaseConnectionError       the database could not be reached
-    │   └── ConnectionLostError       the connection broke before COMMIT (retryable)
+    ├── DatabaseConnectionError       the database could not be reached; the message
+    │   │                             carries the server's (or libpq's) own reason
+    │   ├── ConnectionLostError       the connection broke before COMMIT (retryable)
+    │   ├── DatabaseAccessError       sqlstate: the server refused (28xxx credentials,
+    │   │                             3D000 unknown database, 42501 permission): never retried
+    │   └── PoolTimeoutError          no pooled connection came free in time: not retried
+    ├── StatementTimeoutError         sqlstate 57014: statement_timeout (or a cancel
+    │                                 request) ended a statement: not retried
     └── ConcurrencyException          entity_type, entity_id
         ├── StaleDataException        expected_version, actual_version (re-read)
         ├── SerializationFailureException  SQLSTATE 40001 (retryable)
@@ -34,7 +40,30 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from decimal import Decimal
+from typing import Final
 from uuid import UUID
+
+from portfolio_core.units import Seconds
+
+SHOWN_VALUE_LENGTH: Final = 80
+"""How many characters of a rejected value an error message quotes at most."""
+
+
+def shown_value(value: object) -> str:
+    """``repr(value)`` cut to SHOWN_VALUE_LENGTH characters, for error messages.
+
+    A rejected input may be 10 MB long, or an int too large for ``repr``
+    (Python refuses to print ints of more than 4300 digits): the message must
+    neither echo it whole nor fail while being built.
+    """
+    try:
+        text = repr(value)
+    except Exception:
+        return f"<{type(value).__name__} that cannot be printed>"
+    if len(text) <= SHOWN_VALUE_LENGTH:
+        return text
+    return f"{text[: SHOWN_VALUE_LENGTH - 20]}...<{len(text)} characters>"
+
 
 __all__ = [
     "CommitOutcomeUnknownError",
@@ -42,18 +71,21 @@ __all__ = [
     "ConcurrencyException",
     "ConfigurationError",
     "ConnectionLostError",
+    "DatabaseAccessError",
     "DatabaseConnectionError",
     "DeadlockException",
     "IdempotencyConflictError",
     "InsufficientFundsError",
     "OptimisticLockException",
     "PessimisticLockException",
+    "PoolTimeoutError",
     "PortfolioCoreError",
     "PortfolioNotFoundError",
     "PositionNotFoundError",
     "SerializationFailureError",
     "SerializationFailureException",
     "StaleDataException",
+    "StatementTimeoutError",
     "ValidationError",
 ]
 
@@ -70,14 +102,15 @@ class ValidationError(PortfolioCoreError, ValueError):
     """An input was rejected before any SQL ran.
 
     ``field`` names the argument, ``value`` is what was given and ``reason``
-    says what is wrong with it.
+    says what is wrong with it. The message quotes ``value`` cut to
+    SHOWN_VALUE_LENGTH characters (see :func:`shown_value`).
     """
 
     def __init__(self, field: str, value: object, reason: str) -> None:
         self.field = field
         self.value = value
         self.reason = reason
-        super().__init__(f"{field}={value!r} {reason}")
+        super().__init__(f"{field}={shown_value(value)} {reason}")
 
 
 class InsufficientFundsError(PortfolioCoreError):
@@ -140,6 +173,40 @@ class DatabaseConnectionError(PortfolioCoreError):
 
 class ConnectionLostError(DatabaseConnectionError):
     """The connection broke before COMMIT was sent: nothing was committed; retryable."""
+
+
+class DatabaseAccessError(DatabaseConnectionError):
+    """The server answered and refused: never retried, the same request gets the same answer.
+
+    ``sqlstate`` is PostgreSQL's class 28 (invalid authorization: wrong
+    password, unknown role, no pg_hba entry), 3D000 (no such database) or
+    42501 (insufficient privilege); the message carries the server's reason.
+    """
+
+    def __init__(self, message: str, *, sqlstate: str | None) -> None:
+        self.sqlstate = sqlstate
+        super().__init__(message)
+
+
+class PoolTimeoutError(DatabaseConnectionError):
+    """No connection of the engine's pool came free within ``pool_timeout``.
+
+    Not retried: every connection is busy, so another wait in the same unit
+    of work would only add to the queue; raise ``pool_size`` or lower the
+    concurrency instead.
+    """
+
+
+class StatementTimeoutError(PortfolioCoreError):
+    """A statement was cancelled (SQLSTATE 57014): ``statement_timeout`` or a cancel request.
+
+    The transaction was rolled back, nothing was committed. Not retried: the
+    same unit of work would run into the same time budget again, adding load
+    to a server that is already slow; ``sqlstate`` is ``"57014"`` and the
+    message carries the server's reason.
+    """
+
+    sqlstate = "57014"
 
 
 class ConcurrencyException(PortfolioCoreError):
@@ -218,7 +285,7 @@ class PessimisticLockException(ConcurrencyException):
         entity_type: str | None = None,
         entity_id: object = None,
         sqlstate: str | None = None,
-        timeout: float | None = None,  # float-ok: seconds, not money
+        timeout: Seconds | None = None,
         retries: int = 0,
     ) -> None:
         self.sqlstate = sqlstate

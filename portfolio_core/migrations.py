@@ -31,6 +31,7 @@ from sqlalchemy.engine import URL
 from portfolio_core.errors import ConfigurationError
 from portfolio_core.migration_guard import VERSION_TABLE
 from portfolio_core.persistence.engine import create_engine, resolve_url
+from portfolio_core.persistence.errors import translated
 from portfolio_core.persistence.schema import metadata
 
 __all__ = [
@@ -104,7 +105,8 @@ def _run(engine_or_url: Engine | str | URL | None, action: str, revision: str) -
     )
     try:
         config = alembic_config(engine.url)
-        with _ONE_AT_A_TIME, engine.begin() as connection:
+        # A server that can not be reached or refuses us: a typed error, not OperationalError.
+        with _ONE_AT_A_TIME, translated(), engine.begin() as connection:
             config.attributes["connection"] = connection
             getattr(command, action)(config, revision)
     finally:

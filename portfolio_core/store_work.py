@@ -20,7 +20,7 @@ from decimal import Decimal
 from typing import Generic, Literal, TypeVar
 from uuid import UUID
 
-from portfolio_core.domain import money
+from portfolio_core.domain import arguments, money
 from portfolio_core.domain.events import PortfolioEvent
 from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.domain.position import Position, PositionRequest
@@ -129,6 +129,7 @@ def execute(
     pid = as_portfolio_id(portfolio_id)
     mode = checked_lock_mode(lock)
     key = checked_key(idempotency_key)
+    lock_timeout = arguments.lock_timeout(lock_timeout)
 
     def body(repository: PostgreSQLPortfolioRepository) -> T:
         portfolio = load_for_change(repository, pid, mode, lock_timeout)
@@ -181,6 +182,7 @@ def transfer(
 
 def reprice_request(portfolio_id: UUID, prices: Mapping[str, money.AmountLike]) -> str:
     """The fingerprint an idempotency key of ``update_all_prices`` is stored with."""
+    arguments.mapping(prices, "prices")
     validated = {
         money.validate_symbol(symbol): money.non_negative(price, f"prices[{symbol!r}]")
         for symbol, price in prices.items()
@@ -197,6 +199,7 @@ def update_all_prices(
     pid = as_portfolio_id(portfolio_id)
     key = checked_key(idempotency_key)
     request = "" if key is None else reprice_request(pid, prices)
+    arguments.mapping(prices, "prices")
 
     def body(repository: PostgreSQLPortfolioRepository) -> int:
         if key is not None:
@@ -213,6 +216,7 @@ def update_all_prices(
 
 def batch(updates: Mapping[UUID, Callable[[Portfolio], T]]) -> StoreCall[dict[UUID, T]]:
     """``batch_update``: every portfolio locked in key order, all or nothing."""
+    arguments.distinct_portfolio_ids(arguments.mapping(updates, "updates"))
     return StoreCall(lambda repository: repository.batch_update_portfolios(updates), tuple(updates))
 
 
@@ -225,10 +229,12 @@ def open_position(portfolio_id: UUID, request: PositionRequest) -> StoreCall[Pos
 def history(portfolio_id: UUID, since_version: int | None) -> StoreCall[list[PortfolioEvent]]:
     """``history`` (a read): the audit trail after ``since_version``."""
     pid = as_portfolio_id(portfolio_id)
+    arguments.version(since_version, "since_version")
     return StoreCall(lambda repository: repository.history(pid, since_version), pid, commit=False)
 
 
 def replay(portfolio_id: UUID, version: int | None) -> StoreCall[Portfolio]:
     """``replay`` (a read): the portfolio rebuilt from its events up to ``version``."""
     pid = as_portfolio_id(portfolio_id)
+    arguments.version(version, "version", minimum=1)
     return StoreCall(lambda repository: repository.replay(pid, version), pid, commit=False)

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import NoReturn, TypeVar
 
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolCheckoutTimeout
 from sqlalchemy.orm.exc import StaleDataError
 from tenacity import AsyncRetrying, BaseRetrying, RetryCallState, Retrying, retry_if_exception
 
@@ -136,16 +137,16 @@ class _Run:
         if isinstance(error, StaleDataError):
             # Raw ORM staleness from a caller's own session: same meaning.
             failure = StaleDataException(self.entity_type, self.entity_id, None, None)
-        elif isinstance(error, DBAPIError):
+        elif isinstance(error, DBAPIError | PoolCheckoutTimeout):
             # Not translated by a PortfolioSession: the work used a session or
             # connection of its own, so an established connection that died
             # may have died during its COMMIT. That is an unknown outcome,
-            # never a blind retry (a refused connect is still retried).
+            # never a blind retry (a failed connect is still retried).
             failure = translate(
                 error,
                 entity_type=self.entity_type,
                 entity_id=self.entity_id,
-                during_commit=error.connection_invalidated,
+                during_commit=getattr(error, "connection_invalidated", False),
             )
         if failure is None:
             return error
@@ -208,7 +209,8 @@ def _exhaustion_error(
         )
     if isinstance(error, ConnectionLostError):
         return DatabaseConnectionError(
-            f"database connection lost on each of {attempts} attempts", attempts=attempts
+            f"database connection lost on each of {attempts} attempts: {error}",
+            attempts=attempts,
         )
     return OptimisticLockException(
         f"{entity_type} {entity_id}: version conflicts outlasted {retries} retries",

@@ -23,6 +23,7 @@ from portfolio_core.concurrency.entity_locks import (
 from portfolio_core.concurrency.metrics import ConcurrencyMetrics
 from portfolio_core.concurrency.retry import RetryPolicy, RetryPolicyFields
 from portfolio_core.concurrency.retrying import Retrier
+from portfolio_core.domain import arguments
 from portfolio_core.errors import ConfigurationError
 from portfolio_core.units import Seconds
 
@@ -128,7 +129,7 @@ class ConcurrencyService:
         long; a lock not obtained raises PessimisticLockException (and a given
         session stays usable).
         """
-        lock = AdvisoryLock(self.metrics, entity_type, entity_id, timeout)
+        lock = AdvisoryLock(self.metrics, entity_type, entity_id, arguments.lock_wait(timeout))
         return entity_lock_held(lock, session=session, engine=self.engine)
 
     def async_entity_lock(
@@ -146,7 +147,7 @@ class ConcurrencyService:
         (``ConcurrencyService(engine=async_engine)`` or ``async_engine=``)
         holds a transaction open for the block. ``timeout`` as in entity_lock.
         """
-        lock = AdvisoryLock(self.metrics, entity_type, entity_id, timeout)
+        lock = AdvisoryLock(self.metrics, entity_type, entity_id, arguments.lock_wait(timeout))
         return async_entity_lock_held(lock, session=session, engine=self.async_engine)
 
     # -- metrics -----------------------------------------------------------------

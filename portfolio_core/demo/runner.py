@@ -194,7 +194,8 @@ def run_demo(
             stack.callback(server.stop)
             url = server.start()
             database = "embedded PostgreSQL"
-            announce(f"demo: embedded PostgreSQL at {url} (data dir {server.data_dir})")
+            shown = make_url(url).render_as_string(hide_password=True)  # password never shown
+            announce(f"demo: embedded PostgreSQL at {shown} (data dir {server.data_dir})")
         else:
             url = config.url
             database = "PostgreSQL at " + make_url(url).render_as_string(hide_password=True)

@@ -19,6 +19,7 @@ import re
 from decimal import Decimal
 from typing import Final
 
+from portfolio_core.domain.arguments import clean_text
 from portfolio_core.errors import ValidationError
 
 PRECISION: Final = 24
@@ -28,6 +29,8 @@ SCALE: Final = 8
 
 _QUANTUM: Final = Decimal(1).scaleb(-SCALE)
 _LIMIT: Final = Decimal(10) ** (PRECISION - SCALE)
+_ONE: Final = Decimal(1)
+_NON_FINITE_WORDS: Final = frozenset({"nan", "snan", "inf", "infinity"})
 
 EXACT: Final = decimal.Context(
     prec=100,
@@ -48,49 +51,81 @@ AmountLike = Decimal | int | str
 """What the public API accepts as an amount: never a float or a bool."""
 
 
+_LITERAL_RE: Final = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+LITERAL_MAX_LENGTH: Final = 64
+"""The longest amount string accepted (a NUMERIC(24, 8) value needs at most 26 characters)."""
+
+
 def to_decimal(value: object, field: str) -> Decimal:
     """Convert ``value`` to a finite Decimal that fits NUMERIC(24, 8), or raise.
 
-    Accepts Decimal, int and str (when it parses to a finite decimal). Rejects
-    float and bool (a float has already lost the exact value), NaN, sNaN,
-    +-Infinity, values with more than 8 decimal places and values of 10**16
-    or more in magnitude, each with :class:`ValidationError`.
+    Accepts Decimal, int and str (a plain ASCII decimal literal such as
+    ``"-12.50"`` or ``"1E+2"``: no spaces, underscores or non-ASCII digits, at
+    most LITERAL_MAX_LENGTH characters). Rejects float and bool (a float has
+    already lost the exact value), NaN, sNaN, +-Infinity, values with more than
+    8 significant decimal places and values of 10**16 or more in magnitude,
+    each with :class:`ValidationError`. The value returned has the same
+    value and at most 8 places and no exponent (``1E+2`` becomes ``100``,
+    ``1.000000000`` becomes ``1.00000000``), and a zero is never negative, so
+    what is stored (in the column and in the audit trail) is bounded and exact.
     """
     if (
         type(value) is Decimal
         and value.is_finite()
         and -_LIMIT < value < _LIMIT
         and _LENIENT.quantize(value, _QUANTUM) == value
+        and value
     ):
-        # Fast path for the common case (a finite Decimal in range, e.g. each of
-        # 10,000 prices): it fits the scale iff quantizing changes nothing. The
-        # lenient context never traps: anything else takes the checks below.
-        return value
+        # Fast path for the common case (a finite non-zero Decimal in range,
+        # e.g. each of 10,000 prices): it fits the scale iff quantizing changes
+        # nothing. The lenient context never traps: anything else takes the
+        # checks below.
+        return _normalised(value)
     if isinstance(value, bool) or not isinstance(value, Decimal | int | str):
         raise ValidationError(
             field, value, f"must be a Decimal, int or str, not {type(value).__name__}"
         )
     if isinstance(value, str):
-        try:
-            number = Decimal(value.strip())
-        except decimal.InvalidOperation:
-            raise ValidationError(field, value, "is not a decimal number") from None
-    else:
+        if len(value) > LITERAL_MAX_LENGTH or not _LITERAL_RE.fullmatch(value):
+            if value.lower().lstrip("+-") in _NON_FINITE_WORDS:
+                raise ValidationError(field, value, "must be finite (no NaN or Infinity)")
+            raise ValidationError(field, value, "is not a plain decimal number")
         number = Decimal(value)
+    elif isinstance(value, int):
+        # Compare before converting: Decimal(10**5000) is fine but slow to print.
+        if -(10 ** (PRECISION - SCALE)) < value < 10 ** (PRECISION - SCALE):
+            return Decimal(value)
+        number = Decimal(1 if value > 0 else -1).scaleb(PRECISION - SCALE)
+    else:
+        number = Decimal(value)  # a subclass becomes a plain Decimal
     if not number.is_finite():
         raise ValidationError(field, value, "must be finite (no NaN or Infinity)")
-    if abs(number) >= _LIMIT:
+    if number.is_zero():
+        return _normalised(number)
+    # adjusted() is the exponent of the leading digit: no arithmetic, so no
+    # decimal.Overflow for 1E+999999999999999999.
+    if number.adjusted() >= PRECISION - SCALE:
         raise ValidationError(
             field, value, f"must be less than 10**{PRECISION - SCALE} in magnitude"
         )
+    if number.adjusted() < -SCALE:
+        raise ValidationError(field, value, f"has more than {SCALE} decimal places")
+    try:
+        # Trailing zeros beyond the scale are fine; any other digit is not.
+        EXACT.quantize(number, _QUANTUM)
+    except decimal.Inexact:
+        raise ValidationError(field, value, f"has more than {SCALE} decimal places") from None
+    return _normalised(number)
+
+
+def _normalised(number: Decimal) -> Decimal:
+    """``number`` (finite, in range) with its exponent brought into [-SCALE, 0], zero unsigned."""
     exponent = number.as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -SCALE:
-        try:
-            # Trailing zeros beyond the scale are fine; any other digit is not.
-            number.quantize(_QUANTUM, context=EXACT)
-        except decimal.Inexact:
-            raise ValidationError(field, value, f"has more than {SCALE} decimal places") from None
-    return number
+    if isinstance(exponent, int) and -SCALE <= exponent <= 0:
+        return number.copy_abs() if number.is_zero() else number
+    # Exact: the range and scale checks passed, so only zeros are added or removed.
+    bounded = _LENIENT.quantize(number, _QUANTUM if exponent < 0 else _ONE)  # type: ignore[operator]
+    return bounded.copy_abs() if bounded.is_zero() else bounded
 
 
 def positive(value: object, field: str) -> Decimal:
@@ -165,4 +200,4 @@ def validate_name(value: object) -> str:
     """A non-blank portfolio name of at most 200 characters."""
     if not isinstance(value, str) or not value.strip() or len(value) > NAME_MAX_LENGTH:
         raise ValidationError("name", value, f"must be 1-{NAME_MAX_LENGTH} characters, not blank")
-    return value
+    return clean_text(value, "name")

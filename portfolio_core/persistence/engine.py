@@ -7,6 +7,7 @@ engine is a connection pool, safe to use from many threads).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
@@ -49,8 +50,9 @@ def resolve_url(url: str | URL | None = None, *, driver: str = _SYNC_DRIVER) -> 
         )
     try:
         parsed = make_url(raw)
-    except ArgumentError as exc:
-        raise ConfigurationError(f"not a database URL: {raw!r}") from exc
+    except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
+        masked = re.sub(r"//[^@/]*@", "//***@", str(raw))  # never echo a password
+        raise ConfigurationError(f"not a database URL: {masked!r} ({exc})") from exc
     backend = parsed.get_backend_name()
     if backend in ("postgres", "postgresql"):
         if parsed.drivername in ("postgres", "postgresql"):

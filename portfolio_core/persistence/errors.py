@@ -8,6 +8,13 @@ marks them with ``connection_invalidated``; a server that cannot be reached at
 all gives an OperationalError with no SQLSTATE (libpq's own error, raised
 before any server could answer), classified as a lost connection too.
 
+A server that answers a connect with a refusal (wrong password, unknown role
+or database, no CONNECT privilege) is not a lost connection: retrying gets the
+same answer. asyncpg reports its SQLSTATE; psycopg2 does not for a failed
+connect (libpq gives only text), so the server's FATAL message is matched
+(PostgreSQL's English messages; with another ``lc_messages`` a refusal
+falls back to a lost connection, retried, and its message still names it).
+
 ========  =============================  =====================================
 SQLSTATE  meaning                        becomes
 ========  =============================  =====================================
@@ -16,33 +23,58 @@ SQLSTATE  meaning                        becomes
 55P03     lock_not_available             PessimisticLockException (policy)
 08xxx,    connection failure, server     ConnectionLostError (retryable) or,
 57P01-03  shutting down                  during COMMIT, CommitOutcomeUnknownException
+28xxx,    invalid authorization, no      DatabaseAccessError (never retried)
+3D000,    such database, insufficient
+42501     privilege
+57014     query_canceled (statement      StatementTimeoutError (not retried: the
+          timeout, cancel request)       retry would meet the same budget)
+--        pool checkout timed out        PoolTimeoutError (not retried)
+          (sqlalchemy TimeoutError)
 ========  =============================  =====================================
 
-Everything else propagates unchanged.
+Every translated message carries the server's (or libpq's) own reason, the
+first line of the driver's message. Everything else propagates unchanged.
 """
 
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Final
 
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolCheckoutTimeout
 
 from portfolio_core.errors import (
     CommitOutcomeUnknownException,
     ConnectionLostError,
+    DatabaseAccessError,
     DeadlockException,
     PessimisticLockException,
+    PoolTimeoutError,
     SerializationFailureException,
+    StatementTimeoutError,
 )
+from portfolio_core.units import Seconds
 
 SERIALIZATION_FAILURE: Final = "40001"
 DEADLOCK_DETECTED: Final = "40P01"
 LOCK_NOT_AVAILABLE: Final = "55P03"
 QUERY_CANCELED: Final = "57014"
+INSUFFICIENT_PRIVILEGE: Final = "42501"
+INVALID_CATALOG_NAME: Final = "3D000"
 _SERVER_GONE: Final = frozenset({"57P01", "57P02", "57P03"})
+
+# psycopg2 gives a failed connect no SQLSTATE: the server's FATAL text says it.
+_REFUSALS: Final = (
+    (re.compile(r"FATAL:\s+password authentication failed"), "28P01"),
+    (re.compile(r"FATAL:\s+(role .* does not exist|no pg_hba\.conf entry)"), "28000"),
+    (re.compile(r"FATAL:\s+role .* is not permitted to log in"), "28000"),
+    (re.compile(r"FATAL:\s+database .* does not exist"), INVALID_CATALOG_NAME),
+    (re.compile(r"FATAL:\s+permission denied for database"), INSUFFICIENT_PRIVILEGE),
+)
 
 
 class Failure(enum.Enum):
@@ -52,6 +84,9 @@ class Failure(enum.Enum):
     DEADLOCK = "deadlock"
     LOCK_NOT_AVAILABLE = "lock_not_available"
     CONNECTION_LOST = "connection_lost"
+    ACCESS_DENIED = "access_denied"
+    STATEMENT_TIMEOUT = "statement_timeout"
+    POOL_TIMEOUT = "pool_timeout"
     OTHER = "other"
 
 
@@ -70,9 +105,43 @@ def sqlstate_of(error: BaseException) -> str | None:
     return None
 
 
+def refusal_sqlstate(error: BaseException) -> str | None:
+    """The SQLSTATE of a refused connect or access (28xxx, 3D000, 42501), else None.
+
+    From the error's SQLSTATE if it has one, else from the server's FATAL
+    message (psycopg2's failed connect carries no SQLSTATE).
+    """
+    code = sqlstate_of(error)
+    if code is not None:
+        refused = code.startswith("28") or code in (INVALID_CATALOG_NAME, INSUFFICIENT_PRIVILEGE)
+        return code if refused else None
+    if isinstance(error, OperationalError):
+        text = str(error.orig)
+        for pattern, refused_code in _REFUSALS:
+            if pattern.search(text):
+                return refused_code
+    return None
+
+
+def reason_of(error: BaseException) -> str:
+    """The server's (or libpq's) own words: the first line of the driver's message."""
+    orig = error.orig if isinstance(error, DBAPIError) and error.orig is not None else error
+    lines = [line.strip() for line in str(orig).splitlines() if line.strip()]
+    first = lines[0] if lines else type(orig).__name__
+    # libpq prefixes the server's words with where it tried: keep the words.
+    fatal = re.search(r"FATAL:\s+(.*)", first)
+    return (fatal.group(1) if fatal else first)[:500]
+
+
 def classify(error: BaseException) -> Failure:
     """Classify a SQLAlchemy/driver error by SQLSTATE or connection loss."""
+    if isinstance(error, PoolCheckoutTimeout):
+        return Failure.POOL_TIMEOUT
     code = sqlstate_of(error)
+    if refusal_sqlstate(error) is not None:
+        return Failure.ACCESS_DENIED
+    if code == QUERY_CANCELED:
+        return Failure.STATEMENT_TIMEOUT
     if code == SERIALIZATION_FAILURE:
         return Failure.SERIALIZATION
     if code == DEADLOCK_DETECTED:
@@ -91,25 +160,41 @@ def classify(error: BaseException) -> Failure:
 
 
 def translate(
-    error: DBAPIError,
+    error: DBAPIError | PoolCheckoutTimeout,
     *,
     entity_type: str | None = None,
     entity_id: object = None,
     during_commit: bool = False,
-    lock_timeout: float | None = None,  # float-ok: seconds
+    lock_timeout: Seconds | None = None,
 ) -> Exception | None:
     """The portfolio_core error for ``error``, or None if it is not one we translate."""
     failure = classify(error)
     code = sqlstate_of(error)
+    if failure is Failure.POOL_TIMEOUT:
+        return PoolTimeoutError(f"no pooled database connection came free: {reason_of(error)}")
+    if failure is Failure.ACCESS_DENIED:
+        refused = refusal_sqlstate(error)
+        return DatabaseAccessError(
+            f"the database refused access (SQLSTATE {refused}): {reason_of(error)}",
+            sqlstate=refused,
+        )
+    if failure is Failure.STATEMENT_TIMEOUT:
+        return StatementTimeoutError(
+            f"statement cancelled on {entity_type} {entity_id} (SQLSTATE {code}): "
+            f"{reason_of(error)}"
+        )
     if failure is Failure.CONNECTION_LOST:
         if during_commit:
             return CommitOutcomeUnknownException(
                 f"connection lost during COMMIT of {entity_type} {entity_id}: "
-                "the transaction may or may not have committed",
+                f"the transaction may or may not have committed ({reason_of(error)})",
                 entity_type=entity_type,
                 entity_id=entity_id,
             )
-        return ConnectionLostError(f"connection lost before COMMIT ({code or 'no SQLSTATE'})")
+        return ConnectionLostError(
+            f"database connection failed or lost before COMMIT ({code or 'no SQLSTATE'}): "
+            f"{reason_of(error)}"
+        )
     if failure is Failure.DEADLOCK:
         return DeadlockException(
             f"deadlock detected on {entity_type} {entity_id} (SQLSTATE {code})",
@@ -139,12 +224,12 @@ def translated(
     entity_type: str | None = None,
     entity_id: object = None,
     during_commit: bool = False,
-    lock_timeout: float | None = None,  # float-ok: seconds
+    lock_timeout: Seconds | None = None,
 ) -> Iterator[None]:
     """Run a block, re-raising classified driver errors as portfolio_core errors."""
     try:
         yield
-    except DBAPIError as error:
+    except (DBAPIError, PoolCheckoutTimeout) as error:
         mapped = translate(
             error,
             entity_type=entity_type,

@@ -37,6 +37,7 @@ from uuid import UUID
 from sqlalchemy import Interval, delete, func, literal, select
 from sqlalchemy.dialects.postgresql import insert
 
+from portfolio_core.domain.arguments import clean_text, retention, storable_result
 from portfolio_core.domain.events import PortfolioOperation
 from portfolio_core.errors import StaleDataException, ValidationError
 from portfolio_core.persistence.locking import Executes
@@ -63,14 +64,23 @@ def validate_key(key: object) -> str:
         raise ValidationError(
             "idempotency_key", key, f"must be a str of 1-{IDEMPOTENCY_KEY_MAX_LENGTH} characters"
         )
-    return key
+    return clean_text(key, "idempotency_key")
 
 
 # -- results -----------------------------------------------------------------------
 
 
 def encode_result(value: object) -> Any:
-    """The lossless JSON form of a result; ValidationError if it has none."""
+    """The lossless JSON form of a result; ValidationError if it has none.
+
+    The result is bounded first (``arguments.storable_result``: depth, size,
+    text PostgreSQL can store), so the recursion below stays shallow.
+    """
+    storable_result(value)
+    return _encode(value)
+
+
+def _encode(value: object) -> Any:
     if value is None or isinstance(value, bool | int | str):
         return value
     if isinstance(value, Decimal):
@@ -78,11 +88,11 @@ def encode_result(value: object) -> Any:
     if isinstance(value, UUID):
         return {"$uuid": str(value)}
     if isinstance(value, list):
-        return [encode_result(item) for item in value]
+        return [_encode(item) for item in value]
     if isinstance(value, tuple):
-        return {"$tuple": [encode_result(item) for item in value]}
+        return {"$tuple": [_encode(item) for item in value]}
     if isinstance(value, dict) and all(isinstance(name, str) for name in value):
-        return {"$dict": {name: encode_result(item) for name, item in value.items()}}
+        return {"$dict": {name: _encode(item) for name, item in value.items()}}
     raise ValidationError(
         "result",
         value,
@@ -194,8 +204,7 @@ def claim_key(
 
 def purge_keys(executor: Executes, older_than: timedelta) -> int:
     """Delete the keys created more than ``older_than`` ago (database time); return how many."""
-    if not isinstance(older_than, timedelta) or older_than < timedelta(0):
-        raise ValidationError("older_than", older_than, "must be a non-negative timedelta")
+    retention(older_than)
     cutoff = func.now() - literal(older_than, Interval())
     result = executor.execute(
         delete(idempotency_keys).where(idempotency_keys.c.created_at < cutoff)

@@ -17,9 +17,13 @@ from typing import Any, Final, Protocol
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from portfolio_core.domain import arguments
 from portfolio_core.errors import PessimisticLockException, ValidationError
 from portfolio_core.persistence.session import PortfolioSession, holds_connection
 from portfolio_core.units import Seconds
+
+MAX_LOCK_TIMEOUT_MS: Final = 2**31 - 1
+"""PostgreSQL's largest lock_timeout (INT_MAX milliseconds)."""
 
 _SET_LOCK_TIMEOUT: Final = text(
     "SELECT current_setting('lock_timeout'), set_config('lock_timeout', :t, true)"
@@ -34,10 +38,11 @@ class Executes(Protocol):
 
 
 def lock_timeout_setting(seconds: Seconds) -> str:
-    """PostgreSQL's lock_timeout text for ``seconds`` (> 0), in whole milliseconds."""
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
+    """PostgreSQL's lock_timeout text for ``seconds`` (finite, > 0, at most PostgreSQL's), in ms."""
+    checked = arguments.lock_timeout(seconds)
+    if checked is None:
         raise ValidationError("lock_timeout", seconds, "must be a number of seconds > 0")
-    return f"{max(1, round(seconds * 1000))}ms"
+    return f"{min(MAX_LOCK_TIMEOUT_MS, max(1, round(checked * 1000)))}ms"
 
 
 @contextmanager

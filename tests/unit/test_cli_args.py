@@ -68,6 +68,7 @@ def test_demo_json_into_a_missing_folder_is_refused_before_the_run(
     [
         ("mysql://user@localhost/db", "needs PostgreSQL"),
         ("not a url", "not a database URL"),
+        ("postgresql://u:p@h:notaport/db", "not a database URL"),
     ],
 )
 def test_bad_url_prints_one_line_and_exits_2(
