@@ -16,6 +16,11 @@ SQLSTATE  meaning                        becomes
 55P03     lock_not_available             PessimisticLockException (policy)
 08xxx,    connection failure, server     ConnectionLostError (retryable) or,
 57P01-03  shutting down                  during COMMIT, CommitOutcomeUnknownException
+25006     read_only_sql_transaction      the same: a write reached a standby, the
+                                         primary moved (see persistence.topology)
+42P05,    duplicate_prepared_statement,  ConfigurationError (never retried): the
+26000     invalid_sql_statement_name     driver's statements met another client's
+                                         behind a transaction pooler
 ========  =============================  =====================================
 
 Everything else propagates unchanged.
@@ -32,6 +37,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from portfolio_core.errors import (
     CommitOutcomeUnknownException,
+    ConfigurationError,
     ConnectionLostError,
     DeadlockException,
     PessimisticLockException,
@@ -43,6 +49,10 @@ DEADLOCK_DETECTED: Final = "40P01"
 LOCK_NOT_AVAILABLE: Final = "55P03"
 QUERY_CANCELED: Final = "57014"
 _SERVER_GONE: Final = frozenset({"57P01", "57P02", "57P03"})
+READ_ONLY_TRANSACTION: Final = "25006"
+# The library never PREPAREs by name: these come from the driver's own
+# statements crossing clients on a transaction pooler's server connections.
+_POOLER_STATEMENT_CLASH: Final = frozenset({"42P05", "26000"})
 
 
 class Failure(enum.Enum):
@@ -52,6 +62,7 @@ class Failure(enum.Enum):
     DEADLOCK = "deadlock"
     LOCK_NOT_AVAILABLE = "lock_not_available"
     CONNECTION_LOST = "connection_lost"
+    POOLER_STATEMENT_CLASH = "pooler_statement_clash"
     OTHER = "other"
 
 
@@ -83,6 +94,10 @@ def classify(error: BaseException) -> Failure:
         return Failure.CONNECTION_LOST
     if code is not None and (code.startswith("08") or code in _SERVER_GONE):
         return Failure.CONNECTION_LOST
+    if code == READ_ONLY_TRANSACTION:
+        return Failure.CONNECTION_LOST
+    if code in _POOLER_STATEMENT_CLASH:
+        return Failure.POOLER_STATEMENT_CLASH
     if code is None and isinstance(error, OperationalError):
         # Every error the server sends has a SQLSTATE; none means the client
         # library failed to talk to it (refused, unreachable, reset).
@@ -101,6 +116,12 @@ def translate(
     """The portfolio_core error for ``error``, or None if it is not one we translate."""
     failure = classify(error)
     code = sqlstate_of(error)
+    if failure is Failure.POOLER_STATEMENT_CLASH:
+        return ConfigurationError(
+            f"prepared statement clash (SQLSTATE {code}) on {entity_type} {entity_id}: "
+            "a transaction-mode pooler sits in between; create the engine with "
+            "transaction_pooler=True"
+        )
     if failure is Failure.CONNECTION_LOST:
         if during_commit:
             return CommitOutcomeUnknownException(
