@@ -173,14 +173,11 @@ def _connect_or_sqlstate_08001(
     matches target_session_attrs" (a primary being replaced). With
     ``check_pooler`` a pooler in between is refused (``topology``).
     """
-    unreachable: tuple[type[BaseException], ...] = (
-        OSError,
-        TimeoutError,
-        *topology.no_target_host_errors(),
-    )
     try:
         connection = dialect.connect(*cargs, **cparams)
-    except unreachable as error:
+    except Exception as error:
+        if not isinstance(error, OSError | TimeoutError) and not topology.no_read_write_host(error):
+            raise
         failure = dialect.loaded_dbapi.OperationalError(f"cannot connect to PostgreSQL: {error}")
         failure.pgcode = failure.sqlstate = "08001"
         raise failure from error

@@ -101,10 +101,13 @@ def watch_primary(engine: Engine) -> None:
     sqlalchemy.event.listen(engine, "handle_error", primary_moved_is_a_disconnect)
 
 
-def no_target_host_errors() -> tuple[type[BaseException], ...]:
-    """asyncpg's "no host matches target_session_attrs" error type, if asyncpg is installed."""
+def no_read_write_host(error: BaseException) -> bool:
+    """Whether ``error`` (or the error it wraps) is asyncpg's "no host is read-write"."""
     try:
         from asyncpg.exceptions import TargetServerAttributeNotMatched
     except ImportError:  # pragma: no cover - the async extra is not installed
-        return ()
-    return (TargetServerAttributeNotMatched,)
+        return False
+    return any(
+        isinstance(candidate, TargetServerAttributeNotMatched)
+        for candidate in (error, error.__cause__, getattr(error, "orig", None))
+    )

@@ -29,7 +29,9 @@ def pgbouncer(postgres_server_url: str) -> Iterator[PgBouncer]:
 
 
 @pytest.fixture
-def database_url(database_url: str, pgbouncer: PgBouncer, postgres_server_url: str) -> Iterator[str]:
+def database_url(
+    database_url: str, pgbouncer: PgBouncer, postgres_server_url: str
+) -> Iterator[str]:
     """This test's fresh database, through PgBouncer; server connections checked after."""
     name = make_url(database_url).database or ""
     yield pgbouncer.url(name)

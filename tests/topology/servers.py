@@ -245,6 +245,26 @@ class ReplicatedPair:
             f"&port={ports[0]},{ports[1]}&target_session_attrs=read-write"
         )
 
+    def wait_for_standby_replay(self) -> None:
+        """Block until the standby has replayed everything the primary has written so far."""
+        if self.standby is None:
+            raise RuntimeError("not started")
+        with psycopg2.connect(self.primary.url) as primary, primary.cursor() as cursor:
+            cursor.execute("SELECT pg_current_wal_lsn()")
+            lsn = (cursor.fetchone() or [None])[0]
+        primary.close()
+        deadline = time.monotonic() + 60
+        with psycopg2.connect(self.standby.url) as standby, standby.cursor() as cursor:
+            while time.monotonic() < deadline:
+                cursor.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (lsn,))
+                if (cursor.fetchone() or [False])[0]:
+                    break
+                standby.rollback()
+                time.sleep(0.01)  # polling the server's state, not ordering a race
+            else:
+                raise AssertionError(f"the standby never replayed up to {lsn}")
+        standby.close()
+
     def stop_primary(self, *, immediate: bool = False) -> None:
         """Stop the primary: ``fast`` (WAL sent to the standby first) or ``immediate`` (a crash)."""
         if immediate:
