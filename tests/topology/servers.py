@@ -25,6 +25,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from portfolio_core.embedded import FAST_SETTINGS, SYSTEM_USER, EmbeddedPostgres, _binaries
+from tests.topology.relay import ReplicationRelay
 
 PGBOUNCER = "pgbouncer"
 
@@ -176,11 +177,15 @@ class ReplicatedPair:
     """A primary and a streaming hot standby (``pg_basebackup -R -X stream -c fast``).
 
     ``synchronous=True`` makes the primary wait for the standby before it
-    acknowledges a COMMIT (``synchronous_standby_names='*'``).
+    acknowledges a COMMIT (``synchronous_standby_names='*'``). With
+    ``relayed=True`` the standby streams through a :class:`ReplicationRelay`
+    (``self.relay``) that a test can hold, to make the standby lag.
     """
 
-    def __init__(self, *, synchronous: bool = False):
+    def __init__(self, *, synchronous: bool = False, relayed: bool = False):
         self.synchronous = synchronous
+        self.relayed = relayed
+        self.relay: ReplicationRelay | None = None
         self.primary = EmbeddedPostgres(settings=_replication_settings(synchronous))
         # Once promoted, the standby has no standby of its own to wait for.
         self.standby_settings: Mapping[str, str] = _replication_settings(False)
@@ -191,6 +196,10 @@ class ReplicatedPair:
         """Start the primary, clone it, start the standby streaming from it."""
         try:
             self.primary.start()
+            source = self.primary.url
+            if self.relayed:
+                self.relay = ReplicationRelay(self.primary.port)
+                source = make_url(source).set(port=self.relay.port).render_as_string(False)
             self._standby_dir = _private_dir("portfolio-core-standby-")
             basebackup = str(_binaries() / "pg_basebackup")
             subprocess.run(
@@ -204,7 +213,7 @@ class ReplicatedPair:
                     "-c",
                     "fast",
                     "-d",
-                    self.primary.url,
+                    source,
                 ],
                 user=SYSTEM_USER if os.geteuid() == 0 else None,
                 cwd="/",
@@ -282,6 +291,8 @@ class ReplicatedPair:
     def stop(self) -> None:
         """Stop both servers (whatever state they are in) and remove their folders."""
         try:
+            if self.relay is not None:
+                self.relay.close()
             if self.standby is not None:
                 self.standby.stop(remove=True)
         finally:
