@@ -39,6 +39,13 @@ def database_url(
 
 
 @pytest.fixture
+def direct_database_url(postgres_server_url: str, database_url: str) -> str:
+    """This test's database on the server itself, PgBouncer bypassed."""
+    name = make_url(database_url).database
+    return make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
     """A psycopg2 engine through PgBouncer, declared as such."""
     created = create_engine(database_url, transaction_pooler=True)
