@@ -63,10 +63,15 @@ def _statement_cache_on(driver_connection: Any) -> bool:
 async def _asyncpg_pids(driver_connection: Any) -> tuple[int, int]:
     """(pid the driver was told at connect, pid of the server session), asyncpg."""
     # In a transaction and unnamed: Parse, Bind and Execute reach one server
-    # connection and leave no named statement behind, pooler or not.
-    async with driver_connection.transaction():
+    # connection and leave no named statement behind, pooler or not. Rolled
+    # back: a probe sends no COMMIT (fault-injecting proxies watch for those).
+    transaction = driver_connection.transaction()
+    await transaction.start()
+    try:
         statement = await driver_connection.prepare(_BACKEND_PID, name=False)
         actual = await statement.fetchval()
+    finally:
+        await transaction.rollback()
     return int(driver_connection.get_server_pid()), int(actual)
 
 
