@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 from portfolio_core.errors import ConfigurationError
 from portfolio_core.persistence import topology
+from portfolio_core.units import Seconds
 
 DATABASE_URL_ENV: Final = "PORTFOLIO_CORE_DATABASE_URL"
 """Environment variable read when no URL is passed."""
@@ -96,7 +97,8 @@ def _asyncpg_url(url: URL) -> tuple[URL, dict[str, Any]]:
     if "connect_timeout" in query:
         raw = query.pop("connect_timeout")
         try:
-            connect_args["timeout"] = float(raw if isinstance(raw, str) else raw[0])  # float-ok
+            timeout: Seconds = float(raw if isinstance(raw, str) else raw[0])
+            connect_args["timeout"] = timeout
         except ValueError as exc:
             raise ConfigurationError(f"connect_timeout={raw!r} is not a number") from exc
     if "application_name" in query:

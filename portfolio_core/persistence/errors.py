@@ -43,6 +43,7 @@ from portfolio_core.errors import (
     PessimisticLockException,
     SerializationFailureException,
 )
+from portfolio_core.units import Seconds
 
 SERIALIZATION_FAILURE: Final = "40001"
 DEADLOCK_DETECTED: Final = "40P01"
@@ -111,7 +112,7 @@ def translate(
     entity_type: str | None = None,
     entity_id: object = None,
     during_commit: bool = False,
-    lock_timeout: float | None = None,  # float-ok: seconds
+    lock_timeout: Seconds | None = None,
 ) -> Exception | None:
     """The portfolio_core error for ``error``, or None if it is not one we translate."""
     failure = classify(error)
@@ -160,7 +161,7 @@ def translated(
     entity_type: str | None = None,
     entity_id: object = None,
     during_commit: bool = False,
-    lock_timeout: float | None = None,  # float-ok: seconds
+    lock_timeout: Seconds | None = None,
 ) -> Iterator[None]:
     """Run a block, re-raising classified driver errors as portfolio_core errors."""
     try:

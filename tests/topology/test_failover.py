@@ -31,6 +31,7 @@ from portfolio_core import (
     migrate,
 )
 from portfolio_core.persistence.errors import sqlstate_of
+from portfolio_core.units import Seconds
 from tests.topology.load import Load, patient_service, run_tasks_in_a_thread
 from tests.topology.servers import ReplicatedPair
 
@@ -104,7 +105,7 @@ def test_a_write_that_reaches_a_standby_is_retried_as_a_moved_primary(
     engine = create_engine(pair.standby.url)
     connections: list[object] = []
     event.listen(engine, "connect", lambda dbapi_connection, record: connections.append(1))
-    sleeps: list[float] = []
+    sleeps: list[Seconds] = []
     service = ConcurrencyService(engine, max_retries=2, sleep=sleeps.append)
     with pytest.raises(DatabaseConnectionError) as raised:
         PortfolioStore(engine, service).execute(pid, lambda p: p.deposit(1))
@@ -134,7 +135,7 @@ def test_no_read_write_host_is_a_refused_connection_for_asyncpg(pair: Replicated
     assert sqlstate_of(raised.value.__cause__.__cause__ or raised.value) == "08001"
 
 
-async def _no_wait(seconds: float) -> None:
+async def _no_wait(seconds: Seconds) -> None:
     return None
 
 

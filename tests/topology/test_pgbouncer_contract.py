@@ -20,6 +20,7 @@ from portfolio_core import (
     PortfolioStore,
     create_async_engine,
 )
+from portfolio_core.units import Seconds
 from tests.integration import test_contract
 from tests.integration.contract_api import Flavour, SyncStore
 
@@ -33,7 +34,7 @@ globals().update(
 
 @pytest_asyncio.fixture(params=["sync", "async"])
 async def flavour(
-    request: pytest.FixtureRequest, engine: Engine, database_url: str, no_sleep: list[float]
+    request: pytest.FixtureRequest, engine: Engine, database_url: str, no_sleep: list[Seconds]
 ) -> AsyncIterator[Flavour]:
     """The library in one flavour, through PgBouncer, declared as behind a transaction pooler."""
     if request.param == "sync":
