@@ -17,6 +17,7 @@ The counts are printed and recorded.
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from typing import Any
@@ -102,7 +103,11 @@ def test_acknowledged_writes_after_an_immediate_crash(
     acknowledged = set(load.acknowledged)
     lost = acknowledged - applied
     mode = "synchronous" if synchronous else "asynchronous"
-    print(f"\ncrash ({mode} replication): {len(acknowledged)} acknowledged, {len(lost)} lost")
+    errors = collections.Counter(failure.split(": ")[1] for failure in load.failures)
+    print(
+        f"\ncrash ({mode} replication): {len(acknowledged)} acknowledged, {len(lost)} lost, "
+        f"writers stopped by {dict(errors)}"
+    )
     record_property("acknowledged", len(acknowledged))
     record_property("lost", len(lost))
     if synchronous:
