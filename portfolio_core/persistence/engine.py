@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portfolio_core.errors import ConfigurationError
+from portfolio_core.persistence import topology
 from portfolio_core.units import Seconds
 
 DATABASE_URL_ENV: Final = "PORTFOLIO_CORE_DATABASE_URL"
@@ -63,15 +64,27 @@ def resolve_url(url: str | URL | None = None, *, driver: str = _SYNC_DRIVER) -> 
     )
 
 
-def create_engine(url: str | URL | None = None, **kwargs: Any) -> Engine:
+def create_engine(
+    url: str | URL | None = None, *, transaction_pooler: bool | None = None, **kwargs: Any
+) -> Engine:
     """A SQLAlchemy engine for PostgreSQL through psycopg2.
 
     ``url`` defaults to $PORTFOLIO_CORE_DATABASE_URL. Keyword arguments go to
     :func:`sqlalchemy.create_engine` and override the defaults chosen here:
     READ COMMITTED isolation (the version check and row locks give the
     guarantees) and a pool of 10 + 10 connections.
+
+    ``transaction_pooler`` says whether a transaction-mode pooler (PgBouncer)
+    sits in between; psycopg2 needs no change for one (see
+    ``persistence.topology``), the keyword is taken for symmetry with
+    :func:`create_async_engine`. A multi-host URL
+    (``?host=a:5432&host=b:5432&target_session_attrs=read-write``) follows a
+    primary that moves: a write that reaches a standby (25006) invalidates
+    the pool and is retried like a lost connection.
     """
-    return sqlalchemy.create_engine(resolve_url(url), **{**_ENGINE_DEFAULTS, **kwargs})
+    engine = sqlalchemy.create_engine(resolve_url(url), **{**_ENGINE_DEFAULTS, **kwargs})
+    topology.watch_primary(engine)
+    return engine
 
 
 def _asyncpg_url(url: URL) -> tuple[URL, dict[str, Any]]:
@@ -98,7 +111,9 @@ def _asyncpg_url(url: URL) -> tuple[URL, dict[str, Any]]:
     return url.set(query=query), connect_args
 
 
-def create_async_engine(url: str | URL | None = None, **kwargs: Any) -> AsyncEngine:
+def create_async_engine(
+    url: str | URL | None = None, *, transaction_pooler: bool | None = None, **kwargs: Any
+) -> AsyncEngine:
     """An asyncio SQLAlchemy engine for PostgreSQL through asyncpg (the ``async`` extra).
 
     The same URL resolution as :func:`create_engine` (a plain ``postgresql://``
@@ -106,6 +121,14 @@ def create_async_engine(url: str | URL | None = None, **kwargs: Any) -> AsyncEng
     ``connect_timeout`` and ``application_name`` are translated for asyncpg)
     and the same defaults: READ COMMITTED and a pool of 10 + 10 connections.
     Keyword arguments go to :func:`sqlalchemy.ext.asyncio.create_async_engine`.
+
+    ``transaction_pooler=True``: a transaction-mode pooler (PgBouncer) sits in
+    between, asyncpg's statement caches are turned off. ``None`` (default):
+    each new connection is checked, and one that goes through a pooler raises
+    ConfigurationError rather than risk another client's prepared statement.
+    ``False``: no check (direct, or a session-mode pooler). Multi-host URLs
+    work as for :func:`create_engine`; "no host is read-write" while a standby
+    is being promoted is a refused connection (SQLSTATE 08001), retried.
     """
     try:
         from sqlalchemy.ext import asyncio as sa_asyncio
@@ -126,13 +149,22 @@ def create_async_engine(url: str | URL | None = None, **kwargs: Any) -> AsyncEng
     if connect_args:
         options["connect_args"] = connect_args
     options.update(kwargs)
+    options = topology.pooler_options(options, transaction_pooler)
     engine = sa_asyncio.create_async_engine(resolved, **options)
-    sqlalchemy.event.listen(engine.sync_engine, "do_connect", _connect_or_sqlstate_08001)
+    check_pooler = transaction_pooler is None
+
+    def connect(dialect: Any, connection_record: Any, cargs: Any, cparams: Any) -> Any:
+        return _connect_or_sqlstate_08001(
+            dialect, connection_record, cargs, cparams, check_pooler=check_pooler
+        )
+
+    sqlalchemy.event.listen(engine.sync_engine, "do_connect", connect)
+    topology.watch_primary(engine.sync_engine)
     return engine
 
 
 def _connect_or_sqlstate_08001(
-    dialect: Any, connection_record: Any, cargs: Any, cparams: Any
+    dialect: Any, connection_record: Any, cargs: Any, cparams: Any, *, check_pooler: bool = False
 ) -> Any:
     """Connect; a refused or timed-out connection becomes a DBAPI error with SQLSTATE 08001.
 
@@ -140,11 +172,18 @@ def _connect_or_sqlstate_08001(
     raises the bare OSError (or TimeoutError), which SQLAlchemy passes on
     unwrapped, so the retry policy and commit outcome resolution would not
     see a lost connection. SQLSTATE 08001 (sqlclient_unable_to_establish_
-    sqlconnection) makes it one, classified like psycopg2's.
+    sqlconnection) makes it one, classified like psycopg2's; so does "no host
+    matches target_session_attrs" (a primary being replaced). With
+    ``check_pooler`` a pooler in between is refused (``topology``).
     """
     try:
-        return dialect.connect(*cargs, **cparams)
-    except (OSError, TimeoutError) as error:
+        connection = dialect.connect(*cargs, **cparams)
+    except Exception as error:
+        if not isinstance(error, OSError | TimeoutError) and not topology.no_read_write_host(error):
+            raise
         failure = dialect.loaded_dbapi.OperationalError(f"cannot connect to PostgreSQL: {error}")
         failure.pgcode = failure.sqlstate = "08001"
         raise failure from error
+    if check_pooler:
+        topology.refuse_hidden_pooler_async(connection)
+    return connection

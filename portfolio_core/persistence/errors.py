@@ -30,6 +30,11 @@ SQLSTATE  meaning                        becomes
           timeout, cancel request)       retry would meet the same budget)
 --        pool checkout timed out        PoolTimeoutError (not retried)
           (sqlalchemy TimeoutError)
+25006     read_only_sql_transaction      the same: a write reached a standby, the
+                                         primary moved (see persistence.topology)
+42P05,    duplicate_prepared_statement,  ConfigurationError (never retried): the
+26000     invalid_sql_statement_name     driver's statements met another client's
+                                         behind a transaction pooler
 ========  =============================  =====================================
 
 Every translated message carries the server's (or libpq's) own reason, the
@@ -49,6 +54,7 @@ from sqlalchemy.exc import TimeoutError as PoolCheckoutTimeout
 
 from portfolio_core.errors import (
     CommitOutcomeUnknownException,
+    ConfigurationError,
     ConnectionLostError,
     DatabaseAccessError,
     DeadlockException,
@@ -66,6 +72,10 @@ QUERY_CANCELED: Final = "57014"
 INSUFFICIENT_PRIVILEGE: Final = "42501"
 INVALID_CATALOG_NAME: Final = "3D000"
 _SERVER_GONE: Final = frozenset({"57P01", "57P02", "57P03"})
+READ_ONLY_TRANSACTION: Final = "25006"
+# The library never PREPAREs by name: these come from the driver's own
+# statements crossing clients on a transaction pooler's server connections.
+_POOLER_STATEMENT_CLASH: Final = frozenset({"42P05", "26000"})
 
 # psycopg2 gives a failed connect no SQLSTATE: the server's FATAL text says it.
 _REFUSALS: Final = (
@@ -87,6 +97,7 @@ class Failure(enum.Enum):
     ACCESS_DENIED = "access_denied"
     STATEMENT_TIMEOUT = "statement_timeout"
     POOL_TIMEOUT = "pool_timeout"
+    POOLER_STATEMENT_CLASH = "pooler_statement_clash"
     OTHER = "other"
 
 
@@ -152,6 +163,10 @@ def classify(error: BaseException) -> Failure:
         return Failure.CONNECTION_LOST
     if code is not None and (code.startswith("08") or code in _SERVER_GONE):
         return Failure.CONNECTION_LOST
+    if code == READ_ONLY_TRANSACTION:
+        return Failure.CONNECTION_LOST
+    if code in _POOLER_STATEMENT_CLASH:
+        return Failure.POOLER_STATEMENT_CLASH
     if code is None and isinstance(error, OperationalError):
         # Every error the server sends has a SQLSTATE; none means the client
         # library failed to talk to it (refused, unreachable, reset).
@@ -170,6 +185,12 @@ def translate(
     """The portfolio_core error for ``error``, or None if it is not one we translate."""
     failure = classify(error)
     code = sqlstate_of(error)
+    if failure is Failure.POOLER_STATEMENT_CLASH:
+        return ConfigurationError(
+            f"prepared statement clash (SQLSTATE {code}) on {entity_type} {entity_id}: "
+            "a transaction-mode pooler sits in between; create the engine with "
+            "transaction_pooler=True"
+        )
     if failure is Failure.POOL_TIMEOUT:
         return PoolTimeoutError(f"no pooled database connection came free: {reason_of(error)}")
     if failure is Failure.ACCESS_DENIED:

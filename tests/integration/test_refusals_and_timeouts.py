@@ -6,6 +6,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
@@ -25,7 +26,7 @@ from portfolio_core import (
 from portfolio_core.concurrency import ConcurrencyService
 
 
-def _store(url: str, waits: list[float], **engine_options: object) -> PortfolioStore:
+def _store(url: str, waits: list[float], **engine_options: Any) -> PortfolioStore:
     engine = create_engine(url, **engine_options)
     return PortfolioStore(engine, ConcurrencyService(engine, max_retries=3, sleep=waits.append))
 
