@@ -71,6 +71,9 @@ def to_decimal(value: object, field: str) -> Decimal:
             field, value, f"must be a Decimal, int or str, not {type(value).__name__}"
         )
     if isinstance(value, str):
+        if not value.isascii():
+            # Decimal() reads any Unicode digit ('١٢٣' is 123): only ASCII is a number here.
+            raise ValidationError(field, value, "is not a decimal number")
         try:
             number = Decimal(value.strip())
         except decimal.InvalidOperation:
@@ -162,7 +165,18 @@ def validate_symbol(value: object) -> str:
 
 
 def validate_name(value: object) -> str:
-    """A non-blank portfolio name of at most 200 characters."""
+    """A non-blank portfolio name of at most 200 characters, storable as PostgreSQL text."""
     if not isinstance(value, str) or not value.strip() or len(value) > NAME_MAX_LENGTH:
         raise ValidationError("name", value, f"must be 1-{NAME_MAX_LENGTH} characters, not blank")
+    if "\x00" in value or not value.isprintable() and _unencodable(value):
+        # PostgreSQL text holds neither NUL nor a lone surrogate (not UTF-8).
+        raise ValidationError("name", value, "must not contain NUL or lone surrogates")
     return value
+
+
+def _unencodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
