@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from typing import Any, Final
 
 from hypothesis import strategies as st
@@ -101,9 +101,16 @@ def decimals_at_scale(
     usable = [p for p in range(max_places + 1) if units(p)[0] <= units(p)[1]]
     if not usable:
         raise InvalidArgument(f"no value in [{low}, {high}] has at most {max_places} places")
-    return st.sampled_from(usable).flatmap(
-        lambda places: st.integers(*units(places)).map(lambda count: Decimal(count).scaleb(-places))
-    )
+    finest = units(max_places)
+
+    def cut(places: int, count: int) -> Decimal:
+        # Digits drawn at the finest scale, cut to ``places``: no flatmap, so
+        # both the places and the digits shrink towards simple values.
+        value = Decimal(count).scaleb(-max_places).quantize(Decimal(1).scaleb(-places), ROUND_DOWN)
+        lowest, highest = (Decimal(u).scaleb(-places) for u in units(places))
+        return max(lowest, min(highest, value))
+
+    return st.builds(cut, st.sampled_from(usable), st.integers(*finest))
 
 
 def column_values() -> st.SearchStrategy[Decimal]:
