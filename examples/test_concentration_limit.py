@@ -1,0 +1,118 @@
+"""Example: a service's own tests on top of portfolio_core.testing.
+
+The service below trades through a PortfolioStore and enforces one business
+rule of its own: no portfolio may hold more than 20% of its value in one
+symbol. Its tests use the plugin's ``store`` fixture (a fresh migrated
+database per test) and subclass the kit's state machine, which keeps
+checking the library's invariants while this module adds the rule's.
+
+Run it with ``pytest examples/test_concentration_limit.py`` once
+``portfolio-core[testing]`` is installed. Set ``BREAK_CONCENTRATION_RULE=1``
+to break the rule on purpose (the service then checks it on purchases only,
+forgetting that a withdrawal or a price rise also shifts the weights):
+hypothesis finds a sequence that breaks it and shrinks it to a few steps.
+"""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+from uuid import UUID
+
+from hypothesis import settings
+from hypothesis.stateful import invariant
+
+from portfolio_core import Portfolio, PortfolioOperation, PortfolioStore, ValidationError
+from portfolio_core.domain.events import apply_operation
+from portfolio_core.store_work import LockMode
+from portfolio_core.testing.machine import DEFAULT_SETTINGS, PortfolioStoreMachine
+
+LIMIT = Decimal("0.2")
+BROKEN = os.environ.get("BREAK_CONCENTRATION_RULE") == "1"
+
+
+class ConcentrationError(Exception):
+    """The step would leave more than 20% of the portfolio's value in one symbol."""
+
+
+def concentration_holds(portfolio: Portfolio) -> bool:
+    """No open position is worth more than LIMIT of the portfolio's total value."""
+    total = portfolio.total_value
+    return all(p.market_value <= LIMIT * total for p in portfolio.positions.values())
+
+
+class TradingService:
+    """The service under test: every change goes through the rule, in the same unit of work."""
+
+    def __init__(self, store: PortfolioStore) -> None:
+        self.store = store
+
+    def apply(self, portfolio_id: UUID, operation: PortfolioOperation, lock: LockMode) -> None:
+        """Apply ``operation``; refuse it (nothing is committed) if it breaks the rule."""
+
+        def checked(portfolio: Portfolio) -> None:
+            apply_operation(portfolio, operation)
+            checks = operation.kind == "open_position" if BROKEN else True
+            if checks and not concentration_holds(portfolio):
+                raise ConcentrationError(portfolio.id)  # rolls the unit of work back
+
+        self.store.execute(portfolio_id, checked, lock=lock)
+
+    def transfer(self, source: UUID, recipient: UUID, amount: Decimal) -> None:
+        """Move cash, unless the paying portfolio would break the rule."""
+        if source == recipient:
+            raise ValidationError("recipient", recipient, "must differ from the source")
+
+        def pay(portfolio: Portfolio) -> None:
+            portfolio.transfer_out(amount, recipient)
+            if not BROKEN and not concentration_holds(portfolio):
+                raise ConcentrationError(portfolio.id)
+
+        self.store.batch_update(
+            {source: pay, recipient: lambda portfolio: portfolio.transfer_in(amount, source)}
+        )
+
+
+class ConcentrationMachine(PortfolioStoreMachine):
+    """The library's invariants, plus the service's rule, after every random step."""
+
+    service_refusals = (ConcentrationError,)
+
+    def __init__(self, store: PortfolioStore) -> None:
+        super().__init__(store)
+        self.service = TradingService(store)
+
+    def run_operation(
+        self, portfolio_id: UUID, operation: PortfolioOperation, lock: LockMode
+    ) -> None:
+        self.service.apply(portfolio_id, operation, lock)
+
+    def run_transfer(self, source: UUID, recipient: UUID, amount: Decimal) -> None:
+        self.service.transfer(source, recipient, amount)
+
+    @invariant()
+    def no_symbol_holds_more_than_20_percent(self) -> None:
+        for portfolio in self.stored.values():
+            assert concentration_holds(portfolio), portfolio.positions
+
+
+def test_a_purchase_over_the_limit_is_refused_and_changes_nothing(store: PortfolioStore) -> None:
+    service = TradingService(store)
+    pid = store.create_portfolio("alpha", Decimal("1000"))
+    buy = PortfolioOperation(
+        "open_position", {"symbol": "AAA", "quantity": Decimal(3), "entry_price": Decimal(100)}
+    )
+    try:
+        service.apply(pid, buy, "optimistic")
+    except ConcentrationError:
+        pass
+    else:
+        raise AssertionError("a 30% position was accepted")
+    assert store.get(pid).positions == {}
+    assert store.get(pid).version == 1
+
+
+def test_no_sequence_of_operations_breaks_the_concentration_rule(store: PortfolioStore) -> None:
+    ConcentrationMachine.run(
+        store, settings=settings(DEFAULT_SETTINGS, max_examples=40, stateful_step_count=12)
+    )
