@@ -168,7 +168,7 @@ def validate_name(value: object) -> str:
     """A non-blank portfolio name of at most 200 characters, storable as PostgreSQL text."""
     if not isinstance(value, str) or not value.strip() or len(value) > NAME_MAX_LENGTH:
         raise ValidationError("name", value, f"must be 1-{NAME_MAX_LENGTH} characters, not blank")
-    if "\x00" in value or not value.isprintable() and _unencodable(value):
+    if "\x00" in value or (not value.isprintable() and _unencodable(value)):
         # PostgreSQL text holds neither NUL nor a lone surrogate (not UTF-8).
         raise ValidationError("name", value, "must not contain NUL or lone surrogates")
     return value
