@@ -8,10 +8,16 @@ here too so that a stale install can not drop it) gives ``postgres_server_url``,
 Unit tests request none of them and never start a server.
 
 This file adds what only this project's tests need: a ConcurrencyService that
-never really sleeps, and a ``store`` built on it (overriding the kit's).
+never really sleeps, a ``store`` built on it (overriding the kit's), and the
+package's wheel, built once per session.
 """
 
 from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
@@ -39,3 +45,43 @@ def service(engine: Engine, no_sleep: list[Seconds]) -> ConcurrencyService:
 def store(engine: Engine, service: ConcurrencyService) -> PortfolioStore:
     """A PortfolioStore on this test's database, retrying without sleeping."""
     return PortfolioStore(engine, service)
+
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+NOT_SHIPPED = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".hypothesis",
+    "tests",
+)
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The package's wheel, built (in an isolated build environment) from a copy of the checkout.
+
+    Session-scoped: the wheel tests of the package and of its testing kit share one build.
+    """
+    work = tmp_path_factory.mktemp("wheel")
+    source = work / "src"
+    shutil.copytree(REPOSITORY, source, ignore=NOT_SHIPPED)
+    command = [
+        sys.executable,
+        "-m",
+        "build",
+        "--wheel",
+        "--outdir",
+        str(work / "dist"),
+        str(source),
+    ]
+    result = subprocess.run(command, cwd=work, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, f"build failed:\n{result.stdout}\n{result.stderr}"
+    [built] = dist.glob("portfolio_core-*.whl")
+    return built
