@@ -83,5 +83,5 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ]
     result = subprocess.run(command, cwd=work, capture_output=True, text=True, check=False)
     assert result.returncode == 0, f"build failed:\n{result.stdout}\n{result.stderr}"
-    [built] = dist.glob("portfolio_core-*.whl")
+    [built] = (work / "dist").glob("portfolio_core-*.whl")
     return built
