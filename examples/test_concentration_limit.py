@@ -16,15 +16,16 @@ hypothesis finds a sequence that breaks it and shrinks it to a few steps.
 from __future__ import annotations
 
 import os
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from uuid import UUID
 
 from hypothesis import settings, target
-from hypothesis.stateful import invariant
+from hypothesis.stateful import invariant, rule
 
 from portfolio_core import Portfolio, PortfolioOperation, PortfolioStore, ValidationError
 from portfolio_core.domain.events import apply_operation
 from portfolio_core.store_work import LockMode
+from portfolio_core.testing import strategies as pcst
 from portfolio_core.testing.machine import DEFAULT_SETTINGS, PortfolioStoreMachine
 
 LIMIT = Decimal("0.2")
@@ -97,6 +98,24 @@ class ConcentrationMachine(PortfolioStoreMachine):
 
     def run_transfer(self, source: UUID, recipient: UUID, amount: Decimal) -> None:
         self.service.transfer(source, recipient, amount)
+
+    @rule(
+        portfolio_id=PortfolioStoreMachine.portfolios,
+        symbol=pcst.symbols(pcst.DEFAULT_SYMBOLS),
+        price=pcst.prices(),
+    )
+    def buy_up_to_the_limit(self, portfolio_id: UUID, symbol: str, price: Decimal) -> None:
+        """The service's own order type: the largest purchase of a new symbol the rule allows."""
+        portfolio = self.stored[portfolio_id]
+        quantity = (LIMIT * portfolio.total_value / price).quantize(Decimal("0.0001"), ROUND_DOWN)
+        if symbol in portfolio.positions or quantity <= 0:
+            return
+        arguments: dict[str, Decimal | str] = {
+            "symbol": symbol,
+            "quantity": quantity,
+            "entry_price": price,
+        }
+        self.apply(portfolio_id, PortfolioOperation("open_position", arguments), "optimistic")
 
     @invariant()
     def no_symbol_holds_more_than_20_percent(self) -> None:
