@@ -146,5 +146,5 @@ def test_a_purchase_over_the_limit_is_refused_and_changes_nothing(store: Portfol
 
 def test_no_sequence_of_operations_breaks_the_concentration_rule(store: PortfolioStore) -> None:
     ConcentrationMachine.run(
-        store, settings=settings(DEFAULT_SETTINGS, max_examples=40, stateful_step_count=12)
+        store, settings=settings(DEFAULT_SETTINGS, max_examples=30, stateful_step_count=8)
     )

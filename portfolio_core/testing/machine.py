@@ -29,7 +29,7 @@ from decimal import Decimal
 from typing import Any, ClassVar, cast
 from uuid import UUID
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
@@ -66,6 +66,8 @@ DEFAULT_SETTINGS: settings = settings(
     # One bug at a time: each failure found is shrunk on its own, and every
     # step of every shrink goes to the database.
     report_multiple_bugs=False,
+    # No explain phase: it re-runs the failing case many more times, each against the database.
+    phases=(Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink),
     suppress_health_check=[HealthCheck.too_slow],
 )
 """Settings of :meth:`PortfolioStoreMachine.run` when none are given (every step hits the DB)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -41,10 +42,11 @@ def test_interrupted(postgres_server_url):
 
 
 def pytest_run(
-    folder: Path, *args: str, server_url: str | None
+    folder: Path, *args: str, server_url: str | None, **variables: str
 ) -> subprocess.CompletedProcess[str]:
     """``python -m pytest args`` in ``folder``, the plugin loaded by its entry point."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", DATABASE_URL_ENV))}
+    env.update(variables)
     if server_url is not None:
         env[DATABASE_URL_ENV] = server_url
     return subprocess.run(
@@ -107,3 +109,43 @@ def test_an_interrupted_run_stops_its_embedded_server(tmp_path: Path) -> None:
     port = int(re.findall(r":(\d+)/", url)[0])
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0, "the server still listens"
+
+
+EXAMPLE = REPOSITORY / "examples" / "test_concentration_limit.py"
+INVARIANTS = ("money_is", "no_symbol", "replay_equals", "stored_matches", "versions_equal")
+
+
+def test_the_service_example_passes(tmp_path: Path, postgres_server_url: str) -> None:
+    shutil.copy(EXAMPLE, tmp_path)
+
+    result = pytest_run(tmp_path, server_url=postgres_server_url)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout
+
+
+def test_the_example_s_broken_rule_is_found_and_shrunk(
+    tmp_path: Path, postgres_server_url: str
+) -> None:
+    shutil.copy(EXAMPLE, tmp_path)
+
+    result = pytest_run(
+        tmp_path,
+        "-k",
+        "sequence",
+        server_url=postgres_server_url,
+        BREAK_CONCENTRATION_RULE="1",
+    )
+
+    output = result.stdout
+    assert result.returncode == 1, output + result.stderr
+    assert "in no_symbol_holds_more_than_20_percent" in output
+    # The shrunk reproduction: the steps between "state = ..." and teardown,
+    # invariant checks left out. A portfolio, a purchase, then one more step.
+    steps = [
+        line
+        for line in output.splitlines()
+        if re.match(r"E\s+(\w+ = )?state\.", line)
+        and not any(f"state.{name}" in line for name in (*INVARIANTS, "teardown"))
+    ]
+    assert 2 <= len(steps) <= 4, output
