@@ -141,11 +141,13 @@ def test_the_example_s_broken_rule_is_found_and_shrunk(
     assert result.returncode == 1, output + result.stderr
     assert "in no_symbol_holds_more_than_20_percent" in output
     # The shrunk reproduction: the steps between "state = ..." and teardown,
-    # invariant checks left out. A portfolio, a purchase, then one more step.
+    # invariant checks left out. At best a portfolio, a purchase at the limit
+    # and a withdrawal; hypothesis stops shrinking after 5 minutes, which a
+    # loaded machine can reach a step or two before the best.
     steps = [
         line
         for line in output.splitlines()
         if re.match(r"E\s+(\w+ = )?state\.", line)
         and not any(f"state.{name}" in line for name in (*INVARIANTS, "teardown"))
     ]
-    assert 2 <= len(steps) <= 4, output
+    assert 2 <= len(steps) <= 6, output
