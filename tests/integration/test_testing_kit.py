@@ -133,21 +133,23 @@ def test_the_example_s_broken_rule_is_found_and_shrunk(
         tmp_path,
         "-k",
         "sequence",
+        # A fixed seed keeps CI deterministic; other seeds find it as well.
+        "--hypothesis-seed=1",
         server_url=postgres_server_url,
         BREAK_CONCENTRATION_RULE="1",
     )
 
     output = result.stdout
     assert result.returncode == 1, output + result.stderr
-    assert "in no_symbol_holds_more_than_20_percent" in output
+    assert "assert concentration_holds(portfolio)" in output
+    assert "AssertionError: {'AAA'" in output or "AssertionError: {'" in output
     # The shrunk reproduction: the steps between "state = ..." and teardown,
-    # invariant checks left out. At best a portfolio, a purchase at the limit
-    # and a withdrawal; hypothesis stops shrinking after 5 minutes, which a
-    # loaded machine can reach a step or two before the best.
+    # invariant checks left out: a portfolio and two orders sized by the
+    # broken service (sometimes a deposit first, when the portfolio opens empty).
     steps = [
         line
         for line in output.splitlines()
         if re.match(r"E\s+(\w+ = )?state\.", line)
         and not any(f"state.{name}" in line for name in (*INVARIANTS, "teardown"))
     ]
-    assert 2 <= len(steps) <= 6, output
+    assert 2 <= len(steps) <= 5, output
