@@ -1,117 +1,87 @@
-"""Test harness: a private PostgreSQL for the session, a fresh database per test.
+"""Test harness: the database fixtures come from the project's own testing kit.
 
-With $PORTFOLIO_CORE_DATABASE_URL set, that server is used (the URL must allow
-CREATE DATABASE); otherwise an embedded PostgreSQL starts on first use and
-stops at the end of the session. A template database is migrated once; each
-integration test gets its own copy (CREATE DATABASE ... TEMPLATE is fast).
-Unit tests request none of these fixtures and never start a server.
+``portfolio_core.testing`` (loaded through its pytest11 entry point, and named
+here too so that a stale install can not drop it) gives ``postgres_server_url``,
+``template_database``, ``database_url``, ``engine``, ``store``,
+``async_engine`` and ``async_store``: a private PostgreSQL for the session
+(or $PORTFOLIO_CORE_DATABASE_URL), a migrated template, a fresh copy per test.
+Unit tests request none of them and never start a server.
+
+This file adds what only this project's tests need: a ConcurrencyService that
+never really sleeps, a ``store`` built on it (overriding the kit's), and the
+package's wheel, built once per session.
 """
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import AsyncIterator, Iterator
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
-import pytest_asyncio
-from sqlalchemy import Engine, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import Engine
 
-from portfolio_core import PortfolioStore, create_async_engine, create_engine, migrate
+from portfolio_core import PortfolioStore
 from portfolio_core.concurrency import ConcurrencyService
-from portfolio_core.persistence.engine import DATABASE_URL_ENV
+from portfolio_core.units import Seconds
 
-TEMPLATE_PREFIX = "pc_template"
-
-
-def _admin_engine(server_url: str) -> Engine:
-    return create_engine(server_url, isolation_level="AUTOCOMMIT", pool_size=1, max_overflow=0)
-
-
-@pytest.fixture(scope="session")
-def postgres_server_url() -> Iterator[str]:
-    """URL of the PostgreSQL server the tests use (embedded unless the environment names one)."""
-    configured = os.environ.get(DATABASE_URL_ENV)
-    if configured:
-        yield configured
-        return
-    from portfolio_core.embedded import EmbeddedPostgres
-
-    server = EmbeddedPostgres()
-    server.start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="session")
-def template_database(postgres_server_url: str) -> Iterator[str]:
-    """Name of a database migrated to head, copied for every test."""
-    name = f"{TEMPLATE_PREFIX}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin = _admin_engine(postgres_server_url)
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(postgres_server_url).set(database=name)
-    migrate(url)
-    try:
-        yield name
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+pytest_plugins = ["portfolio_core.testing"]
 
 
 @pytest.fixture
-def database_url(postgres_server_url: str, template_database: str) -> Iterator[str]:
-    """URL of a fresh, migrated database of this test's own."""
-    name = f"pc_test_{uuid.uuid4().hex[:12]}"
-    admin = _admin_engine(postgres_server_url)
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"'))
-        yield make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    """An engine on this test's database."""
-    created = create_engine(database_url)
-    try:
-        yield created
-    finally:
-        created.dispose()
-
-
-@pytest.fixture
-def no_sleep() -> list[float]:
+def no_sleep() -> list[Seconds]:
     """Records the waits a retry policy asked for, without waiting."""
     return []
 
 
 @pytest.fixture
-def service(engine: Engine, no_sleep: list[float]) -> ConcurrencyService:
+def service(engine: Engine, no_sleep: list[Seconds]) -> ConcurrencyService:
     """A ConcurrencyService on this test's engine whose backoff never really sleeps."""
     return ConcurrencyService(engine, max_retries=5, sleep=no_sleep.append)
 
 
 @pytest.fixture
 def store(engine: Engine, service: ConcurrencyService) -> PortfolioStore:
-    """A PortfolioStore on this test's database."""
+    """A PortfolioStore on this test's database, retrying without sleeping."""
     return PortfolioStore(engine, service)
 
 
-@pytest_asyncio.fixture
-async def async_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    """An asyncpg engine on this test's database (pool of 10 + 10, as create_engine)."""
-    created = create_async_engine(database_url)
-    try:
-        yield created
-    finally:
-        await created.dispose()
+REPOSITORY = Path(__file__).resolve().parents[1]
+NOT_SHIPPED = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".hypothesis",
+    "tests",
+)
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The package's wheel, built (in an isolated build environment) from a copy of the checkout.
+
+    Session-scoped: the wheel tests of the package and of its testing kit share one build.
+    """
+    work = tmp_path_factory.mktemp("wheel")
+    source = work / "src"
+    shutil.copytree(REPOSITORY, source, ignore=NOT_SHIPPED)
+    command = [
+        sys.executable,
+        "-m",
+        "build",
+        "--wheel",
+        "--outdir",
+        str(work / "dist"),
+        str(source),
+    ]
+    result = subprocess.run(command, cwd=work, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, f"build failed:\n{result.stdout}\n{result.stderr}"
+    [built] = (work / "dist").glob("portfolio_core-*.whl")
+    return built

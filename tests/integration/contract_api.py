@@ -153,11 +153,14 @@ class Flavour:
         store: SyncStore | AsyncPortfolioStore,
         service: ConcurrencyService,
         engine: Engine | AsyncEngine | None = None,
+        engine_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.name = name
         self.store: ContractStore = store
         self.service = service
         self.engine = engine
+        self.engine_options: Mapping[str, Any] = engine_options or {}
+        """The options its engine was created with: a second engine of a test keeps them."""
 
     def connections_checked_out(self) -> int:
         """How many of the engine's pooled connections are in use right now."""
@@ -245,13 +248,17 @@ async def open_flavour(
         engine = create_engine(url, **engine_options)
         service = ConcurrencyService(engine, max_retries=max_retries, sleep=sleep)
         try:
-            yield Flavour(name, SyncStore(PortfolioStore(engine, service)), service, engine)
+            yield Flavour(
+                name, SyncStore(PortfolioStore(engine, service)), service, engine, engine_options
+            )
         finally:
             engine.dispose()
         return
     async_engine = create_async_engine(url, **engine_options)
     service = ConcurrencyService(async_engine, max_retries=max_retries, sleep=sleep)
     try:
-        yield Flavour(name, AsyncPortfolioStore(async_engine, service), service, async_engine)
+        yield Flavour(
+            name, AsyncPortfolioStore(async_engine, service), service, async_engine, engine_options
+        )
     finally:
         await async_engine.dispose()

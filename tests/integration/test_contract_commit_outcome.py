@@ -39,7 +39,11 @@ async def proxied(
     """The same flavour as ``flavour``, connected through the proxy, with 3 retries."""
     url = make_url(database_url).set(host="127.0.0.1", port=proxy.port)
     async with open_flavour(
-        flavour.name, url, no_sleep.append, max_retries=3, pool_size=2, max_overflow=2
+        flavour.name,
+        url,
+        no_sleep.append,
+        max_retries=3,
+        **{**flavour.engine_options, "pool_size": 2, "max_overflow": 2},
     ) as opened:
         yield opened
 

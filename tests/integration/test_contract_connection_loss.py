@@ -94,7 +94,9 @@ async def test_unreachable_database_is_retried_then_reported_as_connection_error
     url = make_url(database_url).set(host="127.0.0.1", port=closed_port)
     waits: list[float] = []
 
-    async with open_flavour(flavour.name, url, waits.append, max_retries=2) as unreachable:
+    async with open_flavour(
+        flavour.name, url, waits.append, max_retries=2, **flavour.engine_options
+    ) as unreachable:
         with pytest.raises(DatabaseConnectionError) as raised:
             await unreachable.store.get(uuid4())
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -21,20 +20,8 @@ import pytest
 from tests.integration.helpers import empty_database, table_names
 
 REPOSITORY = Path(__file__).resolve().parents[2]
-NOT_SHIPPED = shutil.ignore_patterns(
-    ".git",
-    ".venv",
-    "build",
-    "dist",
-    "*.egg-info",
-    "__pycache__",
-    ".mypy_cache",
-    ".pytest_cache",
-    ".ruff_cache",
-    ".hypothesis",
-    "tests",
-)
-
+# The `wheel` fixture (built once per session, shared with the testing kit's
+# wheel test) is in tests/conftest.py.
 CHECK_INSTALLED = """
 import json, sys
 import portfolio_core
@@ -57,17 +44,6 @@ def _run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None) -> str
     )
     assert result.returncode == 0, f"{args} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout
-
-
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The package's wheel, built (in an isolated build environment) from a copy of the checkout."""
-    work = tmp_path_factory.mktemp("wheel")
-    source = work / "src"
-    shutil.copytree(REPOSITORY, source, ignore=NOT_SHIPPED)
-    _run(sys.executable, "-m", "build", "--wheel", "--outdir", work / "dist", source, cwd=work)
-    [built] = (work / "dist").glob("portfolio_core-*.whl")
-    return built
 
 
 @pytest.fixture

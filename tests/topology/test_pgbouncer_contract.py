@@ -14,18 +14,29 @@ from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
+from _pytest.fixtures import FixtureFunctionDefinition
 
 import tests.integration
 from tests.integration.contract_api import FLAVOURS, Flavour, open_flavour
 
 pytestmark = pytest.mark.asyncio
 
-# The contract's test functions, collected here again with this folder's fixtures.
+
+def _collected_again(value: object) -> bool:
+    """A contract test function, or a fixture a contract module defines for its tests."""
+    return callable(value) and (
+        getattr(value, "__name__", "").startswith("test_")
+        or isinstance(value, FixtureFunctionDefinition)
+    )
+
+
+# The contract's tests (and their module fixtures), collected here again with
+# this folder's database_url/engine: the same cases, through PgBouncer.
 for _module in pkgutil.iter_modules(tests.integration.__path__):
     if _module.name.startswith("test_contract_"):
         _contract = importlib.import_module(f"tests.integration.{_module.name}")
         globals().update(
-            {name: value for name, value in vars(_contract).items() if name.startswith("test_")}
+            {name: value for name, value in vars(_contract).items() if _collected_again(value)}
         )
 
 
