@@ -27,14 +27,17 @@ from portfolio_core.errors import (
     PortfolioCoreError,
     PortfolioNotFoundError,
     PositionNotFoundError,
+    ReentrantUnitOfWorkError,
     SerializationFailureError,
     SerializationFailureException,
     StaleDataException,
+    UnrecordedChangeError,
     ValidationError,
 )
 from portfolio_core.migrations import migrate
 from portfolio_core.persistence import PostgreSQLPortfolioRepository, create_engine
 from portfolio_core.persistence.engine import create_async_engine
+from portfolio_core.persistence.roles import grant_app_role
 from portfolio_core.store import PortfolioStore
 from portfolio_core.unit_of_work import UnitOfWork
 
@@ -94,14 +97,17 @@ __all__ = [
     "PositionNotFoundError",
     "PositionRequest",
     "PostgreSQLPortfolioRepository",
+    "ReentrantUnitOfWorkError",
     "RetryPolicy",
     "SerializationFailureError",
     "SerializationFailureException",
     "StaleDataException",
     "UnitOfWork",
+    "UnrecordedChangeError",
     "ValidationError",
     "__version__",
     "create_async_engine",
     "create_engine",
+    "grant_app_role",
     "migrate",
 ]

@@ -30,14 +30,14 @@ from typing import Any, Final
 from uuid import UUID
 
 from sqlalchemy import event, text
-from sqlalchemy.orm import Session, SessionTransaction, UOWTransaction
+from sqlalchemy.orm import Session, SessionTransaction, UOWTransaction, object_session
 from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.orm.util import identity_key
 
 from portfolio_core.domain.events import PortfolioOperation
 from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.domain.position import Position, utcnow
-from portfolio_core.errors import StaleDataException
+from portfolio_core.errors import StaleDataException, UnrecordedChangeError
 from portfolio_core.persistence import events
 from portfolio_core.persistence.errors import translated
 from portfolio_core.persistence.mapping import start_mappers
@@ -74,6 +74,8 @@ class TransactionState:
     mid-transaction and no longer referenced by the caller could otherwise be
     garbage-collected with its pending operations.
     """
+    recorded_at_flush: dict[UUID, int] = field(default_factory=dict)
+    """How many operations each portfolio had recorded when a flush last changed it."""
     idempotency_key: str | None = None
     """The key this transaction's events carry."""
     events_written: bool = False
@@ -132,7 +134,7 @@ def record_sql_operation(
     state = transaction_state(session)
     loaded = session.identity_map.get(identity_key(Portfolio, (portfolio_id,)))
     if isinstance(loaded, Portfolio):
-        loaded.record_external_operation(operation)
+        loaded._record_external_operation(operation)
         state.held_portfolios[portfolio_id] = loaded
         return
     state.sql_operations.setdefault(portfolio_id, []).append(operation)
@@ -275,6 +277,7 @@ def _bump_aggregate_versions(session: Session, state: TransactionState) -> None:
             # same unit of work must not bump it again.
             state.start_versions.setdefault(obj.id, obj._version - 1)
             state.written_versions[obj.id] = obj._version
+    _refuse_unrecorded(state, roots, deleted)
     for portfolio_id, portfolio in roots.items():
         flushed.append(("Portfolio", portfolio_id, portfolio._version))
         bumped = state.needs_bump(portfolio_id, portfolio._version)
@@ -286,6 +289,50 @@ def _bump_aggregate_versions(session: Session, state: TransactionState) -> None:
             # succeeds, the row is at exactly this version.
             state.written_versions[portfolio_id] = portfolio._version
     state.flushed_versions = flushed
+
+
+def _refuse_unrecorded(state: TransactionState, roots: dict[UUID, Portfolio], deleted: Any) -> None:
+    """UnrecordedChangeError if a portfolio changed with no operation recorded since its last flush.
+
+    Every domain command and SQL path records an operation; a change without
+    one (an attribute set by hand) would bump the version with nothing to
+    replay, so the stored state and the audit trail would part ways.
+    """
+    for portfolio_id, portfolio in roots.items():
+        if portfolio in deleted:
+            continue
+        recorded = len(portfolio.pending_operations()) + len(
+            state.sql_operations.get(portfolio_id, ())
+        )
+        if recorded <= state.recorded_at_flush.get(portfolio_id, 0):
+            raise UnrecordedChangeError(
+                portfolio_id,
+                "changed without a recorded domain operation (an attribute or position set "
+                "by hand?); change portfolios through their methods",
+            )
+        state.recorded_at_flush[portfolio_id] = recorded
+
+
+def _refuse_foreign_session(mapper: Any, connection: Any, target: object) -> None:
+    """Refuse a Portfolio/Position row written by a Session that is not a PortfolioSession.
+
+    Only PortfolioSession bumps the aggregate version and writes the audit
+    event; a plain ``Session(engine)`` would commit the change without either.
+    """
+    if not isinstance(object_session(target), PortfolioSession):
+        portfolio_id = (
+            target.id if isinstance(target, Portfolio) else getattr(target, "portfolio_id", None)
+        )
+        raise UnrecordedChangeError(
+            portfolio_id,
+            "written by a plain Session: use PortfolioStore, UnitOfWork or "
+            "persistence.PortfolioSession, which version the change and record its event",
+        )
+
+
+for _mapped in (Portfolio, Position):
+    for _event_name in ("before_insert", "before_update", "before_delete"):
+        event.listen(_mapped, _event_name, _refuse_foreign_session)
 
 
 # -- the hooks, one per event ---------------------------------------------------
@@ -344,5 +391,5 @@ def _end_of_transaction(session: Session, transaction: SessionTransaction) -> No
         # (its Python state is untouched): a retry that adds it again
         # (create_portfolio) still needs its "created".
         if committed or (operations and operations[0].kind != "created"):
-            portfolio.take_pending_operations()
+            portfolio._take_pending_operations()
     session.info.pop(STATE_KEY, None)
