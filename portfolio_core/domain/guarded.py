@@ -10,7 +10,7 @@ stored as given). Domain methods assign the private attribute.
 
 from __future__ import annotations
 
-from typing import Any, Generic, NoReturn, TypeVar, overload
+from typing import Any, Generic, Never, NoReturn, TypeVar, overload
 
 T = TypeVar("T")
 
@@ -38,7 +38,8 @@ class DomainField(Generic[T]):
             return self
         return getattr(instance, self.private)
 
-    def __set__(self, instance: object, value: object) -> NoReturn:
+    # ``value: Never``: mypy flags an assignment before it ever runs.
+    def __set__(self, instance: object, value: Never) -> NoReturn:
         owner = type(instance).__name__
         raise AttributeError(
             f"{owner}.{self.name} is read-only: change it through the domain's methods "

@@ -7,12 +7,14 @@ operations applied in SQL, the portfolios held for their operations, the
 idempotency key and whether the events were written. It is dropped in one
 place, :func:`_end_of_transaction`, when the outermost transaction ends.
 
-The hooks, one listener per event, registered here and nowhere else:
+The hooks, one listener per event, registered here and nowhere else (the
+mapper hooks refusing other Sessions are ``write_guards.install_session_guard``):
 
 * ``after_begin``: the transaction now holds a connection;
-* ``before_flush``: bump each touched aggregate's version once per
-  transaction (``mapping`` sets ``version_id_generator=False`` on portfolios),
-  then hold the portfolios that have pending operations;
+* ``before_flush``: refuse a change no operation recorded
+  (``persistence.write_guards``), bump each touched aggregate's version once
+  per transaction (``mapping`` sets ``version_id_generator=False`` on
+  portfolios), then hold the portfolios that have pending operations;
 * ``before_commit``: write the audit events (``persistence.events``) of a
   session committed some other way than :meth:`PortfolioSession.commit`;
 * ``after_commit``: note the outcome for the end of the transaction;
@@ -30,17 +32,18 @@ from typing import Any, Final
 from uuid import UUID
 
 from sqlalchemy import event, text
-from sqlalchemy.orm import Session, SessionTransaction, UOWTransaction, object_session
+from sqlalchemy.orm import Session, SessionTransaction, UOWTransaction
 from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.orm.util import identity_key
 
 from portfolio_core.domain.events import PortfolioOperation
 from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.domain.position import Position, utcnow
-from portfolio_core.errors import StaleDataException, UnrecordedChangeError
+from portfolio_core.errors import StaleDataException
 from portfolio_core.persistence import events
 from portfolio_core.persistence.errors import translated
 from portfolio_core.persistence.mapping import start_mappers
+from portfolio_core.persistence.write_guards import install_session_guard, refuse_unrecorded
 
 start_mappers()
 
@@ -277,7 +280,7 @@ def _bump_aggregate_versions(session: Session, state: TransactionState) -> None:
             # same unit of work must not bump it again.
             state.start_versions.setdefault(obj.id, obj._version - 1)
             state.written_versions[obj.id] = obj._version
-    _refuse_unrecorded(state, roots, deleted)
+    refuse_unrecorded(state.recorded_at_flush, state.sql_operations, roots, deleted)
     for portfolio_id, portfolio in roots.items():
         flushed.append(("Portfolio", portfolio_id, portfolio._version))
         bumped = state.needs_bump(portfolio_id, portfolio._version)
@@ -291,48 +294,7 @@ def _bump_aggregate_versions(session: Session, state: TransactionState) -> None:
     state.flushed_versions = flushed
 
 
-def _refuse_unrecorded(state: TransactionState, roots: dict[UUID, Portfolio], deleted: Any) -> None:
-    """UnrecordedChangeError if a portfolio changed with no operation recorded since its last flush.
-
-    Every domain command and SQL path records an operation; a change without
-    one (an attribute set by hand) would bump the version with nothing to
-    replay, so the stored state and the audit trail would part ways.
-    """
-    for portfolio_id, portfolio in roots.items():
-        if portfolio in deleted:
-            continue
-        recorded = len(portfolio.pending_operations()) + len(
-            state.sql_operations.get(portfolio_id, ())
-        )
-        if recorded <= state.recorded_at_flush.get(portfolio_id, 0):
-            raise UnrecordedChangeError(
-                portfolio_id,
-                "changed without a recorded domain operation (an attribute or position set "
-                "by hand?); change portfolios through their methods",
-            )
-        state.recorded_at_flush[portfolio_id] = recorded
-
-
-def _refuse_foreign_session(mapper: Any, connection: Any, target: object) -> None:
-    """Refuse a Portfolio/Position row written by a Session that is not a PortfolioSession.
-
-    Only PortfolioSession bumps the aggregate version and writes the audit
-    event; a plain ``Session(engine)`` would commit the change without either.
-    """
-    if not isinstance(object_session(target), PortfolioSession):
-        portfolio_id = (
-            target.id if isinstance(target, Portfolio) else getattr(target, "portfolio_id", None)
-        )
-        raise UnrecordedChangeError(
-            portfolio_id,
-            "written by a plain Session: use PortfolioStore, UnitOfWork or "
-            "persistence.PortfolioSession, which version the change and record its event",
-        )
-
-
-for _mapped in (Portfolio, Position):
-    for _event_name in ("before_insert", "before_update", "before_delete"):
-        event.listen(_mapped, _event_name, _refuse_foreign_session)
+install_session_guard(PortfolioSession)
 
 
 # -- the hooks, one per event ---------------------------------------------------

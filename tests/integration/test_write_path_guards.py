@@ -16,7 +16,9 @@ from portfolio_core import (
     PortfolioStore,
     PositionRequest,
     UnrecordedChangeError,
+    ValidationError,
     create_engine,
+    grant_app_role,
 )
 from tests.integration.app_role import app_role_url
 
@@ -33,19 +35,19 @@ def _row(engine: Engine, pid: UUID) -> tuple[int, Decimal, int]:
 
 
 def _set_cash_exact(p: Portfolio) -> None:
-    p.cash_balance = Decimal("1.123456789")
+    p.cash_balance = Decimal("1.123456789")  # type: ignore[assignment]
 
 
 def _set_cash_float(p: Portfolio) -> None:
-    p.cash_balance = 1.1
+    p.cash_balance = 1.1  # type: ignore[assignment]
 
 
 def _set_realized(p: Portfolio) -> None:
-    p.realized_pnl = Decimal(7)
+    p.realized_pnl = Decimal(7)  # type: ignore[assignment]
 
 
 def _set_quantity(p: Portfolio) -> None:
-    p.positions["AAPL"].quantity = Decimal(1)
+    p.positions["AAPL"].quantity = Decimal(1)  # type: ignore[assignment]
 
 
 @pytest.mark.parametrize("tamper", [_set_cash_exact, _set_cash_float, _set_realized, _set_quantity])
@@ -128,7 +130,7 @@ def test_same_key_hand_increments_can_not_pass_as_the_same_request(
 
     def add(amount: int) -> Callable[[Portfolio], None]:
         def change(p: Portfolio) -> None:
-            p.cash_balance += amount
+            p.cash_balance += amount  # type: ignore[assignment]
 
         return change
 
@@ -221,3 +223,13 @@ def test_the_app_role_cannot_rewrite_the_audit_trail(
     # 42501 insufficient_privilege (42501), or "must be owner" (42501 too).
     assert getattr(raised.value.orig, "pgcode", None) == "42501"
     assert len(store.history(pid)) == 1
+
+
+def test_grant_app_role_refuses_a_superuser_and_an_unknown_role(engine: Engine) -> None:
+    with engine.connect() as connection:
+        superuser = str(connection.execute(text("SELECT current_user")).scalar_one())
+
+    with pytest.raises(ValidationError, match="superuser or owns"):
+        grant_app_role(engine, superuser)
+    with pytest.raises(ValidationError, match="does not exist"):
+        grant_app_role(engine, "pc_no_such_role_at_all")
