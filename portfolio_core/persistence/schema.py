@@ -192,7 +192,10 @@ LANGUAGE plpgsql AS $$
 DECLARE
     current_version integer;
     writer xid;
+    current_id bigint;
+    low bigint;
     writer_id bigint;
+    status text;
 BEGIN
     SELECT version, xmin INTO current_version, writer
     FROM portfolios WHERE id = NEW.portfolio_id;
@@ -205,18 +208,30 @@ BEGIN
             HINT = 'an event is written at the version its transaction gave the portfolio';
     END IF;
     -- The row version we see is uncommitted only if this transaction (or one
-    -- of its savepoints) wrote it: widen its 32-bit xmin to a full id first.
-    writer_id := (txid_current() >> 32 << 32) | writer::text::bigint;
-    IF writer_id > txid_current() THEN
-        writer_id := writer_id - 4294967296;
-    END IF;
-    IF txid_status(writer_id) IS DISTINCT FROM 'in progress' THEN
-        RAISE EXCEPTION USING
-            MESSAGE = format('portfolio_events: version %s of portfolio %s refused: '
-                             'this transaction did not bump the portfolio',
-                             NEW.version, NEW.portfolio_id),
-            ERRCODE = 'P0001',
-            HINT = 'an event is written in the transaction that bumped the version';
+    -- of its savepoints) wrote it. Usually its xmin is our own xid; a
+    -- savepoint's xid is asked about, widened to 64 bits modulo 2^32.
+    current_id := txid_current();
+    low := writer::text::bigint;
+    IF low <> current_id & 4294967295 THEN
+        writer_id := (current_id >> 32 << 32) | low;
+        IF low - (current_id & 4294967295) > 2147483648 THEN
+            writer_id := writer_id - 4294967296;
+        ELSIF (current_id & 4294967295) - low > 2147483648 THEN
+            writer_id := writer_id + 4294967296;
+        END IF;
+        BEGIN
+            status := txid_status(writer_id);
+        EXCEPTION WHEN invalid_parameter_value THEN  -- "in the future": not ours
+            status := NULL;
+        END;
+        IF status IS DISTINCT FROM 'in progress' THEN
+            RAISE EXCEPTION USING
+                MESSAGE = format('portfolio_events: version %s of portfolio %s refused: '
+                                 'this transaction did not bump the portfolio',
+                                 NEW.version, NEW.portfolio_id),
+                ERRCODE = 'P0001',
+                HINT = 'an event is written in the transaction that bumped the version';
+        END IF;
     END IF;
     RETURN NEW;
 END

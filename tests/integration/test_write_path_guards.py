@@ -177,14 +177,19 @@ def test_the_database_refuses_an_event_at_another_version(
     assert [event.version for event in store.history(pid)] == [1, 2]
 
 
+@pytest.mark.parametrize("in_savepoint", [False, True])
 def test_the_event_trigger_admits_the_version_this_transaction_wrote(
-    store: PortfolioStore, engine: Engine
+    store: PortfolioStore, engine: Engine, in_savepoint: bool
 ) -> None:
     pid = store.create_portfolio("alpha", Decimal(1000))
+    bump = text("UPDATE portfolios SET version = version + 1 WHERE id = :p")
     with engine.begin() as connection:
-        connection.execute(
-            text("UPDATE portfolios SET version = version + 1 WHERE id = :p"), {"p": pid}
-        )
+        connection.execute(text("SELECT txid_current()"))  # the top-level xid comes first
+        if in_savepoint:  # the row's xmin is then the savepoint's own xid
+            with connection.begin_nested():
+                connection.execute(bump, {"p": pid})
+        else:
+            connection.execute(bump, {"p": pid})
         connection.execute(
             text(
                 "INSERT INTO portfolio_events (portfolio_id, version, operations) "
