@@ -29,15 +29,18 @@ from portfolio_core.errors import (
     PortfolioCoreError,
     PortfolioNotFoundError,
     PositionNotFoundError,
+    ReentrantUnitOfWorkError,
     SerializationFailureError,
     SerializationFailureException,
     StaleDataException,
     StatementTimeoutError,
+    UnrecordedChangeError,
     ValidationError,
 )
 from portfolio_core.migrations import migrate
 from portfolio_core.persistence import PostgreSQLPortfolioRepository, create_engine
 from portfolio_core.persistence.engine import create_async_engine
+from portfolio_core.persistence.roles import grant_app_role
 from portfolio_core.store import PortfolioStore
 from portfolio_core.unit_of_work import UnitOfWork
 
@@ -99,15 +102,18 @@ __all__ = [
     "PositionNotFoundError",
     "PositionRequest",
     "PostgreSQLPortfolioRepository",
+    "ReentrantUnitOfWorkError",
     "RetryPolicy",
     "SerializationFailureError",
     "SerializationFailureException",
     "StaleDataException",
     "StatementTimeoutError",
     "UnitOfWork",
+    "UnrecordedChangeError",
     "ValidationError",
     "__version__",
     "create_async_engine",
     "create_engine",
+    "grant_app_role",
     "migrate",
 ]

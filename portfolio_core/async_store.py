@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portfolio_core import store_work
 from portfolio_core.async_unit_of_work import AsyncUnitOfWork, run_in_own_unit_of_work_async
+from portfolio_core.concurrency.reentrancy import unit_of_work_on
 from portfolio_core.concurrency.service import ConcurrencyService
 from portfolio_core.domain import money
 from portfolio_core.domain.events import PortfolioEvent
@@ -69,6 +70,12 @@ class AsyncPortfolioStore:
         With an idempotency key, a COMMIT whose outcome was lost is resolved
         through the key, as PortfolioStore does (``portfolio_core.exactly_once``).
         """
+        if not call.commit:  # a read takes no lock: it can not wait on its caller
+            return await self._run_resolving(call)
+        with unit_of_work_on(call.entity_id):
+            return await self._run_resolving(call)
+
+    async def _run_resolving(self, call: StoreCall[T]) -> T:
         return await run_resolving_outcome_async(
             lambda: run_in_own_unit_of_work_async(self.engine, self.concurrency, call),
             engine=self.engine,
@@ -101,6 +108,8 @@ class AsyncPortfolioStore:
         loads may do I/O, and is called again on each retry.
         ``idempotency_key`` as in PortfolioStore.execute.
         """
+        if lock == "wait" and lock_timeout is None:
+            lock_timeout = self.concurrency.policy.wait_lock_timeout
         call = store_work.execute(portfolio_id, operation, lock, lock_timeout, idempotency_key)
         return await self._run(call)
 

@@ -2,7 +2,7 @@
 
 ::
 
-    portfolio-core migrate [--url URL] [--revision REV] [--sql]
+    portfolio-core migrate [--url URL] [--revision REV] [--sql] [--grant-app-role ROLE]
     portfolio-core db [--data-dir DIR]
     portfolio-core demo [--url URL] [--workers N] [--processes P] [--portfolios M]
                         [--duration S | --ops K] [--hot-share F] [--faults] [--seed X]
@@ -120,6 +120,11 @@ def _migrate(arguments: argparse.Namespace) -> int:
     after = _current_revision(url)
     action = "downgraded" if going_down else "upgraded"
     print(f"{action} {_redacted(url)}: {before or 'empty'} -> {after or 'empty'}")
+    if arguments.grant_app_role:
+        from portfolio_core.persistence.roles import grant_app_role
+
+        grant_app_role(url, arguments.grant_app_role)
+        print(f"granted the store's privileges to role {arguments.grant_app_role!r}")
     return 0
 
 

@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument(
         "--sql", action="store_true", help="print the upgrade SQL from base instead of running it"
     )
+    migrate.add_argument(
+        "--grant-app-role",
+        metavar="ROLE",
+        help="after migrating, give ROLE (not the owner) exactly the DML the store needs",
+    )
 
     db = commands.add_parser(
         "db",

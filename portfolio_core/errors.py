@@ -12,6 +12,8 @@ Errors carry the objects they concern as attributes, not only as text::
     ├── PortfolioNotFoundError(LookupError)   portfolio_id
     ├── PositionNotFoundError(LookupError)    portfolio_id, symbol
     ├── IdempotencyConflictError  key: the key was used before for a different request
+    ├── UnrecordedChangeError         portfolio_id: a change no domain operation recorded
+    ├── ReentrantUnitOfWorkError      portfolio_id: a store call nested in one on the same portfolio
     ├── DatabaseConnectionError       the database could not be reached; the message
     │   │                             carries the server's (or libpq's) own reason
     │   ├── ConnectionLostError       the connection broke before COMMIT (retryable)
@@ -82,10 +84,12 @@ __all__ = [
     "PortfolioCoreError",
     "PortfolioNotFoundError",
     "PositionNotFoundError",
+    "ReentrantUnitOfWorkError",
     "SerializationFailureError",
     "SerializationFailureException",
     "StaleDataException",
     "StatementTimeoutError",
+    "UnrecordedChangeError",
     "ValidationError",
 ]
 
@@ -161,6 +165,35 @@ class IdempotencyConflictError(PortfolioCoreError):
         self.request_fingerprint = request_fingerprint
         self.reason = reason
         super().__init__(f"idempotency key {key!r} was already used for {reason}")
+
+
+class UnrecordedChangeError(PortfolioCoreError):
+    """A flush would change a portfolio that no domain operation recorded.
+
+    Raised before anything is written: such a change would bump the version
+    with nothing in the audit trail, and replay could no longer reproduce the
+    stored state. ``portfolio_id`` names the portfolio, ``reason`` says how.
+    """
+
+    def __init__(self, portfolio_id: object, reason: str) -> None:
+        self.portfolio_id = portfolio_id
+        self.reason = reason
+        super().__init__(f"portfolio {portfolio_id}: {reason}")
+
+
+class ReentrantUnitOfWorkError(PortfolioCoreError):
+    """A store call was made from inside another store call on the same portfolio.
+
+    The inner unit of work would wait for the row lock (or version) the outer
+    one holds until it commits, which it never does: raised at once instead.
+    """
+
+    def __init__(self, portfolio_id: object) -> None:
+        self.portfolio_id = portfolio_id
+        super().__init__(
+            f"a unit of work on portfolio {portfolio_id} is already running in this "
+            "thread/task: nested store calls on the same portfolio would wait on themselves"
+        )
 
 
 class DatabaseConnectionError(PortfolioCoreError):

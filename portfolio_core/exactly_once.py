@@ -41,6 +41,7 @@ from tenacity import AsyncRetrying, Retrying, retry_if_exception_type
 
 from portfolio_core.concurrency.metrics import log_event
 from portfolio_core.concurrency.retry import RetryPolicy
+from portfolio_core.domain import snapshot
 from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.domain.replay import replay
 from portfolio_core.errors import (
@@ -252,10 +253,13 @@ def execute_with_key(
     stored = idempotency.find_key(session, key)
     if stored is not None:
         return repeated_execute(session, stored, pid, operation), stored.fingerprint
+    prior_state = snapshot.capture(portfolio)
+    recorded = len(portfolio.pending_operations())
     result = operation(portfolio)
-    request = idempotency.operations_request(pid, portfolio.pending_operations())
+    performed = portfolio.pending_operations()[recorded:]
+    request = idempotency.operations_request(pid, performed)
     fingerprint = idempotency.fingerprint(request)
-    idempotency.claim_key(session, key, fingerprint, result, [pid])
+    idempotency.claim_key(session, key, fingerprint, result, [pid], prior_state)
     return result, fingerprint
 
 
@@ -265,20 +269,20 @@ def repeated_execute(
     """The stored result of a repeated ``execute`` key, once the request is known to match.
 
     The callable is applied again, to a copy of the portfolio as it stood
-    just before the keyed change (replayed from the audit trail; its latest
-    state if the change recorded no event), and the operations it performs
-    are fingerprinted. Nothing in the session is touched.
+    just before the keyed change (restored from the state stored with the
+    key, so a repeat costs the same whatever the history's length; replayed
+    from the audit trail for keys stored without it), and the operations it
+    performs are fingerprinted. Nothing in the session is touched.
     """
     if pid not in stored.portfolio_ids:
         raise IdempotencyConflictError(
             stored.key, stored_fingerprint=stored.fingerprint, reason="another portfolio"
         )
-    versions = [
-        version for event_pid, version in events_with_key(session, stored.key) if event_pid == pid
-    ]
-    before = versions[0] - 1 if versions else None
-    history = load_history(session, pid, until_version=before)
-    portfolio = replay(pid, history, before)
+    portfolio = (
+        _replayed_before(session, stored, pid)
+        if stored.prior_state is None
+        else snapshot.restore(stored.prior_state)
+    )
     try:
         operation(portfolio)
     except PortfolioCoreError as error:
@@ -295,3 +299,13 @@ def repeated_execute(
         )
     result: T = stored.result
     return result
+
+
+def _replayed_before(session: Session, stored: StoredKey, pid: UUID) -> Portfolio:
+    """The portfolio before the keyed change, replayed (keys stored before prior_state)."""
+    versions = [
+        version for event_pid, version in events_with_key(session, stored.key) if event_pid == pid
+    ]
+    before = versions[0] - 1 if versions else None
+    history = load_history(session, pid, until_version=before)
+    return replay(pid, history, before)

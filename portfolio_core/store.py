@@ -28,6 +28,7 @@ from uuid import UUID
 from sqlalchemy import Engine
 
 from portfolio_core import store_work
+from portfolio_core.concurrency.reentrancy import unit_of_work_on
 from portfolio_core.concurrency.service import ConcurrencyService
 from portfolio_core.domain import money
 from portfolio_core.domain.events import PortfolioEvent
@@ -50,7 +51,10 @@ class PortfolioStore:
     without locking and relies on the version check (best when conflicts are
     rare); ``"nowait"`` row-locks with FOR UPDATE NOWAIT and retries when the
     row is busy; ``"wait"`` row-locks and queues (best for a hot portfolio),
-    bounded by ``lock_timeout`` seconds if given.
+    bounded by ``lock_timeout`` seconds (default: the policy's
+    ``wait_lock_timeout``, 30 s). A store call made from inside another on the
+    same portfolio, in the same thread or task, raises ReentrantUnitOfWorkError
+    at once instead of waiting on itself.
     """
 
     def __init__(self, engine: Engine, concurrency_service: ConcurrencyService | None = None):
@@ -67,6 +71,12 @@ class PortfolioStore:
         With an idempotency key, a COMMIT whose outcome was lost is resolved
         through the key (``portfolio_core.exactly_once``).
         """
+        if not call.commit:  # a read takes no lock: it can not wait on its caller
+            return self._run_resolving(call)
+        with unit_of_work_on(call.entity_id):
+            return self._run_resolving(call)
+
+    def _run_resolving(self, call: StoreCall[T]) -> T:
         return run_resolving_outcome(
             lambda: run_in_own_unit_of_work(self.engine, self.concurrency, call),
             engine=self.engine,
@@ -98,14 +108,16 @@ class PortfolioStore:
         Retried as a whole per the concurrency service's policy, so
         ``operation`` must be safe to call again (it only touches the portfolio).
         ``lock_timeout`` (seconds) bounds the wait for the row lock in
-        ``"wait"`` mode; the other modes never wait for a row lock before the
-        operation runs.
+        ``"wait"`` mode (None: the policy's ``wait_lock_timeout``); the other
+        modes never wait for a row lock before the operation runs.
         With ``idempotency_key`` the result must be JSON-able (see
         ``persistence.idempotency``) and the request is fingerprinted by the
         operations ``operation`` performs; a repeated key re-applies
         ``operation`` to the portfolio as it stood before the keyed change
         (replayed from the audit trail), compares, and changes nothing.
         """
+        if lock == "wait" and lock_timeout is None:
+            lock_timeout = self.concurrency.policy.wait_lock_timeout
         call = store_work.execute(portfolio_id, operation, lock, lock_timeout, idempotency_key)
         return self._run(call)
 

@@ -34,6 +34,7 @@ from typing import Any
 
 import sqlalchemy
 
+from portfolio_core.bench.keyed_repeat import keyed_repeat_scaling
 from portfolio_core.bench.report import TARGETS, render_table, targets_met
 from portfolio_core.bench.scenarios import QUICK, Bench, Sizes, run_scenarios
 from portfolio_core.bench.threads import ThreadDriver
@@ -57,6 +58,7 @@ def run(url: str, sizes: Sizes) -> dict[str, Any]:
             try:
                 scenarios = run_scenarios(bench, ThreadDriver(bench))
                 async_scenarios = _async_column(url, bench)
+                repeat = keyed_repeat_scaling(bench, sizes.repeat_history, sizes.repeat_calls)
             finally:
                 bench.close()
     finally:
@@ -71,6 +73,7 @@ def run(url: str, sizes: Sizes) -> dict[str, Any]:
             "sizes": sizes.__dict__,
         },
         "scenarios": scenarios,
+        "keyed_repeat": repeat,
         **({"async": async_scenarios} if async_scenarios is not None else {}),
         "targets": TARGETS,
         "targets_met": targets_met(scenarios),

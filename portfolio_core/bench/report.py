@@ -100,6 +100,13 @@ def render_table(results: dict[str, Any]) -> str:
         f"reprice: {reprice['positions']} positions per call, library version bumps per call: "
         f"{reprice['library']['version_bumps']}"
     )
+    repeat = results.get("keyed_repeat")
+    if repeat is not None:
+        lines.append(
+            f"keyed execute repeat: {repeat['short_ms']} ms at {repeat['short_events']} events, "
+            f"{repeat['long_ms']} ms at {repeat['long_events']} events "
+            f"(ratio {repeat['ratio']}; flat = independent of history)"
+        )
     met = results["targets_met"]
     lines.append(
         "targets: "

@@ -64,6 +64,8 @@ class Sizes:
     reprice_rounds: int = 8
     warmup_ops: int = 20
     rounds: int = 3
+    repeat_history: int = 10_000
+    repeat_calls: int = 30
 
 
 QUICK: Final = Sizes(
@@ -73,6 +75,8 @@ QUICK: Final = Sizes(
     reprice_rounds=2,
     warmup_ops=2,
     rounds=1,
+    repeat_history=200,
+    repeat_calls=3,
 )
 
 

@@ -71,6 +71,7 @@ class RetryPolicyFields(TypedDict, total=False):
     jitter: bool
     deadline: Seconds | None
     retry_lock_not_available: bool
+    wait_lock_timeout: Seconds | None
     sleep: Callable[[Seconds], None]
     async_sleep: Callable[[Seconds], Awaitable[None]] | None
 
@@ -85,9 +86,12 @@ class RetryPolicy:
     ``jitter`` (full jitter), or exactly that bound without it. ``deadline``
     (seconds, None for none) stops retrying when the next wait would pass it.
     ``retry_lock_not_available`` decides whether a lock not obtained (55P03,
-    SKIP LOCKED) is retried. ``sleep`` (and ``async_sleep`` for the asyncio
-    path) and ``clock`` (which measures the deadline) are injectable so tests
-    never wait: a test's sleep can advance its clock.
+    SKIP LOCKED) is retried. ``wait_lock_timeout`` (seconds, None for no
+    bound) is the ``lock_timeout`` of ``execute(lock="wait")`` when the call
+    gives none, so a wait on a lock that is never released ends. ``sleep``
+    (and ``async_sleep`` for the asyncio path) and ``clock`` (which measures
+    the deadline) are injectable so tests never wait: a test's sleep can
+    advance its clock.
     """
 
     max_retries: int = 3
@@ -97,6 +101,7 @@ class RetryPolicy:
     jitter: bool = True
     deadline: Seconds | None = 30.0
     retry_lock_not_available: bool = True
+    wait_lock_timeout: Seconds | None = 30.0
     sleep: Callable[[Seconds], None] = field(default=time.sleep, compare=False)
     async_sleep: Callable[[Seconds], Awaitable[None]] | None = field(default=None, compare=False)
     clock: Callable[[], Seconds] = field(default=time.monotonic, compare=False)
@@ -111,6 +116,10 @@ class RetryPolicy:
                 raise ValidationError(name, getattr(self, name), "must be >= 0")
         if self.backoff_factor < 1:
             raise ValidationError("backoff_factor", self.backoff_factor, "must be >= 1")
+        if self.wait_lock_timeout is not None and not self.wait_lock_timeout > 0:
+            raise ValidationError(
+                "wait_lock_timeout", self.wait_lock_timeout, "must be > 0 seconds or None"
+            )
         if self.deadline is not None and self.deadline <= 0:
             raise ValidationError("deadline", self.deadline, "must be > 0 or None")
 

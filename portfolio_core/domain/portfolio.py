@@ -27,6 +27,7 @@ from uuid import UUID, uuid4
 
 from portfolio_core.domain import money
 from portfolio_core.domain.events import Argument, PortfolioOperation
+from portfolio_core.domain.guarded import DomainField
 from portfolio_core.domain.position import Position, PositionRequest, Versioned, utcnow
 from portfolio_core.errors import (
     InsufficientFundsError,
@@ -39,11 +40,18 @@ class Portfolio(Versioned):
 
     id: UUID
     name: str
-    cash_balance: Decimal
-    realized_pnl: Decimal
-    initial_cash: Decimal
-    total_deposits: Decimal
-    total_withdrawals: Decimal
+    # Money fields are read-only outside the domain (see domain.guarded): only
+    # the commands below change them, and each records its operation.
+    cash_balance = DomainField[Decimal]("Cash available (exact).")
+    realized_pnl = DomainField[Decimal]("Profit realized by closes (exact).")
+    initial_cash = DomainField[Decimal]("The opening cash balance.")
+    total_deposits = DomainField[Decimal]("Cash deposited since creation.")
+    total_withdrawals = DomainField[Decimal]("Cash withdrawn since creation.")
+    _cash_balance: Decimal
+    _realized_pnl: Decimal
+    _initial_cash: Decimal
+    _total_deposits: Decimal
+    _total_withdrawals: Decimal
     created_at: datetime
     last_updated: datetime
     _version: int
@@ -61,11 +69,11 @@ class Portfolio(Versioned):
     ) -> None:
         self.id = id or uuid4()
         self.name = money.validate_name(name)
-        self.cash_balance = money.non_negative(cash_balance, "cash_balance")
-        self.initial_cash = self.cash_balance
-        self.realized_pnl = Decimal(0)
-        self.total_deposits = Decimal(0)
-        self.total_withdrawals = Decimal(0)
+        self._cash_balance = money.non_negative(cash_balance, "cash_balance")
+        self._initial_cash = self.cash_balance
+        self._realized_pnl = Decimal(0)
+        self._total_deposits = Decimal(0)
+        self._total_withdrawals = Decimal(0)
         self.created_at = self.last_updated = utcnow()
         self._version = 1
         self._positions = []
@@ -174,8 +182,8 @@ class Portfolio(Versioned):
         cash = money.checked_result(money.add(self.cash_balance, proceeds), "cash_balance")
         realized = money.checked_result(money.add(self.realized_pnl, profit), "realized_pnl")
         position._apply_close(amount, price, closed_cost, profit)
-        self.cash_balance = cash
-        self.realized_pnl = realized
+        self._cash_balance = cash
+        self._realized_pnl = realized
         self._touch()
         self._record(
             "close_position",
@@ -188,7 +196,7 @@ class Portfolio(Versioned):
     def update_position_price(self, symbol: str, price: money.AmountLike) -> None:
         """Re-price one open position."""
         position = self._open_position(symbol)
-        position.current_price = money.non_negative(price, "price")
+        position._reprice(money.non_negative(price, "price"))
         self._touch()
         self._record("update_position_price", symbol=symbol, price=position.current_price)
 
@@ -205,7 +213,7 @@ class Portfolio(Versioned):
         applied: dict[str, Decimal] = {}
         for position in self._positions:
             if position.is_open and position.symbol in validated:
-                position.current_price = validated[position.symbol]
+                position._reprice(validated[position.symbol])
                 applied[position.symbol] = position.current_price
         if applied:
             self._touch()
@@ -240,12 +248,15 @@ class Portfolio(Versioned):
         """The commands applied since the last commit (or creation), oldest first."""
         return tuple(self._operations())
 
-    def record_external_operation(self, operation: PortfolioOperation) -> None:
+    # Persistence hooks, private to the package: a public way to add or drop
+    # a pending operation would let a caller forge or erase the audit trail.
+
+    def _record_external_operation(self, operation: PortfolioOperation) -> None:
         """Append an operation persistence applied in SQL, so the audit keeps its order."""
         self._operations().append(operation)
 
-    def take_pending_operations(self) -> tuple[PortfolioOperation, ...]:
-        """Return the pending operations and forget them (persistence calls this)."""
+    def _take_pending_operations(self) -> tuple[PortfolioOperation, ...]:
+        """Return the pending operations and forget them."""
         operations = self.pending_operations()
         self._operations().clear()
         return operations
@@ -266,8 +277,8 @@ class Portfolio(Versioned):
         value = money.positive(amount, "amount")
         cash = money.checked_result(money.add(self.cash_balance, value), "cash_balance")
         deposits = money.checked_result(money.add(self.total_deposits, value), "total_deposits")
-        self.cash_balance = cash
-        self.total_deposits = deposits
+        self._cash_balance = cash
+        self._total_deposits = deposits
         self._touch()
         return value
 
@@ -277,14 +288,14 @@ class Portfolio(Versioned):
             money.add(self.total_withdrawals, value), "total_withdrawals"
         )
         self._debit(value)
-        self.total_withdrawals = withdrawals
+        self._total_withdrawals = withdrawals
         self._touch()
         return value
 
     def _debit(self, amount: Decimal) -> None:
         if amount > self.cash_balance:
             raise InsufficientFundsError(self.id, amount, self.cash_balance)
-        self.cash_balance = money.sub(self.cash_balance, amount)
+        self._cash_balance = money.sub(self.cash_balance, amount)
 
     def _open_position(self, symbol: str) -> Position:
         money.validate_symbol(symbol)

@@ -9,6 +9,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from portfolio_core.domain import money
+from portfolio_core.domain.guarded import DomainField
 from portfolio_core.errors import ValidationError
 
 
@@ -70,11 +71,17 @@ class Position(Versioned):
     id: UUID
     portfolio_id: UUID | None
     symbol: str
-    quantity: Decimal
-    cost_basis: Decimal
-    current_price: Decimal
-    realized_pnl: Decimal
-    exit_price: Decimal | None
+    # Read-only outside the domain (see domain.guarded): Portfolio's commands change them.
+    quantity = DomainField[Decimal]("The quantity still open.")
+    cost_basis = DomainField[Decimal]("The exact total paid for the open quantity.")
+    current_price = DomainField[Decimal]("The last price (entry, re-price or exit).")
+    realized_pnl = DomainField[Decimal]("Profit realized by this position's closes.")
+    exit_price = DomainField[Decimal | None]("The price of the final close (None while open).")
+    _quantity: Decimal
+    _cost_basis: Decimal
+    _current_price: Decimal
+    _realized_pnl: Decimal
+    _exit_price: Decimal | None
     opened_at: datetime
     closed_at: datetime | None
     _version: int
@@ -93,11 +100,11 @@ class Position(Versioned):
         self.id = id or uuid4()
         self.portfolio_id = portfolio_id
         self.symbol = money.validate_symbol(symbol)
-        self.quantity = money.positive(quantity, "quantity")
-        self.cost_basis = money.non_negative(cost_basis, "cost_basis")
-        self.current_price = money.non_negative(current_price, "current_price")
-        self.realized_pnl = Decimal(0)
-        self.exit_price = None
+        self._quantity = money.positive(quantity, "quantity")
+        self._cost_basis = money.non_negative(cost_basis, "cost_basis")
+        self._current_price = money.non_negative(current_price, "current_price")
+        self._realized_pnl = Decimal(0)
+        self._exit_price = None
         self.opened_at = opened_at or utcnow()
         self.closed_at = None
         self._version = 1
@@ -124,12 +131,15 @@ class Position(Versioned):
             return Decimal(0)
         return money.sub(self.market_value, self.cost_basis)
 
+    def _reprice(self, price: Decimal) -> None:
+        self._current_price = price
+
     def _add(self, request: PositionRequest, cost: Decimal) -> None:
         quantity = money.checked_result(money.add(self.quantity, request.quantity), "quantity")
         cost_basis = money.checked_result(money.add(self.cost_basis, cost), "cost_basis")
-        self.quantity = quantity
-        self.cost_basis = cost_basis
-        self.current_price = request.entry_price
+        self._quantity = quantity
+        self._cost_basis = cost_basis
+        self._current_price = request.entry_price
 
     def _closing_cost(self, quantity: Decimal) -> Decimal:
         """The share of cost basis that closing ``quantity`` takes away (no change yet).
@@ -148,16 +158,16 @@ class Position(Versioned):
     def _apply_close(
         self, quantity: Decimal, exit_price: Decimal, closed_cost: Decimal, profit: Decimal
     ) -> None:
-        self.realized_pnl = money.checked_result(
+        self._realized_pnl = money.checked_result(
             money.add(self.realized_pnl, profit), "position.realized_pnl"
         )
-        self.current_price = exit_price
+        self._current_price = exit_price
         if quantity == self.quantity:
-            self.exit_price = exit_price
+            self._exit_price = exit_price
             self.closed_at = utcnow()
         else:
-            self.quantity = money.sub(self.quantity, quantity)
-            self.cost_basis = money.sub(self.cost_basis, closed_cost)
+            self._quantity = money.sub(self.quantity, quantity)
+            self._cost_basis = money.sub(self.cost_basis, closed_cost)
 
     def __repr__(self) -> str:
         state = "open" if self.is_open else "closed"

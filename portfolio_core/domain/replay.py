@@ -111,5 +111,5 @@ def replay(
         portfolio.last_updated = event.occurred_at
     if portfolio is None:
         raise PortfolioNotFoundError(portfolio_id)
-    portfolio.take_pending_operations()
+    portfolio._take_pending_operations()
     return portfolio

@@ -17,14 +17,15 @@ Conventions:
 * the operations come from the portfolios' pending lists (the domain records
   every command) and from the repository's SQL paths
   (``persistence.session.record_sql_operation``), in the order they were applied;
-* a version bump with no recorded operation (an attribute set by hand) still
-  writes an event, with an empty operation list, so versions and events
-  always match; replay can not reproduce such a change;
+* a version bump with no recorded operation (an attribute set by hand) is
+  refused before the flush (``UnrecordedChangeError``, see
+  ``persistence.session``), so replay always equals the stored state;
 * the event carries the unit of work's idempotency key, if any, and the
   transaction's ``now()`` as ``occurred_at``.
 
-The table refuses UPDATE, DELETE and TRUNCATE (a trigger); nothing here
-offers either.
+The table refuses UPDATE, DELETE and TRUNCATE (a trigger), and an INSERT
+at any version but the one this transaction gave the portfolio (another
+trigger); nothing here offers either.
 """
 
 from __future__ import annotations

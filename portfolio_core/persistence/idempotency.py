@@ -56,6 +56,8 @@ class StoredKey:
     portfolio_ids: tuple[UUID, ...]
     result: Any
     created_at: datetime
+    prior_state: dict[str, Any] | None = None
+    """The portfolio before a keyed ``execute`` (``domain.snapshot``); None otherwise."""
 
 
 def validate_key(key: object) -> str:
@@ -174,11 +176,17 @@ def find_key(executor: Executes, key: str) -> StoredKey | None:
         portfolio_ids=tuple(row["portfolio_ids"]),
         result=decode_result(row["result"]["value"]),
         created_at=row["created_at"],
+        prior_state=row["prior_state"],
     )
 
 
 def claim_key(
-    session: Any, key: str, request_fingerprint: str, result: object, portfolio_ids: Sequence[UUID]
+    session: Any,
+    key: str,
+    request_fingerprint: str,
+    result: object,
+    portfolio_ids: Sequence[UUID],
+    prior_state: Mapping[str, Any] | None = None,
 ) -> None:
     """Store the key with its fingerprint and result in this transaction; tag its events.
 
@@ -193,6 +201,7 @@ def claim_key(
             fingerprint=request_fingerprint,
             portfolio_ids=sorted(portfolio_ids),
             result=encoded,
+            prior_state=None if prior_state is None else dict(prior_state),
         )
         .on_conflict_do_nothing(index_elements=[idempotency_keys.c.key])
         .returning(idempotency_keys.c.key)

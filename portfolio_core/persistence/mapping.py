@@ -13,9 +13,9 @@ hook (``persistence.session``), once per transaction.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
-from sqlalchemy import and_
+from sqlalchemy import Column, Table, and_
 from sqlalchemy.orm import foreign, registry, relationship
 
 from portfolio_core.domain.portfolio import Portfolio
@@ -23,6 +23,20 @@ from portfolio_core.domain.position import Position
 from portfolio_core.persistence.schema import metadata, portfolios, positions
 
 mapper_registry: Final = registry(metadata=metadata)
+
+PORTFOLIO_FIELDS: Final = (
+    "cash_balance",
+    "realized_pnl",
+    "initial_cash",
+    "total_deposits",
+    "total_withdrawals",
+)
+POSITION_FIELDS: Final = ("quantity", "cost_basis", "current_price", "realized_pnl", "exit_price")
+"""Columns mapped onto private attributes: the domain exposes them read-only."""
+
+
+def _private(table: Table, names: tuple[str, ...]) -> dict[str, Column[Any]]:
+    return {f"_{name}": table.c[name] for name in names}
 
 
 def start_mappers() -> None:
@@ -32,7 +46,10 @@ def start_mappers() -> None:
     mapper_registry.map_imperatively(
         Position,
         positions,
-        properties={"_version": positions.c.version},
+        properties={
+            "_version": positions.c.version,
+            **_private(positions, POSITION_FIELDS),
+        },
         version_id_col=positions.c.version,
     )
     mapper_registry.map_imperatively(
@@ -40,6 +57,7 @@ def start_mappers() -> None:
         portfolios,
         properties={
             "_version": portfolios.c.version,
+            **_private(portfolios, PORTFOLIO_FIELDS),
             # Open positions only: closed ones stay in the collection for the
             # rest of the session (the domain filters them) and are never
             # removed from it, so SQLAlchemy never tries to orphan a row.

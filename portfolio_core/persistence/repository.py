@@ -162,7 +162,7 @@ class PostgreSQLPortfolioRepository:
         if merged is not portfolio:
             # The copy's recorded commands are not mapped: carry them over.
             for operation in portfolio.pending_operations():
-                merged.record_external_operation(operation)
+                merged._record_external_operation(operation)
         return merged
 
     # -- audit trail -------------------------------------------------------------

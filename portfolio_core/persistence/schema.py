@@ -158,6 +158,9 @@ idempotency_keys: Final = Table(
     Column("portfolio_ids", ARRAY(Uuid(as_uuid=True)), nullable=False),
     Column("result", JSONB(none_as_null=True), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # The portfolio as it stood before an ``execute`` change (``domain.snapshot``):
+    # a repeated key is compared against it, whatever the history's length.
+    Column("prior_state", JSONB(none_as_null=True), nullable=True),
     PrimaryKeyConstraint("key"),
     CheckConstraint("length(key) > 0", name="key_not_empty"),
 )
@@ -183,11 +186,79 @@ APPEND_ONLY_TRIGGERS: Final = (
 )
 """Row triggers (UPDATE, DELETE) and a statement trigger (TRUNCATE) on portfolio_events."""
 
-# metadata.create_all() builds the same append-only table the migration does.
-for _statement in (APPEND_ONLY_FUNCTION, *APPEND_ONLY_TRIGGERS):
-    event.listen(portfolio_events, "after_create", DDL(_statement))  # type: ignore[no-untyped-call]
+EVENT_VERSION_FUNCTION: Final = """
+CREATE FUNCTION portfolio_events_at_current_version() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    current_version integer;
+    writer xid;
+    current_id bigint;
+    low bigint;
+    writer_id bigint;
+    status text;
+BEGIN
+    SELECT version, xmin INTO current_version, writer
+    FROM portfolios WHERE id = NEW.portfolio_id;
+    IF current_version IS DISTINCT FROM NEW.version THEN
+        RAISE EXCEPTION USING
+            MESSAGE = format('portfolio_events: version %s of portfolio %s refused: '
+                             'the portfolio is at version %s',
+                             NEW.version, NEW.portfolio_id, current_version),
+            ERRCODE = 'P0001',
+            HINT = 'an event is written at the version its transaction gave the portfolio';
+    END IF;
+    -- The row version we see is uncommitted only if this transaction (or one
+    -- of its savepoints) wrote it. Usually its xmin is our own xid; a
+    -- savepoint's xid is asked about, widened to 64 bits modulo 2^32.
+    current_id := txid_current();
+    low := writer::text::bigint;
+    IF low <> current_id & 4294967295 THEN
+        writer_id := (current_id >> 32 << 32) | low;
+        IF low - (current_id & 4294967295) > 2147483648 THEN
+            writer_id := writer_id - 4294967296;
+        ELSIF (current_id & 4294967295) - low > 2147483648 THEN
+            writer_id := writer_id + 4294967296;
+        END IF;
+        BEGIN
+            status := txid_status(writer_id);
+        EXCEPTION WHEN invalid_parameter_value THEN  -- "in the future": not ours
+            status := NULL;
+        END;
+        IF status IS DISTINCT FROM 'in progress' THEN
+            RAISE EXCEPTION USING
+                MESSAGE = format('portfolio_events: version %s of portfolio %s refused: '
+                                 'this transaction did not bump the portfolio',
+                                 NEW.version, NEW.portfolio_id),
+                ERRCODE = 'P0001',
+                HINT = 'an event is written in the transaction that bumped the version';
+        END IF;
+    END IF;
+    RETURN NEW;
+END
+$$
+"""
+"""The trigger function admitting an event only at the version its own transaction wrote."""
+EVENT_VERSION_TRIGGER: Final = (
+    "CREATE TRIGGER portfolio_events_at_current_version BEFORE INSERT "
+    "ON portfolio_events FOR EACH ROW EXECUTE FUNCTION portfolio_events_at_current_version()"
+)
+
+# metadata.create_all() builds the same guarded table the migrations do.
+for _statement in (
+    APPEND_ONLY_FUNCTION,
+    *APPEND_ONLY_TRIGGERS,
+    EVENT_VERSION_FUNCTION,
+    EVENT_VERSION_TRIGGER,
+):
+    # DDL formats its text with %: the function's format() placeholders are escaped.
+    event.listen(portfolio_events, "after_create", DDL(_statement.replace("%", "%%")))  # type: ignore[no-untyped-call]
 event.listen(
     portfolio_events,
     "after_drop",
     DDL("DROP FUNCTION IF EXISTS portfolio_events_append_only()"),  # type: ignore[no-untyped-call]
+)
+event.listen(
+    portfolio_events,
+    "after_drop",
+    DDL("DROP FUNCTION IF EXISTS portfolio_events_at_current_version()"),  # type: ignore[no-untyped-call]
 )

@@ -7,12 +7,14 @@ operations applied in SQL, the portfolios held for their operations, the
 idempotency key and whether the events were written. It is dropped in one
 place, :func:`_end_of_transaction`, when the outermost transaction ends.
 
-The hooks, one listener per event, registered here and nowhere else:
+The hooks, one listener per event, registered here and nowhere else (the
+mapper hooks refusing other Sessions are ``write_guards.install_session_guard``):
 
 * ``after_begin``: the transaction now holds a connection;
-* ``before_flush``: bump each touched aggregate's version once per
-  transaction (``mapping`` sets ``version_id_generator=False`` on portfolios),
-  then hold the portfolios that have pending operations;
+* ``before_flush``: refuse a change no operation recorded
+  (``persistence.write_guards``), bump each touched aggregate's version once
+  per transaction (``mapping`` sets ``version_id_generator=False`` on
+  portfolios), then hold the portfolios that have pending operations;
 * ``before_commit``: write the audit events (``persistence.events``) of a
   session committed some other way than :meth:`PortfolioSession.commit`;
 * ``after_commit``: note the outcome for the end of the transaction;
@@ -41,6 +43,7 @@ from portfolio_core.errors import StaleDataException
 from portfolio_core.persistence import events
 from portfolio_core.persistence.errors import translated
 from portfolio_core.persistence.mapping import start_mappers
+from portfolio_core.persistence.write_guards import install_session_guard, refuse_unrecorded
 
 start_mappers()
 
@@ -74,6 +77,8 @@ class TransactionState:
     mid-transaction and no longer referenced by the caller could otherwise be
     garbage-collected with its pending operations.
     """
+    recorded_at_flush: dict[UUID, int] = field(default_factory=dict)
+    """How many operations each portfolio had recorded when a flush last changed it."""
     idempotency_key: str | None = None
     """The key this transaction's events carry."""
     events_written: bool = False
@@ -132,7 +137,7 @@ def record_sql_operation(
     state = transaction_state(session)
     loaded = session.identity_map.get(identity_key(Portfolio, (portfolio_id,)))
     if isinstance(loaded, Portfolio):
-        loaded.record_external_operation(operation)
+        loaded._record_external_operation(operation)
         state.held_portfolios[portfolio_id] = loaded
         return
     state.sql_operations.setdefault(portfolio_id, []).append(operation)
@@ -275,6 +280,7 @@ def _bump_aggregate_versions(session: Session, state: TransactionState) -> None:
             # same unit of work must not bump it again.
             state.start_versions.setdefault(obj.id, obj._version - 1)
             state.written_versions[obj.id] = obj._version
+    refuse_unrecorded(state.recorded_at_flush, state.sql_operations, roots, deleted)
     for portfolio_id, portfolio in roots.items():
         flushed.append(("Portfolio", portfolio_id, portfolio._version))
         bumped = state.needs_bump(portfolio_id, portfolio._version)
@@ -286,6 +292,9 @@ def _bump_aggregate_versions(session: Session, state: TransactionState) -> None:
             # succeeds, the row is at exactly this version.
             state.written_versions[portfolio_id] = portfolio._version
     state.flushed_versions = flushed
+
+
+install_session_guard(PortfolioSession)
 
 
 # -- the hooks, one per event ---------------------------------------------------
@@ -344,5 +353,5 @@ def _end_of_transaction(session: Session, transaction: SessionTransaction) -> No
         # (its Python state is untouched): a retry that adds it again
         # (create_portfolio) still needs its "created".
         if committed or (operations and operations[0].kind != "created"):
-            portfolio.take_pending_operations()
+            portfolio._take_pending_operations()
     session.info.pop(STATE_KEY, None)

@@ -27,6 +27,7 @@ from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.domain.position import Position
 from portfolio_core.errors import PortfolioNotFoundError, StaleDataException, ValidationError
 from portfolio_core.persistence.errors import translated
+from portfolio_core.persistence.mapping import PORTFOLIO_FIELDS
 from portfolio_core.persistence.session import (
     needs_bump,
     record_sql_operation,
@@ -118,7 +119,7 @@ def update_portfolio_atomic(
     if loaded is not None:
         # Copying the row over a change not yet flushed would drop it silently.
         state = inspect(loaded)
-        pending = [name for name in synced if state.attrs[name].history.has_changes()]
+        pending = [name for name in synced if state.attrs[_attribute(name)].history.has_changes()]
         if pending:
             raise ValidationError(
                 "fields",
@@ -169,7 +170,7 @@ def update_portfolio_atomic(
         record_sql_operation(session, pid, operation)
     if loaded is not None and loaded._version == expected_version:
         for attribute in (*synced, "last_updated"):
-            set_committed_value(loaded, attribute, getattr(row, attribute))
+            set_committed_value(loaded, _attribute(attribute), getattr(row, attribute))
         set_committed_value(loaded, "_version", row.version)
     return int(row.version)
 
@@ -238,12 +239,17 @@ def _sync_repriced(
     for position_id, new_version, _symbol in changed:
         position = identity_map.get(identity_key(Position, (pid, position_id)))
         if isinstance(position, Position):
-            set_committed_value(position, "current_price", prices[position.symbol])
+            set_committed_value(position, "_current_price", prices[position.symbol])
             set_committed_value(position, "_version", new_version)
     loaded = loaded_portfolio(session, pid)
     if bumped is not None and loaded is not None and loaded._version == version_before:
         set_committed_value(loaded, "_version", bumped.version)
         set_committed_value(loaded, "last_updated", bumped.last_updated)
+
+
+def _attribute(column: str) -> str:
+    """The mapped attribute of a portfolios column (money fields are private, see mapping)."""
+    return f"_{column}" if column in PORTFOLIO_FIELDS else column
 
 
 def loaded_portfolio(session: Session, pid: UUID) -> Portfolio | None:

@@ -238,7 +238,7 @@ class PortfolioStoreMachine(RuleBasedStateMachine):
     def _create(self, name: str, cash: Decimal) -> UUID:
         pid = self.store.create_portfolio(name, cash)
         self.models[pid] = Portfolio(name, cash, id=pid)
-        self.models[pid].take_pending_operations()  # the creation is version 1
+        self.models[pid]._take_pending_operations()  # the creation is version 1
         self.expected_versions[pid] = 1
         self.money_from_outside += cash
         self._refresh(pid)
@@ -246,7 +246,7 @@ class PortfolioStoreMachine(RuleBasedStateMachine):
 
     def _committed(self, portfolio_id: UUID) -> None:
         # A re-pricing that matched no open position records nothing: no new version.
-        if self.models[portfolio_id].take_pending_operations():
+        if self.models[portfolio_id]._take_pending_operations():
             self.expected_versions[portfolio_id] += 1
 
     def _refresh(self, *portfolio_ids: UUID) -> None:

@@ -182,6 +182,9 @@ def test_a_savepoint_inside_a_unit_of_work_does_not_bump_twice(store: PortfolioS
 def test_event_key_is_a_second_optimistic_guard(store: PortfolioStore, engine: Engine) -> None:
     pid = store.create_portfolio("alpha", Decimal("1000"))
     with engine.begin() as connection:  # someone else's event already claims version 2
+        # Only a superuser gets past the event-version trigger this way (see
+        # test_write_path_guards): the PK is the guard left when it does.
+        connection.execute(text("SET LOCAL session_replication_role = replica"))
         connection.execute(
             text(
                 "INSERT INTO portfolio_events (portfolio_id, version, operations) "
@@ -251,7 +254,7 @@ def test_migration_0002_matches_the_schema_and_downgrades_cleanly(engine: Engine
         triggers = connection.execute(
             text("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'portfolio_events_%'")
         ).scalar_one()
-    assert triggers == 2
+    assert triggers == 3
 
 
 def test_metadata_create_all_builds_the_same_append_only_table(engine: Engine) -> None:
@@ -261,8 +264,14 @@ def test_metadata_create_all_builds_the_same_append_only_table(engine: Engine) -
         metadata.create_all(connection)
         connection.execute(
             text(
+                "INSERT INTO portfolios (id, name, cash_balance, initial_cash, version) "
+                "VALUES ('00000000-0000-0000-0000-000000000001', 'a', 0, 0, 1)"
+            )
+        )
+        connection.execute(
+            text(
                 "INSERT INTO portfolio_events (portfolio_id, version, operations) "
-                "VALUES (gen_random_uuid(), 1, '[]')"
+                "VALUES ('00000000-0000-0000-0000-000000000001', 1, '[]')"
             )
         )
         with pytest.raises(DBAPIError), connection.begin_nested():

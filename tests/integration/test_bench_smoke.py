@@ -57,6 +57,9 @@ def test_quick_benchmark_commits_exactly_what_it_reports(
     scenarios = results["scenarios"]
     assert set(scenarios) == {"uncontended", "hot_8", "hot_32", "reprice"}
     assert set(results["targets_met"]) == set(scenarios)
+    repeat = results["keyed_repeat"]
+    assert (repeat["short_events"], repeat["long_events"]) == (10, QUICK.repeat_history)
+    assert repeat["ratio"] is not None
 
     uncontended = scenarios["uncontended"]
     assert (uncontended["workers"], uncontended["portfolios"]) == (8, 64)

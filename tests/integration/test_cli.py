@@ -121,6 +121,42 @@ def test_migrate_upgrades_a_fresh_database_and_downgrades_to_base(
     assert "portfolios" in _tables(empty_database_url)
 
 
+def test_migrate_grants_the_app_role_exactly_the_store_privileges(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    role = f"pc_cli_app_{uuid.uuid4().hex[:10]}"
+    owner = create_engine(database_url, pool_size=1, max_overflow=0)
+    try:
+        with owner.begin() as connection:
+            connection.execute(text(f"CREATE ROLE {role} LOGIN PASSWORD 'x'"))
+        try:
+            assert main(["migrate", "--url", database_url, "--grant-app-role", role]) == 0
+            assert role in capsys.readouterr().out
+            with owner.connect() as connection:
+                granted = set(
+                    connection.execute(
+                        text(
+                            "SELECT table_name, privilege_type FROM "
+                            "information_schema.role_table_grants WHERE grantee = :r"
+                        ),
+                        {"r": role},
+                    ).all()
+                )
+        finally:
+            with owner.begin() as connection:
+                connection.execute(text(f"DROP OWNED BY {role}"))
+                connection.execute(text(f"DROP ROLE {role}"))
+    finally:
+        owner.dispose()
+
+    assert {privilege for table, privilege in granted if table == "portfolio_events"} == {
+        "SELECT",
+        "INSERT",
+    }
+    assert ("portfolios", "DELETE") not in granted
+    assert ("idempotency_keys", "DELETE") in granted
+
+
 @pytest.mark.parametrize("command", ["migrate", "demo"])
 def test_an_unreachable_server_is_one_line_and_exit_2(
     command: str, capsys: pytest.CaptureFixture[str]

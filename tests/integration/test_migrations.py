@@ -161,6 +161,11 @@ def test_migrated_schema_matches_create_all_including_checks_and_partial_index(
     for kind in ("constraints", "indexes", "columns"):
         assert {row[0] for row in migrated[kind]} == set(APP_TABLES), kind
     assert {row[0] for row in migrated["triggers"]} == {"portfolio_events"}
+    assert {row[1] for row in migrated["triggers"]} == {
+        "portfolio_events_no_update_delete",
+        "portfolio_events_no_truncate",
+        "portfolio_events_at_current_version",
+    }
     checks = {name for _table, name, definition in migrated["constraints"] if "CHECK" in definition}
     assert {"ck_portfolios_cash_balance_valid", "ck_positions_quantity_valid"} <= checks
     assert {

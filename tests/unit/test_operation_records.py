@@ -46,13 +46,13 @@ def test_commands_record_what_they_did_in_order() -> None:
 
 def test_failed_command_records_nothing() -> None:
     portfolio = Portfolio("alpha", "10")
-    portfolio.take_pending_operations()
+    before = portfolio.pending_operations()
 
     with pytest.raises(InsufficientFundsError):
         portfolio.withdraw("11")
     assert portfolio.update_all_prices({"MSFT": "1"}) == 0
 
-    assert portfolio.pending_operations() == ()
+    assert portfolio.pending_operations() == before
 
 
 def test_operation_json_round_trip_keeps_decimals_exact() -> None:

@@ -252,6 +252,6 @@ def test_money_invariant_holds_through_a_mixed_history() -> None:
 
 def test_money_invariant_detects_a_broken_ledger() -> None:
     portfolio = funded()
-    portfolio.cash_balance += 1
+    portfolio._cash_balance += 1  # behind the domain's back (only the domain can)
 
     assert not portfolio.money_invariant_holds()

@@ -122,7 +122,7 @@ def test_position_version_is_read_only() -> None:
 def test_closed_position_has_no_unrealized_pnl() -> None:
     portfolio = Portfolio("p", 1000)
     position = portfolio.open_position(PositionRequest("AAPL", 2, 100))
-    position.current_price = Decimal(150)
+    portfolio.update_position_price("AAPL", 150)
 
     portfolio.close_position("AAPL", 150)
 
