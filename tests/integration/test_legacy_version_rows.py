@@ -34,6 +34,10 @@ def empty_url(postgres_server_url: str) -> Iterator[str]:
         yield url
 
 
+EARLIER_RELEASE_HEAD = "pc0002_audit_idempotency"
+"""What an earlier release's "0002" held: the schema up to the audit trail."""
+
+
 def _as_an_earlier_release_left_it(url: str, rows: set[str]) -> None:
     """Drop the library's version table; record ``rows`` in alembic_version instead."""
     engine = create_engine(url, pool_size=1, max_overflow=0)
@@ -55,7 +59,7 @@ def _as_an_earlier_release_left_it(url: str, rows: set[str]) -> None:
 def test_a_database_at_old_0002_is_adopted_once_and_keeps_its_data(
     empty_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    migrate(empty_url)
+    migrate(empty_url, EARLIER_RELEASE_HEAD)
     engine = create_engine(empty_url, pool_size=1, max_overflow=0)
     try:
         pid = PortfolioStore(engine).create_portfolio("kept", Decimal("10"))
@@ -87,7 +91,7 @@ def test_a_database_at_old_0001_is_adopted_then_upgraded_to_head(empty_url: str)
 def test_alembic_version_holding_other_rows_too_is_left_as_it_was(
     empty_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    migrate(empty_url)
+    migrate(empty_url, EARLIER_RELEASE_HEAD)
     _as_an_earlier_release_left_it(empty_url, {"0002", "a1b2c3d4e5f6"})
 
     with caplog.at_level(logging.WARNING, logger="portfolio_core.migration_guard"):
@@ -112,7 +116,7 @@ def test_an_app_own_0002_without_the_library_tables_is_not_taken(empty_url: str)
 
 
 def test_downgrading_to_base_after_adoption_removes_the_library_tables(empty_url: str) -> None:
-    migrate(empty_url)
+    migrate(empty_url, EARLIER_RELEASE_HEAD)
     _as_an_earlier_release_left_it(empty_url, {"0002"})
     migrate(empty_url)
 
