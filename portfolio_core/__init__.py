@@ -34,11 +34,13 @@ from portfolio_core.errors import (
     StaleDataException,
     StatementTimeoutError,
     ValidationError,
+    VersionMismatchError,
 )
 from portfolio_core.migrations import migrate
 from portfolio_core.persistence import PostgreSQLPortfolioRepository, create_engine
 from portfolio_core.persistence.engine import create_async_engine
 from portfolio_core.store import PortfolioStore
+from portfolio_core.store_work import Versioned
 from portfolio_core.unit_of_work import UnitOfWork
 
 if TYPE_CHECKING:
@@ -106,6 +108,8 @@ __all__ = [
     "StatementTimeoutError",
     "UnitOfWork",
     "ValidationError",
+    "VersionMismatchError",
+    "Versioned",
     "__version__",
     "create_async_engine",
     "create_engine",

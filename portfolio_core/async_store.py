@@ -33,7 +33,7 @@ from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.errors import ConfigurationError
 from portfolio_core.exactly_once import run_resolving_outcome_async
 from portfolio_core.persistence import idempotency
-from portfolio_core.store_work import LockMode, StoreCall
+from portfolio_core.store_work import LockMode, StoreCall, Versioned
 from portfolio_core.units import Seconds
 
 T = TypeVar("T")
@@ -94,6 +94,7 @@ class AsyncPortfolioStore:
         lock: LockMode = "optimistic",
         lock_timeout: Seconds | None = None,
         idempotency_key: str | None = None,
+        expected_version: int | None = None,
     ) -> T:
         """Run ``operation(portfolio)`` in a unit of work, commit, and return its result.
 
@@ -101,8 +102,27 @@ class AsyncPortfolioStore:
         loads may do I/O, and is called again on each retry.
         ``idempotency_key`` as in PortfolioStore.execute.
         """
-        call = store_work.execute(portfolio_id, operation, lock, lock_timeout, idempotency_key)
+        call = store_work.execute(
+            portfolio_id, operation, lock, lock_timeout, idempotency_key, expected_version
+        )
         return await self._run(call)
+
+    async def execute_versioned(
+        self,
+        portfolio_id: UUID,
+        operation: Callable[[Portfolio], T],
+        *,
+        lock: LockMode = "optimistic",
+        lock_timeout: Seconds | None = None,
+        idempotency_key: str | None = None,
+        expected_version: int | None = None,
+    ) -> Versioned[T]:
+        """``execute``, answering the result together with the version committed (the new ETag)."""
+        call = store_work.execute(
+            portfolio_id, operation, lock, lock_timeout, idempotency_key, expected_version
+        )
+        result = await self._run(call)
+        return Versioned(result, store_work.committed_version(call))
 
     async def transfer(
         self,
@@ -111,9 +131,12 @@ class AsyncPortfolioStore:
         amount: money.AmountLike,
         *,
         idempotency_key: str | None = None,
+        expected_version: Mapping[UUID, int] | None = None,
     ) -> None:
         """Move cash between two portfolios atomically (rows locked in primary-key order)."""
-        await self._run(store_work.transfer(from_id, to_id, amount, idempotency_key))
+        await self._run(
+            store_work.transfer(from_id, to_id, amount, idempotency_key, expected_version)
+        )
 
     async def update_all_prices(
         self,
@@ -121,9 +144,12 @@ class AsyncPortfolioStore:
         prices: Mapping[str, money.AmountLike],
         *,
         idempotency_key: str | None = None,
+        expected_version: int | None = None,
     ) -> int:
         """Re-price every open position found in ``prices`` (constant statements, one bump)."""
-        return await self._run(store_work.update_all_prices(portfolio_id, prices, idempotency_key))
+        return await self._run(
+            store_work.update_all_prices(portfolio_id, prices, idempotency_key, expected_version)
+        )
 
     async def history(
         self, portfolio_id: UUID, since_version: int | None = None

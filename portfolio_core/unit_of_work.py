@@ -28,7 +28,7 @@ from types import TracebackType
 from typing import Generic, TypeVar
 from uuid import UUID
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from portfolio_core import store_work
 from portfolio_core.concurrency.service import ConcurrencyService, default_service
@@ -59,17 +59,30 @@ class UnitOfWorkBase(Generic[EngineT]):
         self._active = True
 
 
-class UnitOfWork(UnitOfWorkBase[Engine]):
-    """A transaction with a PostgreSQLPortfolioRepository, used as a context manager."""
+class UnitOfWork(UnitOfWorkBase[Engine | Connection]):
+    """A transaction with a PostgreSQLPortfolioRepository, used as a context manager.
+
+    Given an Engine, it owns its transaction. Given a Connection in a
+    transaction of the caller's (``with engine.begin() as conn:
+    UnitOfWork(conn)``), it joins that transaction: ``commit()`` flushes (the
+    version bump, the events and the idempotency keys are written in the
+    caller's transaction) and commits nothing; the caller's block commits or
+    rolls back the app's rows and the portfolio change together. A conflict
+    then surfaces to the caller, whose transaction it is to retry.
+    """
 
     portfolios: PostgreSQLPortfolioRepository
     session: PortfolioSession
 
     def __enter__(self) -> UnitOfWork:
         self._enter_once("a UnitOfWork")
+        # On a caller's Connection in a transaction, SQLAlchemy's default
+        # join_transaction_mode ("conservative_savepoint") leaves its COMMIT
+        # to the caller, and a rollback here rolls the caller's back too.
         self.session = PortfolioSession(bind=self.engine, autoflush=False, expire_on_commit=False)
         self.portfolios = PostgreSQLPortfolioRepository(
-            self.session, partial(open_position_transactional, self.engine, self._service)
+            self.session,
+            partial(open_position_transactional, _engine_of(self.engine), self._service),
         )
         return self
 
@@ -97,6 +110,11 @@ class UnitOfWork(UnitOfWorkBase[Engine]):
     def rollback(self) -> None:
         """Discard everything not committed."""
         self.session.rollback()
+
+
+def _engine_of(bind: Engine | Connection) -> Engine:
+    """The Engine behind ``bind`` (own transactions, e.g. open_position_transactional)."""
+    return bind.engine if isinstance(bind, Connection) else bind
 
 
 def run_in_own_unit_of_work(
