@@ -115,7 +115,7 @@ def committed_version(call: StoreCall[T]) -> int:
     """The version ``execute``'s call left its portfolio at (after it ran)."""
     if call.portfolio is None:
         raise PortfolioCoreError("the call has not loaded its portfolio")
-    return call.portfolio._version
+    return call.portfolio.version
 
 
 def load_for_change(
@@ -184,7 +184,7 @@ def execute(
         portfolio = call.portfolio = load_for_change(repository, pid, mode, lock_timeout)
 
         def check() -> None:
-            check_version(pid, expected, portfolio._version)
+            check_version(pid, expected, portfolio.version)
 
         if key is None:
             check()
@@ -252,7 +252,7 @@ def transfer(
         if key is not None and stored_result(repository.session, key, request) is not MISSING:
             return
         for pid, version in sorted(expected.items()):
-            check_version(pid, version, locked[pid]._version)
+            check_version(pid, version, locked[pid].version)
         locked[source].transfer_out(value, target)
         locked[target].transfer_in(value, source)
         if key is not None:
