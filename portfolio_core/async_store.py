@@ -100,7 +100,7 @@ class AsyncPortfolioStore:
 
         ``operation`` is a sync function (domain calls); it runs where lazy
         loads may do I/O, and is called again on each retry.
-        ``idempotency_key`` as in PortfolioStore.execute.
+        ``idempotency_key`` and ``expected_version`` as in PortfolioStore.execute.
         """
         call = store_work.execute(
             portfolio_id, operation, lock, lock_timeout, idempotency_key, expected_version
@@ -133,7 +133,10 @@ class AsyncPortfolioStore:
         idempotency_key: str | None = None,
         expected_version: Mapping[UUID, int] | None = None,
     ) -> None:
-        """Move cash between two portfolios atomically (rows locked in primary-key order)."""
+        """Move cash between two portfolios atomically (rows locked in primary-key order).
+
+        ``expected_version`` as in PortfolioStore.transfer.
+        """
         await self._run(
             store_work.transfer(from_id, to_id, amount, idempotency_key, expected_version)
         )

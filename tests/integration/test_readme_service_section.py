@@ -2,8 +2,9 @@
 
 Its start-up, replica, idempotency-key, caller's-transaction and If-Match
 blocks run here, in order, against a database that starts empty
-($PORTFOLIO_CORE_DATABASE_URL points at it, as the blocks expect). Its two env.py blocks and its alembic.ini run in
-test_alembic_coexistence.py, inside application alembic projects.
+($PORTFOLIO_CORE_DATABASE_URL points at it, as the blocks expect). Its
+two env.py blocks and its alembic.ini run in test_alembic_coexistence.py,
+inside application alembic projects.
 """
 
 from __future__ import annotations
