@@ -39,8 +39,8 @@ T = TypeVar("T")
 class AsyncUnitOfWork(UnitOfWorkBase[AsyncEngine | AsyncConnection]):
     """A transaction with an AsyncPostgreSQLPortfolioRepository, used with ``async with``.
 
-    Given an AsyncConnection in a transaction of the caller's, it joins that
-    transaction as UnitOfWork does: ``commit()`` flushes, the caller commits.
+    Given an AsyncConnection in a transaction of the caller's, it runs in a
+    SAVEPOINT of it as UnitOfWork does: ``commit()`` releases it, the caller commits.
     """
 
     portfolios: AsyncPostgreSQLPortfolioRepository
@@ -53,6 +53,7 @@ class AsyncUnitOfWork(UnitOfWorkBase[AsyncEngine | AsyncConnection]):
             sync_session_class=PortfolioSession,
             autoflush=False,
             expire_on_commit=False,
+            join_transaction_mode="create_savepoint",  # see UnitOfWork.__enter__
         )
         self.portfolios = AsyncPostgreSQLPortfolioRepository(
             self.session,

@@ -64,11 +64,12 @@ class UnitOfWork(UnitOfWorkBase[Engine | Connection]):
 
     Given an Engine, it owns its transaction. Given a Connection in a
     transaction of the caller's (``with engine.begin() as conn:
-    UnitOfWork(conn)``), it joins that transaction: ``commit()`` flushes (the
-    version bump, the events and the idempotency keys are written in the
-    caller's transaction) and commits nothing; the caller's block commits or
+    UnitOfWork(conn)``), it runs in a SAVEPOINT of it: ``commit()`` writes the
+    version bump, the events and the idempotency keys and releases the
+    savepoint, committing nothing; leaving without ``commit()`` (or on an
+    error) rolls back to the savepoint only. The caller's block commits or
     rolls back the app's rows and the portfolio change together. A conflict
-    then surfaces to the caller, whose transaction it is to retry.
+    surfaces to the caller, whose transaction it is to retry.
     """
 
     portfolios: PostgreSQLPortfolioRepository
@@ -76,10 +77,14 @@ class UnitOfWork(UnitOfWorkBase[Engine | Connection]):
 
     def __enter__(self) -> UnitOfWork:
         self._enter_once("a UnitOfWork")
-        # On a caller's Connection in a transaction, SQLAlchemy's default
-        # join_transaction_mode ("conservative_savepoint") leaves its COMMIT
-        # to the caller, and a rollback here rolls the caller's back too.
-        self.session = PortfolioSession(bind=self.engine, autoflush=False, expire_on_commit=False)
+        # On a caller's Connection: a SAVEPOINT of the caller's transaction,
+        # so that leaving without commit() undoes only this unit of work.
+        self.session = PortfolioSession(
+            bind=self.engine,
+            autoflush=False,
+            expire_on_commit=False,
+            join_transaction_mode="create_savepoint",
+        )
         self.portfolios = PostgreSQLPortfolioRepository(
             self.session,
             partial(open_position_transactional, _engine_of(self.engine), self._service),

@@ -1,8 +1,9 @@
-"""A UnitOfWork on the caller's Connection joins the caller's transaction.
+"""A UnitOfWork on the caller's Connection runs in a savepoint of the caller's transaction.
 
 The app's own row and the portfolio change (its version bump, its events)
 commit together when the caller's block commits, and roll back together
-when it raises; ``uow.commit()`` commits nothing by itself.
+when it raises; ``uow.commit()`` commits nothing by itself, and a unit of
+work left without it undoes only its own changes.
 """
 
 from __future__ import annotations
@@ -92,3 +93,17 @@ async def test_async_the_callers_transaction_decides_for_both(
     assert app_rows(engine) == ([] if fail else ["order-1"])
     assert snapshot.version == (1 if fail else 2)
     assert len(store.history(pid)) == snapshot.version
+
+
+def test_a_unit_of_work_left_without_commit_undoes_only_itself(
+    engine: Engine, store: PortfolioStore, pid: UUID
+) -> None:
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO app_orders VALUES ('order-1')"))
+        with UnitOfWork(connection) as uow:  # rolled back to its savepoint
+            uow.portfolios.get(pid).deposit(Decimal("5"))
+        deposit_with_app_row(connection, pid, "order-2")
+
+    snapshot = store.get(pid)
+    assert app_rows(engine) == ["order-1", "order-2"]
+    assert (snapshot.version, snapshot.cash_balance) == (2, Decimal("105"))
