@@ -36,12 +36,14 @@ from portfolio_core.errors import (
     StatementTimeoutError,
     UnrecordedChangeError,
     ValidationError,
+    VersionMismatchError,
 )
 from portfolio_core.migrations import migrate
 from portfolio_core.persistence import PostgreSQLPortfolioRepository, create_engine
 from portfolio_core.persistence.engine import create_async_engine
 from portfolio_core.persistence.roles import grant_app_role
 from portfolio_core.store import PortfolioStore
+from portfolio_core.store_work import Versioned
 from portfolio_core.unit_of_work import UnitOfWork
 
 if TYPE_CHECKING:
@@ -111,6 +113,8 @@ __all__ = [
     "UnitOfWork",
     "UnrecordedChangeError",
     "ValidationError",
+    "VersionMismatchError",
+    "Versioned",
     "__version__",
     "create_async_engine",
     "create_engine",

@@ -34,7 +34,7 @@ from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.errors import ConfigurationError
 from portfolio_core.exactly_once import run_resolving_outcome_async
 from portfolio_core.persistence import idempotency
-from portfolio_core.store_work import LockMode, StoreCall
+from portfolio_core.store_work import LockMode, StoreCall, Versioned
 from portfolio_core.units import Seconds
 
 T = TypeVar("T")
@@ -93,6 +93,22 @@ class AsyncPortfolioStore:
         """A detached snapshot: the portfolio with its open and closed positions."""
         return await self._run(store_work.snapshot(portfolio_id))
 
+    def _execute_call(
+        self,
+        portfolio_id: UUID,
+        operation: Callable[[Portfolio], T],
+        lock: LockMode,
+        lock_timeout: Seconds | None,
+        idempotency_key: str | None,
+        expected_version: int | None,
+    ) -> store_work.StoreCall[T]:
+        """The StoreCall of ``execute``: ``lock="wait"`` is bounded by the policy by default."""
+        if lock == "wait" and lock_timeout is None:
+            lock_timeout = self.concurrency.policy.wait_lock_timeout
+        return store_work.execute(
+            portfolio_id, operation, lock, lock_timeout, idempotency_key, expected_version
+        )
+
     async def execute(
         self,
         portfolio_id: UUID,
@@ -101,17 +117,35 @@ class AsyncPortfolioStore:
         lock: LockMode = "optimistic",
         lock_timeout: Seconds | None = None,
         idempotency_key: str | None = None,
+        expected_version: int | None = None,
     ) -> T:
         """Run ``operation(portfolio)`` in a unit of work, commit, and return its result.
 
         ``operation`` is a sync function (domain calls); it runs where lazy
         loads may do I/O, and is called again on each retry.
-        ``idempotency_key`` as in PortfolioStore.execute.
+        ``idempotency_key`` and ``expected_version`` as in PortfolioStore.execute.
         """
-        if lock == "wait" and lock_timeout is None:
-            lock_timeout = self.concurrency.policy.wait_lock_timeout
-        call = store_work.execute(portfolio_id, operation, lock, lock_timeout, idempotency_key)
+        call = self._execute_call(
+            portfolio_id, operation, lock, lock_timeout, idempotency_key, expected_version
+        )
         return await self._run(call)
+
+    async def execute_versioned(
+        self,
+        portfolio_id: UUID,
+        operation: Callable[[Portfolio], T],
+        *,
+        lock: LockMode = "optimistic",
+        lock_timeout: Seconds | None = None,
+        idempotency_key: str | None = None,
+        expected_version: int | None = None,
+    ) -> Versioned[T]:
+        """``execute``, answering the result together with the version committed (the new ETag)."""
+        call = self._execute_call(
+            portfolio_id, operation, lock, lock_timeout, idempotency_key, expected_version
+        )
+        result = await self._run(call)
+        return Versioned(result, store_work.committed_version(call))
 
     async def transfer(
         self,
@@ -120,9 +154,15 @@ class AsyncPortfolioStore:
         amount: money.AmountLike,
         *,
         idempotency_key: str | None = None,
+        expected_version: Mapping[UUID, int] | None = None,
     ) -> None:
-        """Move cash between two portfolios atomically (rows locked in primary-key order)."""
-        await self._run(store_work.transfer(from_id, to_id, amount, idempotency_key))
+        """Move cash between two portfolios atomically (rows locked in primary-key order).
+
+        ``expected_version`` as in PortfolioStore.transfer.
+        """
+        await self._run(
+            store_work.transfer(from_id, to_id, amount, idempotency_key, expected_version)
+        )
 
     async def update_all_prices(
         self,
@@ -130,9 +170,12 @@ class AsyncPortfolioStore:
         prices: Mapping[str, money.AmountLike],
         *,
         idempotency_key: str | None = None,
+        expected_version: int | None = None,
     ) -> int:
         """Re-price every open position found in ``prices`` (constant statements, one bump)."""
-        return await self._run(store_work.update_all_prices(portfolio_id, prices, idempotency_key))
+        return await self._run(
+            store_work.update_all_prices(portfolio_id, prices, idempotency_key, expected_version)
+        )
 
     async def history(
         self, portfolio_id: UUID, since_version: int | None = None

@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import TypeVar
 from uuid import UUID
 
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from portfolio_core import store_work
 from portfolio_core.concurrency.service import ConcurrencyService, default_service
@@ -36,8 +36,12 @@ from portfolio_core.unit_of_work import UnitOfWorkBase
 T = TypeVar("T")
 
 
-class AsyncUnitOfWork(UnitOfWorkBase[AsyncEngine]):
-    """A transaction with an AsyncPostgreSQLPortfolioRepository, used with ``async with``."""
+class AsyncUnitOfWork(UnitOfWorkBase[AsyncEngine | AsyncConnection]):
+    """A transaction with an AsyncPostgreSQLPortfolioRepository, used with ``async with``.
+
+    Given an AsyncConnection in a transaction of the caller's, it runs in a
+    SAVEPOINT of it as UnitOfWork does: ``commit()`` releases it, the caller commits.
+    """
 
     portfolios: AsyncPostgreSQLPortfolioRepository
     session: AsyncSession
@@ -49,9 +53,11 @@ class AsyncUnitOfWork(UnitOfWorkBase[AsyncEngine]):
             sync_session_class=PortfolioSession,
             autoflush=False,
             expire_on_commit=False,
+            join_transaction_mode="create_savepoint",  # see UnitOfWork.__enter__
         )
         self.portfolios = AsyncPostgreSQLPortfolioRepository(
-            self.session, partial(open_position_transactional_async, self.engine, self._service)
+            self.session,
+            partial(open_position_transactional_async, _engine_of(self.engine), self._service),
         )
         return self
 
@@ -90,6 +96,11 @@ class AsyncUnitOfWork(UnitOfWorkBase[AsyncEngine]):
         say) against this transaction; see AsyncPostgreSQLPortfolioRepository.
         """
         return await self.portfolios.run_sync(function)
+
+
+def _engine_of(bind: AsyncEngine | AsyncConnection) -> AsyncEngine:
+    """The AsyncEngine behind ``bind`` (own transactions, e.g. open_position_transactional)."""
+    return bind.engine if isinstance(bind, AsyncConnection) else bind
 
 
 async def run_in_own_unit_of_work_async(

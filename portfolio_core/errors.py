@@ -277,6 +277,16 @@ class StaleDataException(ConcurrencyException):
         )
 
 
+class VersionMismatchError(StaleDataException):
+    """The caller's ``expected_version`` (an If-Match) is not the committed version.
+
+    Raised at once by ``execute``/``transfer``/``update_all_prices`` given
+    ``expected_version``: never retried (a retry would meet the same version),
+    not counted as a version conflict. ``expected_version`` is the caller's,
+    ``actual_version`` the committed one (None if the portfolio is gone).
+    """
+
+
 class SerializationFailureException(ConcurrencyException):
     """PostgreSQL could not serialize the transaction (SQLSTATE 40001); retryable."""
 

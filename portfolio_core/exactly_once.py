@@ -242,17 +242,21 @@ def execute_with_key(
     pid: UUID,
     portfolio: Portfolio,
     operation: Callable[[Portfolio], T],
+    check: Callable[[], object] = lambda: None,
 ) -> tuple[T, str]:
     """Apply ``operation`` under ``key``; return its result and the request's fingerprint.
 
     A key already stored returns its stored result (see :func:`repeated_execute`).
-    Otherwise ``operation`` is applied to ``portfolio`` and the key claimed
-    with the fingerprint of the operations it performed; the caller then
-    commits, and keeps the fingerprint for commit outcome resolution.
+    Otherwise ``check()`` runs (the caller's expected version: a repeat of a
+    committed request still gets its stored result), ``operation`` is applied
+    to ``portfolio`` and the key claimed with the fingerprint of the
+    operations it performed; the caller then commits, and keeps the
+    fingerprint for commit outcome resolution.
     """
     stored = idempotency.find_key(session, key)
     if stored is not None:
         return repeated_execute(session, stored, pid, operation), stored.fingerprint
+    check()
     prior_state = snapshot.capture(portfolio)
     recorded = len(portfolio.pending_operations())
     result = operation(portfolio)

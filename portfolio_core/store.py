@@ -35,7 +35,7 @@ from portfolio_core.domain.events import PortfolioEvent
 from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.exactly_once import run_resolving_outcome
 from portfolio_core.persistence import idempotency
-from portfolio_core.store_work import LOCK_MODES, LockMode, StoreCall
+from portfolio_core.store_work import LOCK_MODES, LockMode, StoreCall, Versioned
 from portfolio_core.unit_of_work import UnitOfWork, run_in_own_unit_of_work
 from portfolio_core.units import Seconds
 
@@ -94,6 +94,22 @@ class PortfolioStore:
         """A detached snapshot: the portfolio with its open and closed positions."""
         return self._run(store_work.snapshot(portfolio_id))
 
+    def _execute_call(
+        self,
+        portfolio_id: UUID,
+        operation: Callable[[Portfolio], T],
+        lock: LockMode,
+        lock_timeout: Seconds | None,
+        idempotency_key: str | None,
+        expected_version: int | None,
+    ) -> store_work.StoreCall[T]:
+        """The StoreCall of ``execute``: ``lock="wait"`` is bounded by the policy by default."""
+        if lock == "wait" and lock_timeout is None:
+            lock_timeout = self.concurrency.policy.wait_lock_timeout
+        return store_work.execute(
+            portfolio_id, operation, lock, lock_timeout, idempotency_key, expected_version
+        )
+
     def execute(
         self,
         portfolio_id: UUID,
@@ -102,6 +118,7 @@ class PortfolioStore:
         lock: LockMode = "optimistic",
         lock_timeout: Seconds | None = None,
         idempotency_key: str | None = None,
+        expected_version: int | None = None,
     ) -> T:
         """Run ``operation(portfolio)`` in a unit of work, commit, and return its result.
 
@@ -116,10 +133,27 @@ class PortfolioStore:
         ``operation`` to the portfolio as it stood before the keyed change
         (replayed from the audit trail), compares, and changes nothing.
         """
-        if lock == "wait" and lock_timeout is None:
-            lock_timeout = self.concurrency.policy.wait_lock_timeout
-        call = store_work.execute(portfolio_id, operation, lock, lock_timeout, idempotency_key)
+        call = self._execute_call(
+            portfolio_id, operation, lock, lock_timeout, idempotency_key, expected_version
+        )
         return self._run(call)
+
+    def execute_versioned(
+        self,
+        portfolio_id: UUID,
+        operation: Callable[[Portfolio], T],
+        *,
+        lock: LockMode = "optimistic",
+        lock_timeout: Seconds | None = None,
+        idempotency_key: str | None = None,
+        expected_version: int | None = None,
+    ) -> Versioned[T]:
+        """``execute``, answering the result together with the version committed (the new ETag)."""
+        call = self._execute_call(
+            portfolio_id, operation, lock, lock_timeout, idempotency_key, expected_version
+        )
+        result = self._run(call)
+        return Versioned(result, store_work.committed_version(call))
 
     def transfer(
         self,
@@ -128,14 +162,17 @@ class PortfolioStore:
         amount: money.AmountLike,
         *,
         idempotency_key: str | None = None,
+        expected_version: Mapping[UUID, int] | None = None,
     ) -> None:
         """Move cash between two portfolios atomically.
 
         Both rows are locked in primary-key order, so transfers in opposite
         directions queue up instead of deadlocking. The legs are recorded as
         ``transfer_out``/``transfer_in`` (booked as a withdrawal and a deposit).
+        ``expected_version`` maps either or both portfolio ids to the version
+        it must still be at (VersionMismatchError otherwise, never retried).
         """
-        self._run(store_work.transfer(from_id, to_id, amount, idempotency_key))
+        self._run(store_work.transfer(from_id, to_id, amount, idempotency_key, expected_version))
 
     def update_all_prices(
         self,
@@ -143,9 +180,12 @@ class PortfolioStore:
         prices: Mapping[str, money.AmountLike],
         *,
         idempotency_key: str | None = None,
+        expected_version: int | None = None,
     ) -> int:
         """Re-price every open position found in ``prices`` (constant statements, one bump)."""
-        return self._run(store_work.update_all_prices(portfolio_id, prices, idempotency_key))
+        return self._run(
+            store_work.update_all_prices(portfolio_id, prices, idempotency_key, expected_version)
+        )
 
     def history(self, portfolio_id: UUID, since_version: int | None = None) -> list[PortfolioEvent]:
         """The portfolio's audit trail after ``since_version`` (all if None), oldest first."""

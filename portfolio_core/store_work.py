@@ -20,14 +20,17 @@ from decimal import Decimal
 from typing import Generic, Literal, TypeVar
 from uuid import UUID
 
+from sqlalchemy import select
+
 from portfolio_core.domain import arguments, money
 from portfolio_core.domain.events import PortfolioEvent
 from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.domain.position import Position, PositionRequest
-from portfolio_core.errors import ValidationError
+from portfolio_core.errors import PortfolioCoreError, ValidationError, VersionMismatchError
 from portfolio_core.exactly_once import MISSING, execute_with_key, stored_result
 from portfolio_core.persistence import idempotency
 from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository, as_portfolio_id
+from portfolio_core.persistence.schema import portfolios
 from portfolio_core.units import Seconds
 
 T = TypeVar("T")
@@ -53,6 +56,8 @@ class StoreCall(Generic[T]):
     commit: bool = True
     key: str | None = None
     fingerprint: str | None = None
+    portfolio: Portfolio | None = None
+    """``execute``: the portfolio its last attempt loaded (committed version after COMMIT)."""
 
     def attempt(self, repository: PostgreSQLPortfolioRepository) -> T:
         """One attempt in a fresh unit of work: the body, then COMMIT (not for reads)."""
@@ -60,6 +65,18 @@ class StoreCall(Generic[T]):
         if self.commit:
             repository.session.commit()
         return result
+
+
+@dataclass(frozen=True)
+class Versioned(Generic[T]):
+    """``execute_versioned``'s answer: the operation's result and the version committed.
+
+    ``version`` is the portfolio's version after the call: the new ETag (for a
+    repeated idempotency key, the version the portfolio is at now).
+    """
+
+    result: T
+    version: int
 
 
 def checked_lock_mode(lock: str) -> LockMode:
@@ -73,6 +90,32 @@ def checked_lock_mode(lock: str) -> LockMode:
 def checked_key(idempotency_key: str | None) -> str | None:
     """The validated idempotency key (None stays None)."""
     return None if idempotency_key is None else idempotency.validate_key(idempotency_key)
+
+
+def checked_expected(expected_version: int | None, name: str = "expected_version") -> int | None:
+    """A validated expected version (an If-Match); None stays None."""
+    return arguments.version(expected_version, name, minimum=1)
+
+
+def check_version(portfolio_id: UUID, expected: int | None, actual: int | None) -> None:
+    """VersionMismatchError unless ``expected`` is None or the ``actual`` committed version."""
+    if expected is not None and actual != expected:
+        raise VersionMismatchError("Portfolio", portfolio_id, expected, actual)
+
+
+def locked_version(repository: PostgreSQLPortfolioRepository, portfolio_id: UUID) -> int | None:
+    """The portfolio's committed version, its row locked until the end of the transaction."""
+    statement = (
+        select(portfolios.c.version).where(portfolios.c.id == portfolio_id).with_for_update()
+    )
+    return repository.session.execute(statement).scalar_one_or_none()
+
+
+def committed_version(call: StoreCall[T]) -> int:
+    """The version ``execute``'s call left its portfolio at (after it ran)."""
+    if call.portfolio is None:
+        raise PortfolioCoreError("the call has not loaded its portfolio")
+    return call.portfolio.version
 
 
 def load_for_change(
@@ -118,8 +161,13 @@ def execute(
     lock: str,
     lock_timeout: Seconds | None,
     idempotency_key: str | None,
+    expected_version: int | None = None,
 ) -> StoreCall[T]:
-    """``execute``: load per ``lock``, call ``operation``.
+    """``execute``: load per ``lock``, check ``expected_version``, call ``operation``.
+
+    The expected version is compared with the version loaded, so an
+    optimistic attempt that loses a race is retried and then fails the check;
+    a key already stored wins over the check (a repeat returns its result).
 
     With a key: a key already stored returns its result (after checking the
     request, see ``exactly_once.execute_with_key``); otherwise the operations
@@ -130,13 +178,19 @@ def execute(
     mode = checked_lock_mode(lock)
     key = checked_key(idempotency_key)
     lock_timeout = arguments.lock_timeout(lock_timeout)
+    expected = checked_expected(expected_version)
 
     def body(repository: PostgreSQLPortfolioRepository) -> T:
-        portfolio = load_for_change(repository, pid, mode, lock_timeout)
+        portfolio = call.portfolio = load_for_change(repository, pid, mode, lock_timeout)
+
+        def check() -> None:
+            check_version(pid, expected, portfolio.version)
+
         if key is None:
+            check()
             return operation(portfolio)
         result, call.fingerprint = execute_with_key(
-            repository.session, key, pid, portfolio, operation
+            repository.session, key, pid, portfolio, operation, check
         )
         return result
 
@@ -154,16 +208,41 @@ def transfer_arguments(
     return source, target, money.positive(amount, "amount")
 
 
+def transfer_expected(
+    expected_version: Mapping[UUID, int] | None, source: UUID, target: UUID
+) -> dict[UUID, int]:
+    """``transfer``'s expected versions by portfolio id: either leg, both or none."""
+    if expected_version is None:
+        return {}
+    arguments.mapping(expected_version, "expected_version")
+    checked: dict[UUID, int] = {}
+    for portfolio_id, version in expected_version.items():
+        pid = as_portfolio_id(portfolio_id)
+        if pid not in (source, target):
+            raise ValidationError("expected_version", portfolio_id, "is not a leg of the transfer")
+        checked_version = arguments.version(version, f"expected_version[{pid}]", minimum=1)
+        if checked_version is None:
+            raise ValidationError("expected_version", version, "must be an int")
+        checked[pid] = checked_version
+    return checked
+
+
 def transfer(
-    from_id: UUID, to_id: UUID, amount: money.AmountLike, idempotency_key: str | None
+    from_id: UUID,
+    to_id: UUID,
+    amount: money.AmountLike,
+    idempotency_key: str | None,
+    expected_version: Mapping[UUID, int] | None = None,
 ) -> StoreCall[None]:
     """``transfer``: both rows locked in primary-key order, then the cash moved.
 
     The legs are recorded as ``transfer_out``/``transfer_in``. With a key a
-    transfer already made is not made again.
+    transfer already made is not made again. ``expected_version`` maps a leg's
+    portfolio id to the version it must still be at (checked once locked).
     """
     source, target, value = transfer_arguments(from_id, to_id, amount)
     key = checked_key(idempotency_key)
+    expected = transfer_expected(expected_version, source, target)
     request = idempotency.fingerprint(
         {"request": "transfer", "from": source, "to": target, "amount": value}
     )
@@ -172,6 +251,8 @@ def transfer(
         locked = {p.id: p for p in repository.get_portfolios_for_update([source, target])}
         if key is not None and stored_result(repository.session, key, request) is not MISSING:
             return
+        for pid, version in sorted(expected.items()):
+            check_version(pid, version, locked[pid].version)
         locked[source].transfer_out(value, target)
         locked[target].transfer_in(value, source)
         if key is not None:
@@ -193,11 +274,18 @@ def reprice_request(portfolio_id: UUID, prices: Mapping[str, money.AmountLike]) 
 
 
 def update_all_prices(
-    portfolio_id: UUID, prices: Mapping[str, money.AmountLike], idempotency_key: str | None
+    portfolio_id: UUID,
+    prices: Mapping[str, money.AmountLike],
+    idempotency_key: str | None,
+    expected_version: int | None = None,
 ) -> StoreCall[int]:
-    """``update_all_prices`` (a repeated key returns the stored count)."""
+    """``update_all_prices`` (a repeated key returns the stored count).
+
+    With ``expected_version`` the row is locked and its version checked first.
+    """
     pid = as_portfolio_id(portfolio_id)
     key = checked_key(idempotency_key)
+    expected = checked_expected(expected_version)
     request = "" if key is None else reprice_request(pid, prices)
     arguments.mapping(prices, "prices")
 
@@ -206,6 +294,10 @@ def update_all_prices(
             stored = stored_result(repository.session, key, request)
             if stored is not MISSING:
                 return int(stored)
+        if expected is not None:
+            actual = locked_version(repository, pid)
+            if actual is not None:  # a missing portfolio is reported by the update
+                check_version(pid, expected, actual)
         updated = repository.update_all_prices(pid, prices)
         if key is not None:
             idempotency.claim_key(repository.session, key, request, updated, [pid])

@@ -28,7 +28,7 @@ from types import TracebackType
 from typing import Generic, TypeVar
 from uuid import UUID
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from portfolio_core import store_work
 from portfolio_core.concurrency.service import ConcurrencyService, default_service
@@ -59,17 +59,35 @@ class UnitOfWorkBase(Generic[EngineT]):
         self._active = True
 
 
-class UnitOfWork(UnitOfWorkBase[Engine]):
-    """A transaction with a PostgreSQLPortfolioRepository, used as a context manager."""
+class UnitOfWork(UnitOfWorkBase[Engine | Connection]):
+    """A transaction with a PostgreSQLPortfolioRepository, used as a context manager.
+
+    Given an Engine, it owns its transaction. Given a Connection in a
+    transaction of the caller's (``with engine.begin() as conn:
+    UnitOfWork(conn)``), it runs in a SAVEPOINT of it: ``commit()`` writes the
+    version bump, the events and the idempotency keys and releases the
+    savepoint, committing nothing; leaving without ``commit()`` (or on an
+    error) rolls back to the savepoint only. The caller's block commits or
+    rolls back the app's rows and the portfolio change together. A conflict
+    surfaces to the caller, whose transaction it is to retry.
+    """
 
     portfolios: PostgreSQLPortfolioRepository
     session: PortfolioSession
 
     def __enter__(self) -> UnitOfWork:
         self._enter_once("a UnitOfWork")
-        self.session = PortfolioSession(bind=self.engine, autoflush=False, expire_on_commit=False)
+        # On a caller's Connection: a SAVEPOINT of the caller's transaction,
+        # so that leaving without commit() undoes only this unit of work.
+        self.session = PortfolioSession(
+            bind=self.engine,
+            autoflush=False,
+            expire_on_commit=False,
+            join_transaction_mode="create_savepoint",
+        )
         self.portfolios = PostgreSQLPortfolioRepository(
-            self.session, partial(open_position_transactional, self.engine, self._service)
+            self.session,
+            partial(open_position_transactional, _engine_of(self.engine), self._service),
         )
         return self
 
@@ -97,6 +115,11 @@ class UnitOfWork(UnitOfWorkBase[Engine]):
     def rollback(self) -> None:
         """Discard everything not committed."""
         self.session.rollback()
+
+
+def _engine_of(bind: Engine | Connection) -> Engine:
+    """The Engine behind ``bind`` (own transactions, e.g. open_position_transactional)."""
+    return bind.engine if isinstance(bind, Connection) else bind
 
 
 def run_in_own_unit_of_work(

@@ -16,6 +16,7 @@ from portfolio_core.errors import (
     ConnectionLostError,
     DeadlockException,
     PessimisticLockException,
+    VersionMismatchError,
 )
 from portfolio_core.persistence.errors import sqlstate_of
 
@@ -109,7 +110,15 @@ def record_failure(
         "attempt": attempt,
         "sqlstate": failure_sqlstate(error),
     }
-    if isinstance(error, RETRYABLE_CONFLICTS):
+    if isinstance(error, VersionMismatchError):
+        # The caller's expected version, not a race between writers: not counted.
+        log_event(
+            "version_mismatch",
+            **common,
+            expected_version=error.expected_version,
+            actual_version=error.actual_version,
+        )
+    elif isinstance(error, RETRYABLE_CONFLICTS):
         metrics.increment("version_conflicts")
         log_event(
             "version_conflict",

@@ -29,6 +29,7 @@ from portfolio_core.errors import (
     SerializationFailureException,
     StaleDataException,
     ValidationError,
+    VersionMismatchError,
 )
 from portfolio_core.units import Ratio, Seconds
 
@@ -127,6 +128,8 @@ class RetryPolicy:
         """Whether ``error`` ended an attempt that may be re-run from scratch."""
         if isinstance(error, PessimisticLockException):
             return self.retry_lock_not_available
+        if isinstance(error, VersionMismatchError):
+            return False  # the caller's If-Match: a retry meets the same version
         return isinstance(error, (*RETRYABLE_CONFLICTS, DeadlockException, ConnectionLostError))
 
     def async_sleeper(self) -> Callable[[Seconds], Awaitable[None]]:

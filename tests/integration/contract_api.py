@@ -40,6 +40,7 @@ from portfolio_core import (
     PortfolioStore,
     Position,
     PositionRequest,
+    Versioned,
     create_async_engine,
     create_engine,
 )
@@ -118,7 +119,18 @@ class ContractStore(Protocol):
         lock: LockMode = "optimistic",
         lock_timeout: Seconds | None = None,
         idempotency_key: str | None = None,
+        expected_version: int | None = None,
     ) -> T: ...
+    async def execute_versioned(
+        self,
+        portfolio_id: UUID,
+        operation: Callable[[Portfolio], T],
+        *,
+        lock: LockMode = "optimistic",
+        lock_timeout: Seconds | None = None,
+        idempotency_key: str | None = None,
+        expected_version: int | None = None,
+    ) -> Versioned[T]: ...
     async def transfer(
         self,
         from_id: UUID,
@@ -126,6 +138,7 @@ class ContractStore(Protocol):
         amount: AmountLike,
         *,
         idempotency_key: str | None = None,
+        expected_version: Mapping[UUID, int] | None = None,
     ) -> None: ...
     async def update_all_prices(
         self,
@@ -133,6 +146,7 @@ class ContractStore(Protocol):
         prices: Mapping[str, AmountLike],
         *,
         idempotency_key: str | None = None,
+        expected_version: int | None = None,
     ) -> int: ...
     async def history(
         self, portfolio_id: UUID, since_version: int | None = None

@@ -29,6 +29,7 @@ from portfolio_core import (
     PositionRequest,
     PostgreSQLPortfolioRepository,
     UnitOfWork,
+    Versioned,
 )
 from portfolio_core.domain.money import AmountLike
 from portfolio_core.store_work import LockMode
@@ -173,6 +174,7 @@ class SyncStore:
         lock: LockMode = "optimistic",
         lock_timeout: Seconds | None = None,
         idempotency_key: str | None = None,
+        expected_version: int | None = None,
     ) -> T:
         return self._store.execute(
             portfolio_id,
@@ -180,6 +182,26 @@ class SyncStore:
             lock=lock,
             lock_timeout=lock_timeout,
             idempotency_key=idempotency_key,
+            expected_version=expected_version,
+        )
+
+    async def execute_versioned(
+        self,
+        portfolio_id: UUID,
+        operation: Callable[[Portfolio], T],
+        *,
+        lock: LockMode = "optimistic",
+        lock_timeout: Seconds | None = None,
+        idempotency_key: str | None = None,
+        expected_version: int | None = None,
+    ) -> Versioned[T]:
+        return self._store.execute_versioned(
+            portfolio_id,
+            operation,
+            lock=lock,
+            lock_timeout=lock_timeout,
+            idempotency_key=idempotency_key,
+            expected_version=expected_version,
         )
 
     async def transfer(
@@ -189,8 +211,15 @@ class SyncStore:
         amount: AmountLike,
         *,
         idempotency_key: str | None = None,
+        expected_version: Mapping[UUID, int] | None = None,
     ) -> None:
-        self._store.transfer(from_id, to_id, amount, idempotency_key=idempotency_key)
+        self._store.transfer(
+            from_id,
+            to_id,
+            amount,
+            idempotency_key=idempotency_key,
+            expected_version=expected_version,
+        )
 
     async def update_all_prices(
         self,
@@ -198,8 +227,14 @@ class SyncStore:
         prices: Mapping[str, AmountLike],
         *,
         idempotency_key: str | None = None,
+        expected_version: int | None = None,
     ) -> int:
-        return self._store.update_all_prices(portfolio_id, prices, idempotency_key=idempotency_key)
+        return self._store.update_all_prices(
+            portfolio_id,
+            prices,
+            idempotency_key=idempotency_key,
+            expected_version=expected_version,
+        )
 
     async def history(
         self, portfolio_id: UUID, since_version: int | None = None
