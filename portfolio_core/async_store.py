@@ -93,22 +93,6 @@ class AsyncPortfolioStore:
         """A detached snapshot: the portfolio with its open and closed positions."""
         return await self._run(store_work.snapshot(portfolio_id))
 
-    def _execute_call(
-        self,
-        portfolio_id: UUID,
-        operation: Callable[[Portfolio], T],
-        lock: LockMode,
-        lock_timeout: Seconds | None,
-        idempotency_key: str | None,
-        expected_version: int | None,
-    ) -> store_work.StoreCall[T]:
-        """The StoreCall of ``execute``: ``lock="wait"`` is bounded by the policy by default."""
-        if lock == "wait" and lock_timeout is None:
-            lock_timeout = self.concurrency.policy.wait_lock_timeout
-        return store_work.execute(
-            portfolio_id, operation, lock, lock_timeout, idempotency_key, expected_version
-        )
-
     async def execute(
         self,
         portfolio_id: UUID,
@@ -125,8 +109,14 @@ class AsyncPortfolioStore:
         loads may do I/O, and is called again on each retry.
         ``idempotency_key`` and ``expected_version`` as in PortfolioStore.execute.
         """
-        call = self._execute_call(
-            portfolio_id, operation, lock, lock_timeout, idempotency_key, expected_version
+        call = store_work.execute(
+            portfolio_id,
+            operation,
+            lock,
+            lock_timeout,
+            idempotency_key,
+            expected_version,
+            self.concurrency.policy.wait_lock_timeout,
         )
         return await self._run(call)
 
@@ -141,8 +131,14 @@ class AsyncPortfolioStore:
         expected_version: int | None = None,
     ) -> Versioned[T]:
         """``execute``, answering the result together with the version committed (the new ETag)."""
-        call = self._execute_call(
-            portfolio_id, operation, lock, lock_timeout, idempotency_key, expected_version
+        call = store_work.execute(
+            portfolio_id,
+            operation,
+            lock,
+            lock_timeout,
+            idempotency_key,
+            expected_version,
+            self.concurrency.policy.wait_lock_timeout,
         )
         result = await self._run(call)
         return Versioned(result, store_work.committed_version(call))

@@ -94,22 +94,6 @@ class PortfolioStore:
         """A detached snapshot: the portfolio with its open and closed positions."""
         return self._run(store_work.snapshot(portfolio_id))
 
-    def _execute_call(
-        self,
-        portfolio_id: UUID,
-        operation: Callable[[Portfolio], T],
-        lock: LockMode,
-        lock_timeout: Seconds | None,
-        idempotency_key: str | None,
-        expected_version: int | None,
-    ) -> store_work.StoreCall[T]:
-        """The StoreCall of ``execute``: ``lock="wait"`` is bounded by the policy by default."""
-        if lock == "wait" and lock_timeout is None:
-            lock_timeout = self.concurrency.policy.wait_lock_timeout
-        return store_work.execute(
-            portfolio_id, operation, lock, lock_timeout, idempotency_key, expected_version
-        )
-
     def execute(
         self,
         portfolio_id: UUID,
@@ -133,8 +117,14 @@ class PortfolioStore:
         ``operation`` to the portfolio as it stood before the keyed change
         (replayed from the audit trail), compares, and changes nothing.
         """
-        call = self._execute_call(
-            portfolio_id, operation, lock, lock_timeout, idempotency_key, expected_version
+        call = store_work.execute(
+            portfolio_id,
+            operation,
+            lock,
+            lock_timeout,
+            idempotency_key,
+            expected_version,
+            self.concurrency.policy.wait_lock_timeout,
         )
         return self._run(call)
 
@@ -149,8 +139,14 @@ class PortfolioStore:
         expected_version: int | None = None,
     ) -> Versioned[T]:
         """``execute``, answering the result together with the version committed (the new ETag)."""
-        call = self._execute_call(
-            portfolio_id, operation, lock, lock_timeout, idempotency_key, expected_version
+        call = store_work.execute(
+            portfolio_id,
+            operation,
+            lock,
+            lock_timeout,
+            idempotency_key,
+            expected_version,
+            self.concurrency.policy.wait_lock_timeout,
         )
         result = self._run(call)
         return Versioned(result, store_work.committed_version(call))

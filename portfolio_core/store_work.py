@@ -162,8 +162,12 @@ def execute(
     lock_timeout: Seconds | None,
     idempotency_key: str | None,
     expected_version: int | None = None,
+    wait_lock_timeout: Seconds | None = None,
 ) -> StoreCall[T]:
     """``execute``: load per ``lock``, check ``expected_version``, call ``operation``.
+
+    ``lock="wait"`` without a ``lock_timeout`` waits at most ``wait_lock_timeout``
+    (the store passes its policy's).
 
     The expected version is compared with the version loaded, so an
     optimistic attempt that loses a race is retried and then fails the check;
@@ -177,6 +181,8 @@ def execute(
     pid = as_portfolio_id(portfolio_id)
     mode = checked_lock_mode(lock)
     key = checked_key(idempotency_key)
+    if mode == "wait" and lock_timeout is None:
+        lock_timeout = wait_lock_timeout
     lock_timeout = arguments.lock_timeout(lock_timeout)
     expected = checked_expected(expected_version)
 
