@@ -181,10 +181,8 @@ def current_revision(
         else engine_or_url
     )
     try:
-        opts = {
-            "version_table": VERSION_TABLE,
-            "version_table_schema": validate_schema(schema) if schema else schema_of(engine),
-        }
+        in_schema = schema_of(engine) if schema is None else validate_schema(schema)
+        opts = {"version_table": VERSION_TABLE, "version_table_schema": in_schema}
         with engine.connect() as connection:
             return MigrationContext.configure(connection, opts=opts).get_current_revision()
     finally:
