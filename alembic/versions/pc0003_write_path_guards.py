@@ -89,8 +89,9 @@ def _portfolios_table() -> str:
     of whoever fires it, not the migration's; the option is the connection's
     ``schema_translate_map`` (see ``portfolio_core.persistence.schema_option``).
     """
-    bind = op.get_context().connection
-    if bind is None:  # offline (--sql): no connection, no option
+    context = op.get_context()
+    bind = context.connection
+    if bind is None or context.as_sql:  # offline (--sql): no connection, no option
         return "portfolios"
     schema = (bind.get_execution_options().get("schema_translate_map") or {}).get(None)
     if schema is None:
