@@ -18,6 +18,7 @@ from sqlalchemy import Connection
 from portfolio_core.migration_guard import VERSION_TABLE, prepare_migration_transaction
 from portfolio_core.persistence.engine import create_engine, resolve_url
 from portfolio_core.persistence.schema import metadata
+from portfolio_core.persistence.schema_option import schema_of
 
 config = context.config
 target_metadata = metadata
@@ -37,6 +38,8 @@ def _run(connection: Connection) -> None:
         connection=connection,
         target_metadata=target_metadata,
         version_table=VERSION_TABLE,
+        # The schema= option (the connection's schema_translate_map): the version table too.
+        version_table_schema=schema_of(connection),
         compare_type=True,
         compare_server_default=True,
         transaction_per_migration=True,

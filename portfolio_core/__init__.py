@@ -43,6 +43,7 @@ from portfolio_core.migrations import migrate
 from portfolio_core.persistence import PostgreSQLPortfolioRepository, create_engine
 from portfolio_core.persistence.engine import create_async_engine
 from portfolio_core.persistence.roles import grant_app_role
+from portfolio_core.persistence.schema_option import with_schema
 from portfolio_core.store import PortfolioStore
 from portfolio_core.store_work import Versioned
 from portfolio_core.unit_of_work import UnitOfWork
@@ -126,4 +127,5 @@ __all__ = [
     "create_engine",
     "grant_app_role",
     "migrate",
+    "with_schema",
 ]

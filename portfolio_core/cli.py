@@ -2,7 +2,8 @@
 
 ::
 
-    portfolio-core migrate [--url URL] [--revision REV] [--sql] [--grant-app-role ROLE]
+    portfolio-core migrate [--url URL] [--schema NAME] [--revision REV] [--sql]
+                           [--grant-app-role ROLE]
     portfolio-core db [--data-dir DIR]
     portfolio-core demo [--url URL] [--workers N] [--processes P] [--portfolios M]
                         [--duration S | --ops K] [--hot-share F] [--faults] [--seed X]
@@ -70,7 +71,7 @@ def _database_error(error: DBAPIError) -> UsageError:
 # -- migrate -------------------------------------------------------------------------
 
 
-def _current_revision(url: str) -> str | None:
+def _current_revision(url: str, schema: str | None = None) -> str | None:
     """The database's alembic revision (None if it was never migrated)."""
     from alembic.runtime.migration import MigrationContext
 
@@ -80,7 +81,11 @@ def _current_revision(url: str) -> str | None:
     try:
         with engine.connect() as connection:
             return MigrationContext.configure(
-                connection, opts={"version_table": "portfolio_core_alembic_version"}
+                connection,
+                opts={
+                    "version_table": "portfolio_core_alembic_version",
+                    "version_table_schema": schema,
+                },
             ).get_current_revision()
     finally:
         engine.dispose()
@@ -108,22 +113,25 @@ def _migrate(arguments: argparse.Namespace) -> int:
     from portfolio_core.migrations import downgrade, migrate, upgrade_sql
 
     if arguments.sql:
+        if arguments.schema:
+            raise UsageError("--schema is not supported with --sql (it needs a connection)")
         url = arguments.url or os.environ.get(DATABASE_URL_ENV) or OFFLINE_URL
         sys.stdout.write(upgrade_sql(url, arguments.revision))
         return 0
     from portfolio_core.persistence.engine import resolve_url
 
     url = resolve_url(arguments.url).render_as_string(hide_password=False)
-    before = _current_revision(url)
+    schema = arguments.schema
+    before = _current_revision(url, schema)
     going_down = _is_downgrade(url, before, arguments.revision)
-    (downgrade if going_down else migrate)(url, arguments.revision)
-    after = _current_revision(url)
+    (downgrade if going_down else migrate)(url, arguments.revision, schema=schema)
+    after = _current_revision(url, schema)
     action = "downgraded" if going_down else "upgraded"
     print(f"{action} {_redacted(url)}: {before or 'empty'} -> {after or 'empty'}")
     if arguments.grant_app_role:
         from portfolio_core.persistence.roles import grant_app_role
 
-        grant_app_role(url, arguments.grant_app_role)
+        grant_app_role(url, arguments.grant_app_role, schema=schema)
         print(f"granted the store's privileges to role {arguments.grant_app_role!r}")
     return 0
 

@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     migrate.add_argument("--url", help=f"database URL (default: ${DATABASE_URL_ENV})")
     migrate.add_argument(
+        "--schema",
+        metavar="NAME",
+        help="the PostgreSQL schema of the library's tables (created if missing; "
+        "default: the connection's default schema)",
+    )
+    migrate.add_argument(
         "--revision", metavar="REV", default="head", help="target revision (default: head)"
     )
     migrate.add_argument(

@@ -1,6 +1,6 @@
 """What a migration transaction does before alembic reads the version table.
 
-Three things, all in the migration's own transaction (env.py calls
+Four things, all in the migration's own transaction (env.py calls
 :func:`prepare_migration_transaction` first thing, on every online run):
 
 * ``SET LOCAL`` timeouts, so a migration waiting behind a long transaction
@@ -14,6 +14,8 @@ Three things, all in the migration's own transaction (env.py calls
 * Adoption of the version rows written by earlier releases, which kept
   the library's revisions ``"0001"``/``"0002"`` in the default
   ``alembic_version`` table (see :func:`adopt_legacy_version_rows`).
+* With the ``schema=`` option (``persistence.schema_option``): the schema
+  created if missing, and made the transaction's only ``search_path``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, bindparam, text
 
 from portfolio_core.persistence.locking import advisory_key
+from portfolio_core.persistence.schema_option import quoted_schema, schema_of
 
 __all__ = [
     "ADVISORY_LOCK_WAIT",
@@ -99,6 +102,13 @@ def prepare_migration_transaction(connection: Connection, script: ScriptDirector
     connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
     connection.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
     connection.execute(text(f"SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'"))
+    schema = schema_of(connection)
+    if schema is not None:
+        # Under the lock: two replicas' CREATE SCHEMA IF NOT EXISTS could collide.
+        connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {quoted_schema(schema)}"))
+        # For this transaction only (SET LOCAL, safe behind a transaction pooler):
+        # alembic's ADD COLUMN and the scripts' trigger DDL name tables unqualified.
+        connection.execute(text(f"SET LOCAL search_path TO {quoted_schema(schema)}"))
     adopt_legacy_version_rows(connection, script)
 
 

@@ -33,6 +33,7 @@ from portfolio_core.migration_guard import VERSION_TABLE
 from portfolio_core.persistence.engine import create_engine, resolve_url
 from portfolio_core.persistence.errors import translated
 from portfolio_core.persistence.schema import metadata
+from portfolio_core.persistence.schema_option import schema_of, validate_schema, with_schema
 
 __all__ = [
     "BRANCH_LABEL",
@@ -98,11 +99,16 @@ def alembic_config(url: str | URL | None = None) -> Config:
     return config
 
 
-def _run(engine_or_url: Engine | str | URL | None, action: str, revision: str) -> None:
+def _run(
+    engine_or_url: Engine | str | URL | None, action: str, revision: str, schema: str | None
+) -> None:
+    if schema is not None:
+        validate_schema(schema)  # before any connection
     owned = not isinstance(engine_or_url, Engine)
     engine = (
         create_engine(engine_or_url) if not isinstance(engine_or_url, Engine) else engine_or_url
     )
+    engine = with_schema(engine, schema)
     try:
         config = alembic_config(engine.url)
         # A server that can not be reached or refuses us: a typed error, not OperationalError.
@@ -114,19 +120,29 @@ def _run(engine_or_url: Engine | str | URL | None, action: str, revision: str) -
             engine.dispose()
 
 
-def migrate(engine_or_url: Engine | str | URL | None = None, revision: str = "head") -> None:
+def migrate(
+    engine_or_url: Engine | str | URL | None = None,
+    revision: str = "head",
+    *,
+    schema: str | None = None,
+) -> None:
     """Upgrade the database to ``revision`` (default: the newest) with the bundled scripts.
 
     Safe to call from every replica at start-up: callers take turns (advisory
     lock), and the ones that come after the first find nothing left to do.
     The lock and statement timeouts hold for the migration transaction only.
+    ``schema`` (default: the engine's ``schema=``, else the default schema):
+    the PostgreSQL schema of the tables, trigger functions and version table,
+    created if missing.
     """
-    _run(engine_or_url, "upgrade", revision)
+    _run(engine_or_url, "upgrade", revision, schema)
 
 
-def downgrade(engine_or_url: Engine | str | URL | None, revision: str) -> None:
-    """Downgrade the database to ``revision`` (``"base"`` removes every table)."""
-    _run(engine_or_url, "downgrade", revision)
+def downgrade(
+    engine_or_url: Engine | str | URL | None, revision: str, *, schema: str | None = None
+) -> None:
+    """Downgrade the database to ``revision`` (``"base"`` removes every table; not the schema)."""
+    _run(engine_or_url, "downgrade", revision, schema)
 
 
 def upgrade_sql(
@@ -151,8 +167,13 @@ def head_revision() -> str:
     return head
 
 
-def current_revision(engine_or_url: Engine | str | URL | None = None) -> str | None:
-    """The library's revision in the database (None if never migrated): :data:`VERSION_TABLE`."""
+def current_revision(
+    engine_or_url: Engine | str | URL | None = None, *, schema: str | None = None
+) -> str | None:
+    """The library's revision in the database (None if never migrated): :data:`VERSION_TABLE`.
+
+    Read in ``schema`` (default: the engine's ``schema=``, else the default schema).
+    """
     owned = not isinstance(engine_or_url, Engine)
     engine = (
         create_engine(engine_or_url, pool_size=1, max_overflow=0)
@@ -160,9 +181,10 @@ def current_revision(engine_or_url: Engine | str | URL | None = None) -> str | N
         else engine_or_url
     )
     try:
+        in_schema = schema_of(engine) if schema is None else validate_schema(schema)
+        opts = {"version_table": VERSION_TABLE, "version_table_schema": in_schema}
         with engine.connect() as connection:
-            context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
-            return context.get_current_revision()
+            return MigrationContext.configure(connection, opts=opts).get_current_revision()
     finally:
         if owned:
             engine.dispose()

@@ -41,7 +41,7 @@ DECLARE
     status text;
 BEGIN
     SELECT version, xmin INTO current_version, writer
-    FROM portfolios WHERE id = NEW.portfolio_id;
+    FROM {portfolios} WHERE id = NEW.portfolio_id;
     IF current_version IS DISTINCT FROM NEW.version THEN
         RAISE EXCEPTION USING
             MESSAGE = format('portfolio_events: version %s of portfolio %s refused: '
@@ -82,12 +82,29 @@ $$
 """
 
 
+def _portfolios_table() -> str:
+    """``portfolios``, schema-qualified under the library's ``schema=`` option.
+
+    A trigger function resolves its unqualified names with the search_path
+    of whoever fires it, not the migration's; the option is the connection's
+    ``schema_translate_map`` (see ``portfolio_core.persistence.schema_option``).
+    """
+    context = op.get_context()
+    bind = context.connection
+    if bind is None or context.as_sql:  # offline (--sql): no connection, no option
+        return "portfolios"
+    schema = (bind.get_execution_options().get("schema_translate_map") or {}).get(None)
+    if schema is None:
+        return "portfolios"
+    return f"{bind.dialect.identifier_preparer.quote_schema(schema)}.portfolios"
+
+
 def upgrade() -> None:
     op.add_column(
         "idempotency_keys",
         sa.Column("prior_state", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
     )
-    op.execute(_EVENT_VERSION_FUNCTION)
+    op.execute(_EVENT_VERSION_FUNCTION.replace("{portfolios}", _portfolios_table()))
     op.execute(
         "CREATE TRIGGER portfolio_events_at_current_version BEFORE INSERT "
         "ON portfolio_events FOR EACH ROW EXECUTE FUNCTION portfolio_events_at_current_version()"

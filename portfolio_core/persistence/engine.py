@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 from portfolio_core.errors import ConfigurationError
 from portfolio_core.persistence import topology
+from portfolio_core.persistence.schema_option import schema_options
 from portfolio_core.units import Seconds
 
 DATABASE_URL_ENV: Final = "PORTFOLIO_CORE_DATABASE_URL"
@@ -65,7 +66,11 @@ def resolve_url(url: str | URL | None = None, *, driver: str = _SYNC_DRIVER) -> 
 
 
 def create_engine(
-    url: str | URL | None = None, *, transaction_pooler: bool | None = None, **kwargs: Any
+    url: str | URL | None = None,
+    *,
+    transaction_pooler: bool | None = None,
+    schema: str | None = None,
+    **kwargs: Any,
 ) -> Engine:
     """A SQLAlchemy engine for PostgreSQL through psycopg2.
 
@@ -81,8 +86,15 @@ def create_engine(
     (``?host=a:5432&host=b:5432&target_session_attrs=read-write``) follows a
     primary that moves: a write that reaches a standby (25006) invalidates
     the pool and is retried like a lost connection.
+
+    ``schema``: the library's tables, sequences, trigger functions and version
+    table live in this PostgreSQL schema (``migrate`` creates it), for every
+    store, unit of work and migration using the engine; see
+    ``persistence.schema_option``. None: the connection's default schema.
     """
+    in_schema = schema_options(schema)  # a bad name is refused before anything else
     engine = sqlalchemy.create_engine(resolve_url(url), **{**_ENGINE_DEFAULTS, **kwargs})
+    engine.update_execution_options(**in_schema)
     topology.watch_primary(engine)
     return engine
 
@@ -112,7 +124,11 @@ def _asyncpg_url(url: URL) -> tuple[URL, dict[str, Any]]:
 
 
 def create_async_engine(
-    url: str | URL | None = None, *, transaction_pooler: bool | None = None, **kwargs: Any
+    url: str | URL | None = None,
+    *,
+    transaction_pooler: bool | None = None,
+    schema: str | None = None,
+    **kwargs: Any,
 ) -> AsyncEngine:
     """An asyncio SQLAlchemy engine for PostgreSQL through asyncpg (the ``async`` extra).
 
@@ -129,7 +145,10 @@ def create_async_engine(
     ``False``: no check (direct, or a session-mode pooler). Multi-host URLs
     work as for :func:`create_engine`; "no host is read-write" while a standby
     is being promoted is a refused connection (SQLSTATE 08001), retried.
+    ``schema`` as for :func:`create_engine` (no ``options`` startup parameter,
+    which asyncpg does not take and PgBouncer refuses).
     """
+    in_schema = schema_options(schema)
     try:
         from sqlalchemy.ext import asyncio as sa_asyncio
     except ImportError as exc:  # pragma: no cover - depends on the installed extras
@@ -151,6 +170,7 @@ def create_async_engine(
     options.update(kwargs)
     options = topology.pooler_options(options, transaction_pooler)
     engine = sa_asyncio.create_async_engine(resolved, **options)
+    engine.sync_engine.update_execution_options(**in_schema)
     check_pooler = transaction_pooler is None
 
     def connect(dialect: Any, connection_record: Any, cargs: Any, cparams: Any) -> Any:

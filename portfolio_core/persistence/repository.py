@@ -35,6 +35,7 @@ from portfolio_core.persistence.errors import translated
 from portfolio_core.persistence.events import load_history
 from portfolio_core.persistence.locking import guarded_lock_attempt, local_lock_timeout
 from portfolio_core.persistence.schema import portfolios
+from portfolio_core.persistence.schema_option import in_schema
 from portfolio_core.persistence.session import PortfolioSession
 from portfolio_core.persistence.sql_updates import ATOMIC_FIELDS
 from portfolio_core.units import Seconds
@@ -223,7 +224,9 @@ class PostgreSQLPortfolioRepository:
 
     def _exists(self, pid: UUID) -> bool:
         with translated(entity_type="Portfolio", entity_id=pid):
-            return bool(self.session.execute(_EXISTS, {"pid": pid}).scalar_one())
+            return bool(
+                self.session.execute(in_schema(_EXISTS, self.session), {"pid": pid}).scalar_one()
+            )
 
     def get_portfolios_for_update(
         self,

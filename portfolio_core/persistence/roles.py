@@ -20,6 +20,12 @@ from sqlalchemy.engine import URL, Connection
 
 from portfolio_core.errors import ValidationError
 from portfolio_core.persistence.engine import create_engine
+from portfolio_core.persistence.schema_option import (
+    qualified_name,
+    quoted_schema,
+    schema_of,
+    validate_schema,
+)
 
 APP_ROLE_PRIVILEGES: Final[dict[str, tuple[str, ...]]] = {
     "portfolios": ("SELECT", "INSERT", "UPDATE"),
@@ -32,27 +38,35 @@ APP_ROLE_PRIVILEGES: Final[dict[str, tuple[str, ...]]] = {
 """Table -> the privileges the store's SQL uses on it (the store never deletes a portfolio)."""
 
 
-def grant_app_role(engine_or_url: Engine | str | URL, role: str) -> None:
+def grant_app_role(
+    engine_or_url: Engine | str | URL, role: str, *, schema: str | None = None
+) -> None:
     """Give the existing ``role`` exactly :data:`APP_ROLE_PRIVILEGES` (any others revoked).
 
     Run it as the tables' owner after migrating (``portfolio-core migrate
     --grant-app-role ROLE``). The role must not own the tables nor be a
     superuser, or the triggers guarding the audit trail can be switched off.
+    ``schema`` (default: the engine's ``schema=``, else the connection's
+    current schema): where the tables are; the role gets USAGE on it.
     """
     if not isinstance(role, str) or not role:
         raise ValidationError("role", role, "must be a role name")
+    if schema is not None:
+        validate_schema(schema)
     owned = not isinstance(engine_or_url, Engine)
     engine = engine_or_url if isinstance(engine_or_url, Engine) else create_engine(engine_or_url)
+    schema = schema or schema_of(engine)
     quoted = engine.dialect.identifier_preparer.quote(role)
     try:
         with engine.begin() as connection:
             super_or_owner = connection.execute(
                 text(
                     "SELECT r.rolsuper OR EXISTS (SELECT 1 FROM pg_tables t WHERE "
-                    "t.tablename = 'portfolio_events' AND t.schemaname = current_schema() "
+                    "t.tablename = 'portfolio_events' "
+                    "AND t.schemaname = coalesce(:schema, current_schema()) "
                     "AND t.tableowner = r.rolname) FROM pg_roles r WHERE r.rolname = :role"
                 ),
-                {"role": role},
+                {"role": role, "schema": schema},
             ).scalar_one_or_none()
             if super_or_owner is None:
                 raise ValidationError("role", role, "does not exist (CREATE ROLE it first)")
@@ -60,8 +74,10 @@ def grant_app_role(engine_or_url: Engine | str | URL, role: str) -> None:
                 raise ValidationError(
                     "role", role, "is a superuser or owns the tables: it could disable triggers"
                 )
-            connection.execute(text(f"GRANT USAGE ON SCHEMA {_schema(connection)} TO {quoted}"))
-            for table, privileges in APP_ROLE_PRIVILEGES.items():
+            on_schema = _schema(connection) if schema is None else quoted_schema(schema)
+            connection.execute(text(f"GRANT USAGE ON SCHEMA {on_schema} TO {quoted}"))
+            for name, privileges in APP_ROLE_PRIVILEGES.items():
+                table = qualified_name(name, schema)
                 connection.execute(text(f"REVOKE ALL ON {table} FROM {quoted}"))
                 connection.execute(text(f"GRANT {', '.join(privileges)} ON {table} TO {quoted}"))
     finally:

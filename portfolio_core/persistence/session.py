@@ -43,6 +43,7 @@ from portfolio_core.errors import StaleDataException
 from portfolio_core.persistence import events
 from portfolio_core.persistence.errors import translated
 from portfolio_core.persistence.mapping import start_mappers
+from portfolio_core.persistence.schema_option import in_schema
 from portfolio_core.persistence.write_guards import install_session_guard, refuse_unrecorded
 
 start_mappers()
@@ -233,7 +234,7 @@ def _stale_conflict(session: Session, flushed: list[tuple[str, object, int]]) ->
     try:
         for entity_type, entity_id, expected in flushed:
             actual = session.execute(
-                _VERSION_QUERIES[entity_type], {"id": entity_id}
+                in_schema(_VERSION_QUERIES[entity_type], session), {"id": entity_id}
             ).scalar_one_or_none()
             if actual != expected:
                 return StaleDataException(entity_type, entity_id, expected, actual)

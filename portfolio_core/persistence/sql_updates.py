@@ -28,6 +28,7 @@ from portfolio_core.domain.position import Position
 from portfolio_core.errors import PortfolioNotFoundError, StaleDataException, ValidationError
 from portfolio_core.persistence.errors import translated
 from portfolio_core.persistence.mapping import PORTFOLIO_FIELDS
+from portfolio_core.persistence.schema_option import in_schema
 from portfolio_core.persistence.session import (
     needs_bump,
     record_sql_operation,
@@ -149,10 +150,10 @@ def update_portfolio_atomic(
         "RETURNING version, name, cash_balance, total_deposits, total_withdrawals, last_updated"
     )
     with translated(entity_type="Portfolio", entity_id=pid):
-        row = session.execute(statement, params).one_or_none()
+        row = session.execute(in_schema(statement, session), params).one_or_none()
         if row is None:
             actual = session.execute(
-                text("SELECT version FROM portfolios WHERE id = :pid"), {"pid": pid}
+                in_schema(_SELECT_VERSION, session), {"pid": pid}
             ).scalar_one_or_none()
             if actual is None:
                 raise PortfolioNotFoundError(pid)
@@ -197,22 +198,26 @@ def update_all_prices(session: Session, pid: UUID, prices: Mapping[str, money.Am
     }
     sync = _has_loaded_positions(session, pid)
     with translated(entity_type="Portfolio", entity_id=pid):
-        version = session.execute(_SELECT_VERSION_FOR_UPDATE, {"pid": pid}).scalar_one_or_none()
+        version = session.execute(
+            in_schema(_SELECT_VERSION_FOR_UPDATE, session), {"pid": pid}
+        ).scalar_one_or_none()
         if version is None:
             raise PortfolioNotFoundError(pid)
         if sync:
-            changed = session.execute(_REPRICE_ROWS, params).all()
+            changed = session.execute(in_schema(_REPRICE_ROWS, session), params).all()
             matched: Iterable[str] = [row.symbol for row in changed]
         else:
             changed = []
-            matched = session.execute(_REPRICE_SYMBOLS, params).scalar_one() or []
+            matched = (
+                session.execute(in_schema(_REPRICE_SYMBOLS, session), params).scalar_one() or []
+            )
         applied = dict(zip(symbols, values, strict=True))
         prices_applied = {symbol: applied[symbol] for symbol in matched}
         if not prices_applied:
             return 0
         bumped = None
         if needs_bump(session, pid, version):
-            bumped = session.execute(_BUMP_VERSION, {"pid": pid}).one()
+            bumped = session.execute(in_schema(_BUMP_VERSION, session), {"pid": pid}).one()
     record_sql_operation(
         session,
         pid,

@@ -13,14 +13,15 @@ from portfolio_core import create_engine, grant_app_role
 
 
 @contextmanager
-def app_role_url(database_url: str) -> Iterator[str]:
+def app_role_url(database_url: str, schema: str | None = None) -> Iterator[str]:
     """``database_url`` as a new role with only grant_app_role's privileges (password login).
 
     Roles are cluster-wide: the name is unique and the role is dropped at the end.
+    ``schema``: the library's tables are in that schema (``schema=`` option).
     """
     role = f"pc_app_{uuid.uuid4().hex[:12]}"
     password = uuid.uuid4().hex
-    owner = create_engine(database_url, pool_size=1, max_overflow=0)
+    owner = create_engine(database_url, pool_size=1, max_overflow=0, schema=schema)
     try:
         with owner.begin() as connection:
             connection.execute(text(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'"))
