@@ -1,0 +1,61 @@
+"""A portfolio as the service's JSON: money as exact decimal strings, never floats.
+
+The dicts built here are also what the library stores as an idempotency
+key's result, so they hold only JSON-able values (str, int, lists, dicts).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from portfolio_core import Portfolio, Position
+
+JSONObject = dict[str, Any]
+"""A JSON object as the service sends it (and the library stores it under a key)."""
+
+
+def money_text(value: Decimal) -> str:
+    """``value`` as a plain decimal string, exact: ``Decimal("1E+2")`` is ``"100"``.
+
+    Normalised, so a figure reads the same whether it comes from the
+    database (8 places) or from memory: ``"1010.5"``, ``"0"``.
+    """
+    text = format(value.normalize(), "f")
+    return "0" if text in ("-0", "0") else text
+
+
+def position_body(position: Position) -> JSONObject:
+    """An open position: quantity, cost basis, last price, market value."""
+    return {
+        "symbol": position.symbol,
+        "quantity": money_text(position.quantity),
+        "cost_basis": money_text(position.cost_basis),
+        "current_price": money_text(position.current_price),
+        "market_value": money_text(position.market_value),
+    }
+
+
+def portfolio_body(portfolio: Portfolio, version: int) -> JSONObject:
+    """The portfolio's JSON representation at ``version`` (its ETag)."""
+    return {
+        "id": str(portfolio.id),
+        "name": portfolio.name,
+        "version": version,
+        "cash_balance": money_text(portfolio.cash_balance),
+        "realized_pnl": money_text(portfolio.realized_pnl),
+        "positions": [
+            position_body(position) for _, position in sorted(portfolio.positions.items())
+        ],
+    }
+
+
+def committed_body(portfolio: Portfolio) -> JSONObject:
+    """The representation a unit of work changing ``portfolio`` will commit.
+
+    Called inside the operation, before COMMIT: a committed unit of work
+    bumps the portfolio's version exactly once (aggregate-root versioning),
+    so the version it commits is the loaded one plus one. Built there, the
+    body is stored with the idempotency key and a repeat answers it as is.
+    """
+    return portfolio_body(portfolio, portfolio.version + 1)
