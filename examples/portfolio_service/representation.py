@@ -18,11 +18,14 @@ JSONObject = dict[str, Any]
 def money_text(value: Decimal) -> str:
     """``value`` as a plain decimal string, exact: ``Decimal("1E+2")`` is ``"100"``.
 
-    Normalised, so a figure reads the same whether it comes from the
-    database (8 places) or from memory: ``"1010.5"``, ``"0"``.
+    Trailing zeros dropped, so a figure reads the same whether it comes from
+    the database (8 places) or from memory: ``"1010.5"``, ``"0"``. Done on
+    the text: ``Decimal.normalize`` would round to the context's 28 digits.
     """
-    text = format(value.normalize(), "f")
-    return "0" if text in ("-0", "0") else text
+    text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
 
 
 def position_body(position: Position) -> JSONObject:
