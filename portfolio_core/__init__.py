@@ -6,6 +6,7 @@ The async names need the ``async`` extra and are imported on first use, so the
 sync API works without greenlet and asyncpg installed.
 """
 
+import logging as _logging
 from importlib import metadata as _metadata
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +51,11 @@ if TYPE_CHECKING:
     from portfolio_core.async_store import AsyncPortfolioStore
     from portfolio_core.async_unit_of_work import AsyncUnitOfWork
     from portfolio_core.persistence.async_repository import AsyncPostgreSQLPortfolioRepository
+
+# A library's logger gets a NullHandler: without one, a service that configured
+# no logging would have the library's warnings printed to its stderr by
+# Python's last-resort handler. The service's own handlers decide.
+_logging.getLogger("portfolio_core").addHandler(_logging.NullHandler())
 
 try:  # The version is pyproject.toml's, as installed.
     __version__ = _metadata.version("portfolio-core")

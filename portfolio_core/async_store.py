@@ -33,6 +33,7 @@ from portfolio_core.domain.events import PortfolioEvent
 from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.errors import ConfigurationError
 from portfolio_core.exactly_once import run_resolving_outcome_async
+from portfolio_core.observability.tracking import observed_call, observed_store_call
 from portfolio_core.persistence import idempotency
 from portfolio_core.store_work import LockMode, StoreCall, Versioned
 from portfolio_core.units import Seconds
@@ -70,10 +71,11 @@ class AsyncPortfolioStore:
         With an idempotency key, a COMMIT whose outcome was lost is resolved
         through the key, as PortfolioStore does (``portfolio_core.exactly_once``).
         """
-        if not call.commit:  # a read takes no lock: it can not wait on its caller
-            return await self._run_resolving(call)
-        with unit_of_work_on(call.entity_id):
-            return await self._run_resolving(call)
+        with observed_store_call(call, self.engine.url):
+            if not call.commit:  # a read takes no lock: it can not wait on its caller
+                return await self._run_resolving(call)
+            with unit_of_work_on(call.entity_id):
+                return await self._run_resolving(call)
 
     async def _run_resolving(self, call: StoreCall[T]) -> T:
         return await run_resolving_outcome_async(
@@ -140,6 +142,7 @@ class AsyncPortfolioStore:
             expected_version,
             self.concurrency.policy.wait_lock_timeout,
         )
+        call.operation = "execute_versioned"
         result = await self._run(call)
         return Versioned(result, store_work.committed_version(call))
 
@@ -190,7 +193,8 @@ class AsyncPortfolioStore:
             async with self.engine.begin() as connection:
                 return await connection.run_sync(idempotency.purge_keys, older_than)
 
-        return await self.concurrency.run_async(work, entity_type="IdempotencyKey")
+        with observed_call("purge_idempotency_keys", url=self.engine.url):
+            return await self.concurrency.run_async(work, entity_type="IdempotencyKey")
 
     async def batch_update(self, updates: Mapping[UUID, Callable[[Portfolio], T]]) -> dict[UUID, T]:
         """Apply one operation per portfolio in one unit of work: all commit or none."""

@@ -34,6 +34,7 @@ from portfolio_core.domain import money
 from portfolio_core.domain.events import PortfolioEvent
 from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.exactly_once import run_resolving_outcome
+from portfolio_core.observability.tracking import observed_call, observed_store_call
 from portfolio_core.persistence import idempotency
 from portfolio_core.store_work import LOCK_MODES, LockMode, StoreCall, Versioned
 from portfolio_core.unit_of_work import UnitOfWork, run_in_own_unit_of_work
@@ -71,10 +72,11 @@ class PortfolioStore:
         With an idempotency key, a COMMIT whose outcome was lost is resolved
         through the key (``portfolio_core.exactly_once``).
         """
-        if not call.commit:  # a read takes no lock: it can not wait on its caller
-            return self._run_resolving(call)
-        with unit_of_work_on(call.entity_id):
-            return self._run_resolving(call)
+        with observed_store_call(call, self.engine.url):
+            if not call.commit:  # a read takes no lock: it can not wait on its caller
+                return self._run_resolving(call)
+            with unit_of_work_on(call.entity_id):
+                return self._run_resolving(call)
 
     def _run_resolving(self, call: StoreCall[T]) -> T:
         return run_resolving_outcome(
@@ -148,6 +150,7 @@ class PortfolioStore:
             expected_version,
             self.concurrency.policy.wait_lock_timeout,
         )
+        call.operation = "execute_versioned"
         result = self._run(call)
         return Versioned(result, store_work.committed_version(call))
 
@@ -201,7 +204,8 @@ class PortfolioStore:
             with self.engine.begin() as connection:
                 return idempotency.purge_keys(connection, older_than)
 
-        return self.concurrency.run(work, entity_type="IdempotencyKey")
+        with observed_call("purge_idempotency_keys", url=self.engine.url):
+            return self.concurrency.run(work, entity_type="IdempotencyKey")
 
     def batch_update(self, updates: Mapping[UUID, Callable[[Portfolio], T]]) -> dict[UUID, T]:
         """Apply one operation per portfolio in one unit of work: all commit or none."""

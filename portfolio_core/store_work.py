@@ -58,6 +58,10 @@ class StoreCall(Generic[T]):
     fingerprint: str | None = None
     portfolio: Portfolio | None = None
     """``execute``: the portfolio its last attempt loaded (committed version after COMMIT)."""
+    operation: str = "call"
+    """The store method's name (for observability listeners, as ``lock_mode``)."""
+    lock_mode: LockMode | None = None
+    """``execute``'s ``lock=``; ``"wait"`` for calls that queue on row locks; else None."""
 
     def attempt(self, repository: PostgreSQLPortfolioRepository) -> T:
         """One attempt in a fresh unit of work: the body, then COMMIT (not for reads)."""
@@ -140,7 +144,7 @@ def create_portfolio(name: str, cash_balance: money.AmountLike) -> StoreCall[UUI
         repository.add(portfolio)
         return portfolio.id
 
-    return StoreCall(body, portfolio.id)
+    return StoreCall(body, portfolio.id, operation="create_portfolio")
 
 
 def snapshot(portfolio_id: UUID) -> StoreCall[Portfolio]:
@@ -152,7 +156,7 @@ def snapshot(portfolio_id: UUID) -> StoreCall[Portfolio]:
         repository.session.expunge_all()
         return portfolio
 
-    return StoreCall(body, pid, commit=False)
+    return StoreCall(body, pid, commit=False, operation="get")
 
 
 def execute(
@@ -200,7 +204,7 @@ def execute(
         )
         return result
 
-    call = StoreCall(body, pid, key=key)
+    call = StoreCall(body, pid, key=key, operation="execute", lock_mode=mode)
     return call
 
 
@@ -264,7 +268,9 @@ def transfer(
         if key is not None:
             idempotency.claim_key(repository.session, key, request, None, [source, target])
 
-    return StoreCall(body, (source, target), key=key, fingerprint=request)
+    return StoreCall(
+        body, (source, target), key=key, fingerprint=request, operation="transfer", lock_mode="wait"
+    )
 
 
 def reprice_request(portfolio_id: UUID, prices: Mapping[str, money.AmountLike]) -> str:
@@ -309,30 +315,49 @@ def update_all_prices(
             idempotency.claim_key(repository.session, key, request, updated, [pid])
         return updated
 
-    return StoreCall(body, pid, key=key, fingerprint=request)
+    return StoreCall(body, pid, key=key, fingerprint=request, operation="update_all_prices")
 
 
 def batch(updates: Mapping[UUID, Callable[[Portfolio], T]]) -> StoreCall[dict[UUID, T]]:
     """``batch_update``: every portfolio locked in key order, all or nothing."""
     arguments.distinct_portfolio_ids(arguments.mapping(updates, "updates"))
-    return StoreCall(lambda repository: repository.batch_update_portfolios(updates), tuple(updates))
+    return StoreCall(
+        lambda repository: repository.batch_update_portfolios(updates),
+        tuple(updates),
+        operation="batch_update",
+        lock_mode="wait",
+    )
 
 
 def open_position(portfolio_id: UUID, request: PositionRequest) -> StoreCall[Position]:
     """``open_position_transactional``: load the portfolio, open the position."""
     pid = as_portfolio_id(portfolio_id)
-    return StoreCall(lambda repository: repository.get(pid).open_position(request), pid)
+    return StoreCall(
+        lambda repository: repository.get(pid).open_position(request),
+        pid,
+        operation="open_position_transactional",
+    )
 
 
 def history(portfolio_id: UUID, since_version: int | None) -> StoreCall[list[PortfolioEvent]]:
     """``history`` (a read): the audit trail after ``since_version``."""
     pid = as_portfolio_id(portfolio_id)
     arguments.version(since_version, "since_version")
-    return StoreCall(lambda repository: repository.history(pid, since_version), pid, commit=False)
+    return StoreCall(
+        lambda repository: repository.history(pid, since_version),
+        pid,
+        commit=False,
+        operation="history",
+    )
 
 
 def replay(portfolio_id: UUID, version: int | None) -> StoreCall[Portfolio]:
     """``replay`` (a read): the portfolio rebuilt from its events up to ``version``."""
     pid = as_portfolio_id(portfolio_id)
     arguments.version(version, "version", minimum=1)
-    return StoreCall(lambda repository: repository.replay(pid, version), pid, commit=False)
+    return StoreCall(
+        lambda repository: repository.replay(pid, version),
+        pid,
+        commit=False,
+        operation="replay",
+    )

@@ -34,6 +34,7 @@ from portfolio_core.errors import (
     PessimisticLockException,
     StaleDataException,
 )
+from portfolio_core.observability.tracking import note_exhausted, observed_attempt
 from portfolio_core.persistence.errors import translate
 
 T = TypeVar("T")
@@ -107,13 +108,19 @@ class _Run:
             failure, self.replay = self.replay, None
             raise failure
         self.attempts += 1
+        observed = observed_attempt()  # the store call's listeners, if any
         try:
             yield
         except Exception as error:
             failure = self._classified(error)
+            observed.finished(failure)
             if failure is error:
                 raise
             raise failure from error
+        except BaseException as error:  # cancelled: reported, not classified
+            observed.finished(error)
+            raise
+        observed.finished(None)
         if self.attempts > 1:
             self.retrier.metrics.increment("successful_retries")
             self._log("retry_succeeded", attempt=self.attempts)
@@ -182,9 +189,11 @@ class _Run:
             sqlstate=failure_sqlstate(error),
             error=type(error).__name__,
         )
-        raise _exhaustion_error(
+        exhaustion = _exhaustion_error(
             error, state.attempt_number, self.entity_type, self.entity_id
-        ) from error
+        )
+        note_exhausted(exhaustion)
+        raise exhaustion from error
 
 
 def _exhaustion_error(
