@@ -13,6 +13,7 @@ Prometheus metrics.
 Modules: ``app`` (factory, lifespan), ``routes`` (endpoints), ``bodies``
 (request bodies), ``representation`` (portfolio -> JSON),
 ``preconditions`` (ETag / If-Match), ``errors`` (error -> response),
+``metrics`` (``/metrics``),
 ``__main__`` (uvicorn, embedded PostgreSQL when no URL is given).
 """
 

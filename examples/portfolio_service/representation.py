@@ -6,13 +6,31 @@ key's result, so they hold only JSON-able values (str, int, lists, dicts).
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any
+
+from fastapi.responses import JSONResponse
 
 from portfolio_core import Portfolio, Position
 
 JSONObject = dict[str, Any]
 """A JSON object as the service sends it (and the library stores it under a key)."""
+
+
+class CanonicalJSONResponse(JSONResponse):
+    """JSON with sorted keys: a repeated request answers the very same bytes.
+
+    The library stores a keyed result in a JSONB column, which keeps its own
+    key order; sorting on the way out makes the first answer and a repeat's
+    (the stored result) identical byte for byte, not only equal as JSON.
+    """
+
+    def render(self, content: Any) -> bytes:
+        """``content`` as compact UTF-8 JSON, keys sorted."""
+        return json.dumps(
+            content, sort_keys=True, ensure_ascii=False, allow_nan=False, separators=(",", ":")
+        ).encode("utf-8")
 
 
 def money_text(value: Decimal) -> str:

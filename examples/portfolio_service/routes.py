@@ -15,7 +15,6 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Header, Request, Response
-from fastapi.responses import JSONResponse
 
 from examples.portfolio_service.bodies import (
     CashMovement,
@@ -26,6 +25,7 @@ from examples.portfolio_service.bodies import (
 )
 from examples.portfolio_service.preconditions import etag, expected_version
 from examples.portfolio_service.representation import (
+    CanonicalJSONResponse,
     JSONObject,
     committed_body,
     money_text,
@@ -58,7 +58,7 @@ async def change(
     operation: Callable[[Portfolio], JSONObject],
     if_match: str | None,
     idempotency_key: str | None,
-) -> JSONResponse:
+) -> CanonicalJSONResponse:
     """Run ``operation`` (which returns the response body) and answer it with its ETag."""
     body = await store.execute(
         portfolio_id,
@@ -67,13 +67,13 @@ async def change(
         idempotency_key=idempotency_key,
         expected_version=expected_version(if_match),
     )
-    return JSONResponse(body, headers={"ETag": etag(body["version"])})
+    return CanonicalJSONResponse(body, headers={"ETag": etag(body["version"])})
 
 
 @router.post("/portfolios", status_code=201)
 async def create_portfolio(
     body: NewPortfolio, store: Store, idempotency_key: IdempotencyKey = None
-) -> JSONResponse:
+) -> CanonicalJSONResponse:
     """Create a portfolio: 201, its ``Location`` and ``ETag`` (version 1)."""
     if idempotency_key is not None:
         # The library keys changes of existing portfolios only: refused, not ignored.
@@ -81,14 +81,14 @@ async def create_portfolio(
     portfolio_id = await store.create_portfolio(body.name, body.cash_balance)
     portfolio = await store.get(portfolio_id)
     headers = {"Location": f"/portfolios/{portfolio_id}", "ETag": etag(portfolio.version)}
-    return JSONResponse(portfolio_body(portfolio, portfolio.version), 201, headers=headers)
+    return CanonicalJSONResponse(portfolio_body(portfolio, portfolio.version), 201, headers=headers)
 
 
 @router.get("/portfolios/{portfolio_id}")
-async def get_portfolio(portfolio_id: UUID, store: Store) -> JSONResponse:
+async def get_portfolio(portfolio_id: UUID, store: Store) -> CanonicalJSONResponse:
     """The portfolio and its open positions; ``ETag`` is its version."""
     portfolio = await store.get(portfolio_id)
-    return JSONResponse(
+    return CanonicalJSONResponse(
         portfolio_body(portfolio, portfolio.version), headers={"ETag": etag(portfolio.version)}
     )
 
@@ -100,7 +100,7 @@ async def deposit(
     store: Store,
     if_match: IfMatch = None,
     idempotency_key: IdempotencyKey = None,
-) -> JSONResponse:
+) -> CanonicalJSONResponse:
     """Add cash."""
 
     def operation(portfolio: Portfolio) -> JSONObject:
@@ -117,7 +117,7 @@ async def withdraw(
     store: Store,
     if_match: IfMatch = None,
     idempotency_key: IdempotencyKey = None,
-) -> JSONResponse:
+) -> CanonicalJSONResponse:
     """Take cash out (409 when the balance is short)."""
 
     def operation(portfolio: Portfolio) -> JSONObject:
@@ -134,7 +134,7 @@ async def open_position(
     store: Store,
     if_match: IfMatch = None,
     idempotency_key: IdempotencyKey = None,
-) -> JSONResponse:
+) -> CanonicalJSONResponse:
     """Buy: cash pays quantity x entry_price (409 when it is short)."""
     request = PositionRequest(body.symbol, body.quantity, body.entry_price)
 
@@ -153,7 +153,7 @@ async def close_position(
     store: Store,
     if_match: IfMatch = None,
     idempotency_key: IdempotencyKey = None,
-) -> JSONResponse:
+) -> CanonicalJSONResponse:
     """Sell all (or ``quantity``) of ``symbol``: the portfolio, with ``realized_profit``."""
 
     def operation(portfolio: Portfolio) -> JSONObject:
@@ -166,11 +166,13 @@ async def close_position(
 @router.post("/transfers")
 async def transfer(
     body: Transfer, store: Store, idempotency_key: IdempotencyKey = None
-) -> JSONResponse:
+) -> CanonicalJSONResponse:
     """Move cash between two portfolios atomically (404 for an unknown one, 409 when short)."""
     await store.transfer(body.from_id, body.to_id, body.amount, idempotency_key=idempotency_key)
     amount = money_text(Decimal(body.amount))  # validated by the transfer
-    return JSONResponse({"from_id": str(body.from_id), "to_id": str(body.to_id), "amount": amount})
+    return CanonicalJSONResponse(
+        {"from_id": str(body.from_id), "to_id": str(body.to_id), "amount": amount}
+    )
 
 
 @router.get("/health")

@@ -16,6 +16,7 @@ from uuid import UUID, uuid4
 import httpx
 import pytest
 import pytest_asyncio
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 
 from examples.portfolio_service import create_app
@@ -151,7 +152,7 @@ async def test_a_repeated_key_with_the_same_body_gets_the_same_response_applied_
     )
 
     assert (first.status_code, again.status_code) == (200, 200)
-    assert again.json() == first.json()
+    assert again.content == first.content  # the same bytes, not only the same JSON
     assert again.headers["ETag"] == first.headers["ETag"] == '"2"'
     stored = store.get(UUID(pid))
     assert (stored.cash_balance, stored.version) == (Decimal("111"), 3)
@@ -327,6 +328,11 @@ async def test_a_row_lock_outlasting_the_retries_is_503_with_retry_after(
         later = await client.post(f"/portfolios/{pid}/deposits", json={"amount": "5"}, headers=key)
         assert later.status_code == 200
         assert store.get(UUID(pid)).cash_balance == Decimal("105")
+        samples = await _scrape(client)
+    assert samples[_calls("execute", "retries_exhausted")] == 1
+    assert samples[_calls("execute", "ok")] == 1
+    retried = frozenset({("operation", "execute"), ("cause", "lock_not_available")})
+    assert samples[("portfolio_core_retries_total", retried)] == 1
 
 
 async def test_fifty_concurrent_keyed_requests_are_each_applied_exactly_once(
@@ -360,7 +366,7 @@ async def test_fifty_concurrent_keyed_requests_are_each_applied_exactly_once(
     assert [r.status_code for r in responses] == [200] * len(sends), [r.text for r in responses]
     answers = dict(zip(requests, responses, strict=False))  # the first send of each key
     for key, twin in zip(doubled, responses[len(requests) :], strict=True):
-        assert twin.json() == answers[key].json()
+        assert twin.content == answers[key].content
     events = [event for pid in pids for event in store.history(UUID(pid))]
     applied = Counter(event.idempotency_key for event in events if event.idempotency_key)
     # A transfer writes one event on each of its two portfolios.
@@ -373,3 +379,42 @@ async def test_fifty_concurrent_keyed_requests_are_each_applied_exactly_once(
     for portfolio in portfolios:
         assert portfolio.version == len(store.history(portfolio.id))
         assert portfolio.money_invariant_holds()
+
+
+async def _scrape(client: httpx.AsyncClient) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """``GET /metrics`` parsed: (sample name, labels) -> value."""
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/plain")
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def _calls(operation: str, outcome: str) -> tuple[str, frozenset[tuple[str, str]]]:
+    labels = frozenset({("operation", operation), ("outcome", outcome)})
+    return ("portfolio_core_calls_total", labels)
+
+
+async def test_metrics_count_the_store_calls_of_the_requests_made(
+    client: httpx.AsyncClient,
+) -> None:
+    pid = await _create(client, "100")
+    deposits = f"/portfolios/{pid}/deposits"
+    assert (await client.post(deposits, json={"amount": "5"})).status_code == 200
+    assert (await client.post(deposits, json={"amount": "6"})).status_code == 200
+    short = await client.post(f"/portfolios/{pid}/withdrawals", json={"amount": "1000"})
+    stale = await client.post(deposits, json={"amount": "1"}, headers={"If-Match": '"1"'})
+    assert (short.status_code, stale.status_code) == (409, 412)
+
+    samples = await _scrape(client)
+
+    assert samples[_calls("execute", "ok")] == 2
+    assert samples[_calls("execute", "error:InsufficientFundsError")] == 1
+    assert samples[_calls("execute", "error:VersionMismatchError")] == 1
+    assert samples[_calls("create_portfolio", "ok")] == 1
+    assert (
+        samples[("portfolio_core_call_attempts_count", frozenset({("operation", "execute")}))] == 4
+    )
