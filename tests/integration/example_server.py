@@ -1,4 +1,5 @@
-"""The example service (examples/portfolio_service) on uvicorn, in the test's own event loop.
+"""The example service (examples/portfolio_service) on uvicorn, in the test's own event loop,
+and what its tests ask of it over HTTP.
 
 The listening socket is bound (127.0.0.1, a free port) and listening before
 uvicorn starts, so the port is known up front; the server is always told
@@ -15,6 +16,7 @@ from contextlib import asynccontextmanager
 import httpx
 import uvicorn
 from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
 
 from portfolio_core.units import Seconds
 
@@ -55,3 +57,38 @@ async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         server.should_exit = True
         await asyncio.wait_for(task, _SHUTDOWN_TIMEOUT)
         listener.close()
+
+
+async def no_sleep(seconds: Seconds) -> None:
+    """Backoff that does not wait: retries run at once."""
+
+
+async def create_portfolio(client: httpx.AsyncClient, cash: str, name: str = "alpha") -> str:
+    """``POST /portfolios``; the new portfolio's id."""
+    response = await client.post("/portfolios", json={"name": name, "cash_balance": cash})
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+Sample = tuple[str, frozenset[tuple[str, str]]]
+"""A Prometheus sample's name and labels."""
+
+
+async def scrape(client: httpx.AsyncClient) -> dict[Sample, float]:
+    """``GET /metrics`` parsed: (sample name, labels) -> value."""
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/plain")
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def calls(operation: str, outcome: str) -> Sample:
+    """The ``portfolio_core_calls_total`` sample of ``operation`` ending with ``outcome``."""
+    return (
+        "portfolio_core_calls_total",
+        frozenset({("operation", operation), ("outcome", outcome)}),
+    )

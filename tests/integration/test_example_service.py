@@ -1,7 +1,8 @@
 """The example service (examples/portfolio_service) over HTTP: uvicorn on 127.0.0.1, httpx.
 
 Each test serves a fresh app on its own database (the ``database_url``
-fixture) and checks what a client sees, then what the database holds.
+fixture) and checks what a client sees, then what the database holds. Its
+error answers are tested in test_example_service_errors.py.
 """
 
 from __future__ import annotations
@@ -11,39 +12,27 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import httpx
 import pytest
 import pytest_asyncio
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 
 from examples.portfolio_service import create_app
 from portfolio_core import PortfolioStore, RetryPolicy
-from portfolio_core.units import Seconds
-from tests.integration.example_server import serving
+from tests.integration.example_server import calls, create_portfolio, no_sleep, scrape, serving
 from tests.integration.helpers import row_locked, wait_until_blocked
 
 pytestmark = pytest.mark.asyncio
 
 
-async def _no_sleep(seconds: Seconds) -> None:
-    """Backoff that does not wait: retries run at once."""
-
-
 @pytest_asyncio.fixture
 async def client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """The service on this test's database (default retry policy, no backoff waits)."""
-    app = create_app(database_url, policy=RetryPolicy(async_sleep=_no_sleep))
+    app = create_app(database_url, policy=RetryPolicy(async_sleep=no_sleep))
     async with serving(app) as http:
         yield http
-
-
-async def _create(client: httpx.AsyncClient, cash: str = "1000", name: str = "alpha") -> str:
-    response = await client.post("/portfolios", json={"name": name, "cash_balance": cash})
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
 
 
 async def test_create_answers_201_with_location_and_etag_and_get_answers_the_same(
@@ -72,7 +61,7 @@ async def test_create_answers_201_with_location_and_etag_and_get_answers_the_sam
 async def test_each_change_answers_the_version_it_committed_as_etag(
     client: httpx.AsyncClient, store: PortfolioStore
 ) -> None:
-    pid = await _create(client, "1000")
+    pid = await create_portfolio(client, "1000")
     steps: list[tuple[str, dict[str, Any]]] = [
         (f"/portfolios/{pid}/deposits", {"amount": "250.25"}),
         (f"/portfolios/{pid}/withdrawals", {"amount": "50"}),
@@ -114,7 +103,7 @@ async def test_each_change_answers_the_version_it_committed_as_etag(
 async def test_a_stale_if_match_is_412_with_the_current_etag_and_changes_nothing(
     client: httpx.AsyncClient, store: PortfolioStore
 ) -> None:
-    pid = await _create(client, "100")
+    pid = await create_portfolio(client, "100")
     first = await client.post(
         f"/portfolios/{pid}/deposits", json={"amount": "5"}, headers={"If-Match": '"1"'}
     )
@@ -138,7 +127,7 @@ async def test_a_stale_if_match_is_412_with_the_current_etag_and_changes_nothing
 async def test_a_repeated_key_with_the_same_body_gets_the_same_response_applied_once(
     client: httpx.AsyncClient, store: PortfolioStore
 ) -> None:
-    pid = await _create(client, "100")
+    pid = await create_portfolio(client, "100")
     key = {"Idempotency-Key": "deposit-1"}
     first = await client.post(f"/portfolios/{pid}/deposits", json={"amount": "10"}, headers=key)
     # Another change in between: the repeat still answers what the first request committed.
@@ -161,7 +150,7 @@ async def test_a_repeated_key_with_the_same_body_gets_the_same_response_applied_
 async def test_a_repeated_key_with_another_body_is_422_and_changes_nothing(
     client: httpx.AsyncClient, store: PortfolioStore
 ) -> None:
-    pid = await _create(client, "100")
+    pid = await create_portfolio(client, "100")
     key = {"Idempotency-Key": "payment-7"}
     first = await client.post(f"/portfolios/{pid}/deposits", json={"amount": "10"}, headers=key)
     assert first.status_code == 200
@@ -183,7 +172,10 @@ async def test_a_repeated_key_with_another_body_is_422_and_changes_nothing(
 async def test_a_transfer_moves_cash_once_per_key(
     client: httpx.AsyncClient, store: PortfolioStore
 ) -> None:
-    source, target = await _create(client, "100"), await _create(client, "0", "beta")
+    source, target = (
+        await create_portfolio(client, "100"),
+        await create_portfolio(client, "0", "beta"),
+    )
     payload = {"from_id": source, "to_id": target, "amount": "30.50"}
     key = {"Idempotency-Key": "transfer-1"}
 
@@ -197,148 +189,10 @@ async def test_a_transfer_moves_cash_once_per_key(
     assert store.get(UUID(target)).cash_balance == Decimal("30.5")
 
 
-@pytest.mark.parametrize(
-    ("method", "path", "payload", "headers", "status", "error"),
-    [
-        ("get", "/portfolios/{unknown}", None, {}, 404, "portfolio_not_found"),
-        ("post", "/portfolios/{unknown}/deposits", {"amount": "1"}, {}, 404, "portfolio_not_found"),
-        (
-            "post",
-            "/transfers",
-            {"from_id": "{pid}", "to_id": "{unknown}", "amount": "1"},
-            {},
-            404,
-            "portfolio_not_found",
-        ),
-        (
-            "post",
-            "/portfolios/{pid}/positions/MSFT/close",
-            {"exit_price": "1"},
-            {},
-            404,
-            "position_not_found",
-        ),
-        (
-            "post",
-            "/portfolios/{pid}/withdrawals",
-            {"amount": "100.01"},
-            {},
-            409,
-            "insufficient_funds",
-        ),
-        (
-            "post",
-            "/portfolios/{pid}/positions",
-            {"symbol": "AAPL", "quantity": "2", "entry_price": "50.01"},
-            {},
-            409,
-            "insufficient_funds",
-        ),
-        (
-            "post",
-            "/transfers",
-            {"from_id": "{pid}", "to_id": "{pid}", "amount": "1"},
-            {},
-            422,
-            "validation",
-        ),
-        ("post", "/portfolios/{pid}/deposits", {"amount": 1.5}, {}, 422, "validation"),
-        ("post", "/portfolios/{pid}/deposits", {"amount": "NaN"}, {}, 422, "validation"),
-        ("post", "/portfolios/{pid}/deposits", {"amount": "1e400"}, {}, 422, "validation"),
-        ("post", "/portfolios/{pid}/deposits", {"amount": "0.000000001"}, {}, 422, "validation"),
-        ("post", "/portfolios/{pid}/deposits", {"amount": "-5"}, {}, 422, "validation"),
-        ("post", "/portfolios/{pid}/deposits", {"amount": "1", "x": 1}, {}, 422, "validation"),
-        ("post", "/portfolios/not-a-uuid/deposits", {"amount": "1"}, {}, 422, "validation"),
-        (
-            "post",
-            "/portfolios/{pid}/deposits",
-            {"amount": "1"},
-            {"If-Match": "W/1"},
-            422,
-            "validation",
-        ),
-        (
-            "post",
-            "/portfolios/{pid}/deposits",
-            {"amount": "1"},
-            {"Idempotency-Key": "k" * 201},
-            422,
-            "validation",
-        ),
-        (
-            "post",
-            "/portfolios/{pid}/positions",
-            {"symbol": "bad symbol", "quantity": "1", "entry_price": "1"},
-            {},
-            422,
-            "validation",
-        ),
-        (
-            "post",
-            "/portfolios",
-            {"name": "beta", "cash_balance": "1"},
-            {"Idempotency-Key": "create-1"},
-            422,
-            "validation",
-        ),
-    ],
-)
-async def test_errors_are_mapped_to_statuses_and_change_nothing(
-    client: httpx.AsyncClient,
-    store: PortfolioStore,
-    method: str,
-    path: str,
-    payload: dict[str, Any] | None,
-    headers: dict[str, str],
-    status: int,
-    error: str,
-) -> None:
-    pid = await _create(client, "100")
-    names = {"pid": pid, "unknown": str(uuid4())}
-    if payload is not None:
-        payload = {k: v.format(**names) if isinstance(v, str) else v for k, v in payload.items()}
-
-    response = await client.request(method, path.format(**names), json=payload, headers=headers)
-
-    assert response.status_code == status, response.text
-    assert response.json()["error"] == error
-    stored = store.get(UUID(pid))
-    assert (stored.cash_balance, stored.version) == (Decimal("100"), 1)
-
-
-async def test_a_row_lock_outlasting_the_retries_is_503_with_retry_after(
-    database_url: str, engine: Engine, store: PortfolioStore
-) -> None:
-    # Each attempt waits 10 ms for the row lock another transaction holds for the
-    # whole request: both attempts fail, whatever the timing (no retry can win).
-    policy = RetryPolicy(max_retries=1, wait_lock_timeout=0.01, async_sleep=_no_sleep)
-    async with serving(create_app(database_url, policy=policy, retry_after_seconds=2)) as client:
-        pid = await _create(client, "100")
-        key = {"Idempotency-Key": "deposit-under-lock"}
-        with row_locked(engine, UUID(pid)):
-            busy = await client.post(
-                f"/portfolios/{pid}/deposits", json={"amount": "5"}, headers=key
-            )
-
-        assert busy.status_code == 503
-        assert busy.headers["Retry-After"] == "2"
-        assert busy.json()["error"] == "contention"
-        assert store.get(UUID(pid)).cash_balance == Decimal("100")
-        # What a client does with a 503: the same request, same key, later.
-        later = await client.post(f"/portfolios/{pid}/deposits", json={"amount": "5"}, headers=key)
-        assert later.status_code == 200
-        assert store.get(UUID(pid)).cash_balance == Decimal("105")
-        samples = await _scrape(client)
-    assert samples[_calls("execute", "retries_exhausted")] == 1
-    assert samples[_calls("execute", "ok")] == 1
-    retried = frozenset({("operation", "execute"), ("cause", "lock_not_available")})
-    assert samples[("portfolio_core_retries_total", retried)] == 1
-
-
 async def test_fifty_concurrent_keyed_requests_are_each_applied_exactly_once(
     client: httpx.AsyncClient, engine: Engine, store: PortfolioStore
 ) -> None:
-    pids = [await _create(client, "1000", f"p{i}") for i in range(3)]
+    pids = [await create_portfolio(client, "1000", f"p{i}") for i in range(3)]
     requests: dict[str, tuple[str, dict[str, str]]] = {}
     for n in range(50):
         if n % 5 == 4:  # 10 transfers around the three portfolios
@@ -381,27 +235,10 @@ async def test_fifty_concurrent_keyed_requests_are_each_applied_exactly_once(
         assert portfolio.money_invariant_holds()
 
 
-async def _scrape(client: httpx.AsyncClient) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """``GET /metrics`` parsed: (sample name, labels) -> value."""
-    response = await client.get("/metrics")
-    assert response.status_code == 200
-    assert response.headers["Content-Type"].startswith("text/plain")
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    }
-
-
-def _calls(operation: str, outcome: str) -> tuple[str, frozenset[tuple[str, str]]]:
-    labels = frozenset({("operation", operation), ("outcome", outcome)})
-    return ("portfolio_core_calls_total", labels)
-
-
 async def test_metrics_count_the_store_calls_of_the_requests_made(
     client: httpx.AsyncClient,
 ) -> None:
-    pid = await _create(client, "100")
+    pid = await create_portfolio(client, "100")
     deposits = f"/portfolios/{pid}/deposits"
     assert (await client.post(deposits, json={"amount": "5"})).status_code == 200
     assert (await client.post(deposits, json={"amount": "6"})).status_code == 200
@@ -409,12 +246,12 @@ async def test_metrics_count_the_store_calls_of_the_requests_made(
     stale = await client.post(deposits, json={"amount": "1"}, headers={"If-Match": '"1"'})
     assert (short.status_code, stale.status_code) == (409, 412)
 
-    samples = await _scrape(client)
+    samples = await scrape(client)
 
-    assert samples[_calls("execute", "ok")] == 2
-    assert samples[_calls("execute", "error:InsufficientFundsError")] == 1
-    assert samples[_calls("execute", "error:VersionMismatchError")] == 1
-    assert samples[_calls("create_portfolio", "ok")] == 1
+    assert samples[calls("execute", "ok")] == 2
+    assert samples[calls("execute", "error:InsufficientFundsError")] == 1
+    assert samples[calls("execute", "error:VersionMismatchError")] == 1
+    assert samples[calls("create_portfolio", "ok")] == 1
     assert (
         samples[("portfolio_core_call_attempts_count", frozenset({("operation", "execute")}))] == 4
     )

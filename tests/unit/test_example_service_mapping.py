@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from typing import Any
 from uuid import uuid4
 
 import pytest
+from fastapi import Response
 
 from examples.portfolio_service.errors import error_response
 from examples.portfolio_service.preconditions import etag, expected_version
@@ -33,6 +35,11 @@ from portfolio_core import (
 PID = uuid4()
 
 
+def body_of(response: Response) -> Any:
+    """The decoded JSON body of a response built (not sent) by the service."""
+    return json.loads(bytes(response.body))
+
+
 @pytest.mark.parametrize(
     ("error", "status", "code"),
     [
@@ -50,7 +57,7 @@ def test_errors_without_retry_after(error: Exception, status: int, code: str) ->
     response = error_response(error, 3)
 
     assert response.status_code == status
-    assert json.loads(response.body)["error"] == code
+    assert body_of(response)["error"] == code
     assert "Retry-After" not in response.headers
 
 
@@ -73,7 +80,7 @@ def test_retries_exhausted_and_unknown_outcomes_are_503_with_retry_after(
 
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "3"
-    assert json.loads(response.body)["error"] == code
+    assert body_of(response)["error"] == code
 
 
 def test_a_version_mismatch_is_412_with_the_current_etag() -> None:
@@ -93,7 +100,7 @@ def test_a_version_mismatch_on_a_portfolio_that_is_gone_is_404() -> None:
 def test_a_500_does_not_echo_the_error() -> None:
     response = error_response(DatabaseAccessError("password=secret", sqlstate="28P01"), 1)
 
-    assert json.loads(response.body)["detail"] == "internal error"
+    assert body_of(response)["detail"] == "internal error"
 
 
 @pytest.mark.parametrize(
