@@ -15,12 +15,14 @@ from uuid import UUID, uuid4
 import httpx
 import pytest
 import pytest_asyncio
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
 
 from examples.portfolio_service import create_app
-from portfolio_core import PortfolioStore, RetryPolicy
+from portfolio_core import PortfolioStore, RetryPolicy, create_async_engine
 from tests.integration.example_server import calls, create_portfolio, no_sleep, scrape, serving
 from tests.integration.helpers import row_locked
+from tests.integration.tcp_proxy import CommitLosingProxy
 
 pytestmark = pytest.mark.asyncio
 
@@ -169,3 +171,54 @@ async def test_a_row_lock_outlasting_the_retries_is_503_with_retry_after(
     assert samples[calls("execute", "ok")] == 1
     retried = frozenset({("operation", "execute"), ("cause", "lock_not_available")})
     assert samples[("portfolio_core_retries_total", retried)] == 1
+
+
+async def test_a_pool_with_no_connection_free_is_503_with_retry_after(database_url: str) -> None:
+    # One pooled connection, held by the test for the whole request: the
+    # request's checkout times out (100 ms), whatever the timing.
+    engine = create_async_engine(database_url, pool_size=1, max_overflow=0, pool_timeout=0.1)
+    try:
+        async with serving(create_app(engine)) as client:
+            pid = await create_portfolio(client, "100")
+            async with engine.connect():
+                busy = await client.post(f"/portfolios/{pid}/deposits", json={"amount": "5"})
+            fetched = await client.get(f"/portfolios/{pid}")
+
+        assert busy.status_code == 503
+        assert busy.headers["Retry-After"] == "1"
+        assert busy.json()["error"] == "database_unavailable"
+        assert (fetched.json()["cash_balance"], fetched.headers["ETag"]) == ("100", '"1"')
+        # The app leaves an engine it was given to its owner: still usable.
+        async with engine.connect() as connection:
+            assert (await connection.execute(text("SELECT 1"))).scalar_one() == 1
+    finally:
+        await engine.dispose()
+
+
+async def test_a_lost_commit_is_503_outcome_unknown_and_the_same_key_later_learns_it(
+    database_url: str, store: PortfolioStore
+) -> None:
+    url = make_url(database_url)
+    policy = RetryPolicy(max_retries=1, async_sleep=no_sleep)
+    payload, key = {"amount": "250"}, {"Idempotency-Key": "deposit-lost"}
+    with CommitLosingProxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
+        proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+        async with serving(create_app(proxied, policy=policy)) as client:
+            pid = await create_portfolio(client, "1000")
+            # COMMIT reaches the server, its reply is dropped, then the database
+            # looks unreachable: the service can not learn the outcome.
+            proxy.arm(refuse_after=True)
+            lost = await client.post(f"/portfolios/{pid}/deposits", json=payload, headers=key)
+
+    assert proxy.commit_lost.is_set()
+    assert lost.status_code == 503
+    assert lost.headers["Retry-After"] == "1"
+    assert lost.json()["error"] == "outcome_unknown"
+    assert store.get(UUID(pid)).cash_balance == Decimal("1250")  # it had committed
+    # Later, the database reachable again: the same request learns the outcome.
+    async with serving(create_app(database_url, policy=policy)) as client:
+        later = await client.post(f"/portfolios/{pid}/deposits", json=payload, headers=key)
+    assert later.status_code == 200
+    assert (later.json()["cash_balance"], later.headers["ETag"]) == ("1250", '"2"')
+    stored = store.get(UUID(pid))
+    assert (stored.cash_balance, stored.version) == (Decimal("1250"), 2)
