@@ -171,8 +171,8 @@ class StoreListener(Protocol):
         """The store call returned or raised."""
 
 
-class BaseStoreListener:
-    """A StoreListener whose every method does nothing."""
+class BaseStoreListener(StoreListener):
+    """A StoreListener whose every method does nothing: override only what you need."""
 
     def call_started(self, call: StoreCallInfo) -> None:
         """A store call begins."""

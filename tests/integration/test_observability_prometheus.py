@@ -11,15 +11,20 @@ from decimal import Decimal
 
 import pytest
 from prometheus_client import CollectorRegistry
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
-from portfolio_core import OptimisticLockException, VersionMismatchError
+from portfolio_core import (
+    ConcurrencyService,
+    OptimisticLockException,
+    PortfolioStore,
+    VersionMismatchError,
+)
 from portfolio_core.observability import listeners, remove_listener
 from portfolio_core.observability.prometheus import instrument_prometheus
+from portfolio_core.units import Seconds
 from tests.integration.contract_api import Flavour
+from tests.integration.helpers import LOCK_ROW
 from tests.integration.observability_tools import Overtaken
-
-pytestmark = pytest.mark.asyncio
 
 
 @pytest.fixture
@@ -38,6 +43,7 @@ def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
     return registry.get_sample_value(name, labels) or 0.0
 
 
+@pytest.mark.asyncio
 async def test_a_conflict_then_success_counts_one_retry_and_two_attempts(
     flavour: Flavour, engine: Engine, registry: CollectorRegistry
 ) -> None:
@@ -66,6 +72,7 @@ async def test_a_conflict_then_success_counts_one_retry_and_two_attempts(
     assert flavour.store.metrics()["successful_retries"] == 1
 
 
+@pytest.mark.asyncio
 async def test_exhausted_retries_and_a_version_mismatch_are_outcomes(
     flavour: Flavour, engine: Engine, registry: CollectorRegistry
 ) -> None:
@@ -92,3 +99,37 @@ async def test_exhausted_retries_and_a_version_mismatch_are_outcomes(
     )
     assert value(registry, "portfolio_core_call_attempts_sum", operation="execute") == 6 + 1
     assert value(registry, "portfolio_core_call_attempts_count", operation="execute") == 2
+
+
+def test_a_refused_nowait_lock_is_retried_and_counted_by_its_cause(
+    engine: Engine, registry: CollectorRegistry
+) -> None:
+    holder: list[Connection] = []
+
+    def sleep(_: Seconds) -> None:
+        # The backoff after the refused NOWAIT is where the lock holder lets go.
+        holder.pop().commit()
+
+    store = PortfolioStore(engine, ConcurrencyService(engine, max_retries=5, sleep=sleep))
+    pid = store.create_portfolio("alpha", Decimal("100"))
+    connection = engine.connect()
+    try:
+        connection.begin()
+        connection.execute(LOCK_ROW, {"pid": pid})
+        holder.append(connection)
+        store.execute(pid, lambda p: p.withdraw(Decimal("5")), lock="nowait")
+    finally:
+        connection.close()
+
+    assert (
+        value(
+            registry,
+            "portfolio_core_retries_total",
+            operation="execute",
+            cause="lock_not_available",
+        )
+        == 1
+    )
+    assert value(registry, "portfolio_core_calls_total", operation="execute", outcome="ok") == 1
+    assert value(registry, "portfolio_core_call_attempts_sum", operation="execute") == 2
+    assert store.metrics()["lock_timeouts"] == 1

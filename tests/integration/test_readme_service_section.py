@@ -1,7 +1,7 @@
 """The README's "Using it inside an existing service" code runs as written.
 
-Its start-up, replica, idempotency-key, caller's-transaction and If-Match
-blocks run here, in order, against a database that starts empty
+Its start-up, replica, idempotency-key, caller's-transaction, If-Match and
+observability blocks run here, in order, against a database that starts empty
 ($PORTFOLIO_CORE_DATABASE_URL points at it, as the blocks expect). Its
 two env.py blocks and its alembic.ini run in test_alembic_coexistence.py,
 inside application alembic projects.
@@ -30,7 +30,7 @@ def empty_url(postgres_server_url: str) -> Iterator[str]:
 def test_the_section_has_its_runnable_blocks_and_both_env_py_files() -> None:
     blocks = fenced_blocks("python")
 
-    assert len([b for b in blocks if not b.startswith(ENV_PY)]) == 5
+    assert len([b for b in blocks if not b.startswith(ENV_PY)]) == 8
     assert [b.splitlines()[0] for b in blocks if b.startswith(ENV_PY)] == [
         f"{ENV_PY}, way (a)",
         f"{ENV_PY}, way (b)",

@@ -220,3 +220,15 @@ def test_a_warning_does_not_reach_the_stderr_of_a_service_without_logging(
     assert ("retries_exhausted" in result.stderr) is leaks
     if not leaks:
         assert result.stderr == ""
+
+
+def test_the_core_imports_neither_opentelemetry_nor_prometheus_client() -> None:
+    probe = (
+        "import sys, portfolio_core, portfolio_core.observability, portfolio_core.store; "
+        "print(sorted(m for m in sys.modules "
+        "if m.startswith(('opentelemetry', 'prometheus_client'))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert result.stdout == "[]\n"
