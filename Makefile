@@ -19,8 +19,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check portfolio_core tests alembic
-	$(BIN)/ruff format --check portfolio_core tests alembic
+	$(BIN)/ruff check portfolio_core tests alembic examples
+	$(BIN)/ruff format --check portfolio_core tests alembic examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
