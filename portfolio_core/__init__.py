@@ -41,6 +41,7 @@ from portfolio_core.errors import (
 from portfolio_core.migrations import migrate
 from portfolio_core.persistence import PostgreSQLPortfolioRepository, create_engine
 from portfolio_core.persistence.engine import create_async_engine
+from portfolio_core.persistence.read_routing import ReadPolicy, ReadToken
 from portfolio_core.persistence.roles import grant_app_role
 from portfolio_core.store import PortfolioStore
 from portfolio_core.store_work import Versioned
@@ -104,6 +105,8 @@ __all__ = [
     "PositionNotFoundError",
     "PositionRequest",
     "PostgreSQLPortfolioRepository",
+    "ReadPolicy",
+    "ReadToken",
     "ReentrantUnitOfWorkError",
     "RetryPolicy",
     "SerializationFailureError",

@@ -84,8 +84,16 @@ STATUS_QUERY: Final = text(
 )
 """(in recovery, LSN visible there, lag in seconds or NULL if unknown)."""
 
-TOKEN_QUERY: Final = text("SELECT pg_current_wal_insert_lsn()::text")
-"""On the primary: the WAL insert position, past every commit that has returned."""
+TOKEN_QUERY: Final = text(
+    "SELECT pg_current_wal_insert_lsn()::text, current_setting('wal_block_size')::int,"
+    " pg_size_bytes(current_setting('wal_segment_size'))"
+)
+"""On the primary: the WAL insert position (past every commit that has returned), page sizes."""
+
+_PAGE_HEADER: Final = 24
+_SEGMENT_HEADER: Final = 40
+"""Sizes of a WAL page's header and of a segment's first page's (MAXALIGNed, as PostgreSQL's)."""
+
 
 # Trouble on a standby sends the read elsewhere; the read's own answers
 # (PortfolioNotFoundError, ...) are answers, whichever server gave them.
@@ -135,8 +143,21 @@ def _standby_failed(router: ReadRouter[Any], engine: object, error: BaseExceptio
     log_event("standby_read_failed", logging.INFO, error=type(error).__name__, down=down)
 
 
-def _token_from(value: object) -> ReadToken:
-    return ReadToken.parse(value, "pg_current_wal_insert_lsn()")
+def token_from(row: Sequence[Any]) -> ReadToken:
+    """The token for a :data:`TOKEN_QUERY` row.
+
+    An insert position just past a page header (the last record ended at
+    the page boundary) becomes the boundary itself: a standby's replay
+    position stops there (the end of the last record), and it would
+    otherwise wait for the next record to reach a token it already covers.
+    """
+    lsn = ReadToken.parse(row[0], "pg_current_wal_insert_lsn()").lsn
+    block_size, segment_size = int(row[1]), int(row[2])
+    if lsn % segment_size == _SEGMENT_HEADER:
+        lsn -= _SEGMENT_HEADER
+    elif lsn % block_size == _PAGE_HEADER:
+        lsn -= _PAGE_HEADER
+    return ReadToken(lsn)
 
 
 # -- sync ------------------------------------------------------------------------
@@ -145,7 +166,7 @@ def _token_from(value: object) -> ReadToken:
 def current_token(engine: Engine) -> ReadToken:
     """The primary's WAL insert position now: covers every commit that has returned."""
     with translated(), engine.connect() as connection:
-        return _token_from(connection.execute(TOKEN_QUERY).scalar_one())
+        return token_from(tuple(connection.execute(TOKEN_QUERY).one()))
 
 
 def commit_token(engine: Engine) -> ReadToken | None:
@@ -235,7 +256,7 @@ async def current_token_async(engine: AsyncEngine) -> ReadToken:
     """:func:`current_token` for asyncio."""
     with translated():
         async with engine.connect() as connection:
-            return _token_from((await connection.execute(TOKEN_QUERY)).scalar_one())
+            return token_from(tuple((await connection.execute(TOKEN_QUERY)).one()))
 
 
 async def commit_token_async(engine: AsyncEngine) -> ReadToken | None:
