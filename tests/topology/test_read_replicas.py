@@ -171,7 +171,7 @@ def test_a_stale_standby_never_causes_a_lost_update(
         with store.unit_of_work() as uow:
             loaded = uow.portfolios.get_portfolio_for_update(pid)
             port = uow.session.execute(text("SELECT inet_server_port()")).scalar_one()
-        assert (loaded.cash_balance, port) == (Decimal("150"), pair.primary.port)
+            assert (loaded.cash_balance, port) == (Decimal("150"), pair.primary.port)
 
         with store.unit_of_work() as uow, pytest.raises(StaleDataException):
             uow.portfolios.update_portfolio(stale)  # a standby's copy fails the version check
