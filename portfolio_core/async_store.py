@@ -99,7 +99,7 @@ class AsyncPortfolioStore:
         """
         if not call.commit:  # a read takes no lock: it can not wait on its caller
             return await self._run_resolving(call)
-        with unit_of_work_on(call.entity_id):
+        with unit_of_work_on(call.entity_id), replicas.noting_commit(self.reads):
             result = await self._run_resolving(call)
         if self.reads is not None:
             self.reads.note_commit(await replicas.commit_token_async(self.engine))
@@ -276,5 +276,6 @@ class TrackedAsyncUnitOfWork(AsyncUnitOfWork):
 
     async def commit(self) -> None:
         """AsyncUnitOfWork.commit, then the commit's token noted."""
-        await super().commit()
+        with replicas.noting_commit(self._router):
+            await super().commit()
         self._router.note_commit(await replicas.commit_token_async(self._primary))

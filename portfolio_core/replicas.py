@@ -35,7 +35,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
@@ -46,6 +47,7 @@ from sqlalchemy.exc import TimeoutError as PoolCheckoutTimeout
 from portfolio_core.concurrency.metrics import log_event
 from portfolio_core.concurrency.service import ConcurrencyService
 from portfolio_core.errors import (
+    CommitOutcomeUnknownException,
     ConcurrencyException,
     ConfigurationError,
     DatabaseConnectionError,
@@ -127,6 +129,28 @@ def router_for(
     return ReadRouter(engines, policy) if engines else None
 
 
+@contextmanager
+def noting_commit(router: ReadRouter[Any] | None) -> Iterator[None]:
+    """Around a commit: one whose outcome is unknown leaves its token unknown.
+
+    CommitOutcomeUnknownException, or a cancellation (a task cancelled, Ctrl-C)
+    that may have landed while COMMIT was in flight: it may have committed.
+    The router then has the store's next read learn a token from the
+    primary first (any read after the failure covers it), or read there.
+    Other errors are definite: nothing was committed.
+    """
+    try:
+        yield
+    except CommitOutcomeUnknownException:
+        if router is not None:
+            router.note_commit(None)
+        raise
+    except BaseException as error:
+        if router is not None and not isinstance(error, Exception):
+            router.note_commit(None)
+        raise
+
+
 def _status(row: Sequence[Any]) -> StandbyStatus:
     in_recovery, applied, lag = row
     token = None if applied is None else ReadToken.parse(applied)
@@ -197,7 +221,8 @@ class TrackedUnitOfWork(UnitOfWork):
 
     def commit(self) -> None:
         """UnitOfWork.commit, then the commit's token noted."""
-        super().commit()
+        with noting_commit(self._router):
+            super().commit()
         self._router.note_commit(commit_token(self._primary))
 
 

@@ -108,7 +108,7 @@ class PortfolioStore:
         """
         if not call.commit:  # a read takes no lock: it can not wait on its caller
             return self._run_resolving(call)
-        with unit_of_work_on(call.entity_id):
+        with unit_of_work_on(call.entity_id), replicas.noting_commit(self.reads):
             result = self._run_resolving(call)
         if self.reads is not None:
             self.reads.note_commit(replicas.commit_token(self.engine))

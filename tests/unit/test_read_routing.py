@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
+from decimal import Decimal
 from uuid import uuid4
 
 import pytest
 from sqlalchemy import create_engine as sqlalchemy_create_engine
 
-from portfolio_core import ConfigurationError, PortfolioStore, ValidationError
+from portfolio_core import (
+    CommitOutcomeUnknownException,
+    ConfigurationError,
+    InsufficientFundsError,
+    PortfolioStore,
+    ValidationError,
+)
 from portfolio_core.errors import SHOWN_VALUE_LENGTH
 from portfolio_core.persistence.read_routing import (
     ReadPolicy,
@@ -18,7 +26,7 @@ from portfolio_core.persistence.read_routing import (
     as_read_token,
     verdict,
 )
-from portfolio_core.replicas import token_from
+from portfolio_core.replicas import noting_commit, token_from
 from portfolio_core.units import Seconds
 
 POLICY = ReadPolicy(max_lag=5.0, retry_standby_after=10.0)
@@ -229,3 +237,23 @@ def test_a_commit_token_past_a_page_header_is_the_page_boundary(
     insert_position: str, token: str
 ) -> None:
     assert token_from((insert_position, BLOCK, SEGMENT)) == ReadToken.parse(token)
+
+
+@pytest.mark.parametrize(
+    ("failure", "unknown"),
+    [
+        (CommitOutcomeUnknownException("lost during COMMIT"), True),
+        (asyncio.CancelledError(), True),  # may have landed while COMMIT was in flight
+        (InsufficientFundsError(uuid4(), Decimal(5), Decimal(1)), False),  # definite
+    ],
+)
+def test_a_commit_whose_outcome_is_unknown_leaves_the_token_unknown(
+    failure: BaseException, unknown: bool
+) -> None:
+    router: ReadRouter[str] = ReadRouter(["s1"], POLICY)
+    router.note_commit(ReadToken(10))
+
+    with pytest.raises(type(failure)), noting_commit(router):
+        raise failure
+
+    assert router.must_learn_token() is unknown
