@@ -132,6 +132,22 @@ def test_without_a_token_a_read_may_be_stale_and_a_token_from_elsewhere_makes_it
     assert reader.reads.metrics()["standby_reads"] == 3
 
 
+def test_a_commit_through_the_store_s_unit_of_work_is_read_back(
+    pair: ReplicatedPair, primary: Engine, standby: Engine
+) -> None:
+    pid = _replicated_portfolio(pair, PortfolioStore(primary), "100")
+    store = PortfolioStore(primary, read_engines=[standby], read_policy=POLICY)
+
+    with replay_paused(pair):
+        with store.unit_of_work() as uow:  # the store's first commit
+            uow.portfolios.get_portfolio_for_update(pid).deposit(Decimal("2"))
+            uow.commit()
+
+        assert store.get(pid).cash_balance == Decimal("102")
+        assert store.reads is not None
+        assert store.reads.metrics()["primary_reads"] == 1
+
+
 def test_a_standby_lagging_beyond_the_bound_is_not_read(
     pair: ReplicatedPair, primary: Engine, standby: Engine
 ) -> None:
