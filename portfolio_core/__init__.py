@@ -42,6 +42,7 @@ from portfolio_core.errors import (
 from portfolio_core.migrations import migrate
 from portfolio_core.persistence import PostgreSQLPortfolioRepository, create_engine
 from portfolio_core.persistence.engine import create_async_engine
+from portfolio_core.persistence.read_routing import ReadPolicy, ReadToken
 from portfolio_core.persistence.roles import grant_app_role
 from portfolio_core.persistence.schema_option import with_schema
 from portfolio_core.store import PortfolioStore
@@ -111,6 +112,8 @@ __all__ = [
     "PositionNotFoundError",
     "PositionRequest",
     "PostgreSQLPortfolioRepository",
+    "ReadPolicy",
+    "ReadToken",
     "ReentrantUnitOfWorkError",
     "RetryPolicy",
     "SerializationFailureError",

@@ -17,14 +17,14 @@ as in PortfolioStore: the events are written by the same commit path.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import TypeVar
 from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from portfolio_core import store_work
+from portfolio_core import replicas, store_work
 from portfolio_core.async_unit_of_work import AsyncUnitOfWork, run_in_own_unit_of_work_async
 from portfolio_core.concurrency.reentrancy import unit_of_work_on
 from portfolio_core.concurrency.service import ConcurrencyService
@@ -35,6 +35,12 @@ from portfolio_core.errors import ConfigurationError
 from portfolio_core.exactly_once import run_resolving_outcome_async
 from portfolio_core.observability.tracking import observed_call, observed_store_call
 from portfolio_core.persistence import idempotency
+from portfolio_core.persistence.read_routing import (
+    ReadPolicy,
+    ReadRouter,
+    ReadToken,
+    as_read_token,
+)
 from portfolio_core.store_work import LockMode, StoreCall, Versioned
 from portfolio_core.units import Seconds
 
@@ -46,13 +52,21 @@ class AsyncPortfolioStore:
 
     ``lock`` modes as in PortfolioStore. Share one store (and its engine's
     pool) between all the tasks of a service; tasks beyond the pool size wait
-    for a connection.
+    for a connection. ``read_engines`` (AsyncEngines on hot standbys) and
+    ``read_token`` as in PortfolioStore.
     """
 
     def __init__(
-        self, engine: AsyncEngine, concurrency_service: ConcurrencyService | None = None
+        self,
+        engine: AsyncEngine,
+        concurrency_service: ConcurrencyService | None = None,
+        *,
+        read_engines: Sequence[AsyncEngine] = (),
+        read_policy: ReadPolicy | None = None,
     ) -> None:
         self.engine = engine
+        self.reads = replicas.router_for(read_engines, AsyncEngine, read_policy)
+        """The read engines' router (None without read engines); ``reads.metrics()``."""
         if concurrency_service is None:
             concurrency_service = ConcurrencyService(async_engine=engine)
         elif concurrency_service.async_engine is None:
@@ -62,8 +76,21 @@ class AsyncPortfolioStore:
         self.concurrency = concurrency_service
 
     def unit_of_work(self) -> AsyncUnitOfWork:
-        """A new AsyncUnitOfWork on this store's engine and concurrency service."""
-        return AsyncUnitOfWork(self.engine, concurrency_service=self.concurrency)
+        """A new AsyncUnitOfWork on this store's engine (the primary) and concurrency service.
+
+        With read engines, its commit is remembered for read-your-writes.
+        """
+        if self.reads is None:
+            return AsyncUnitOfWork(self.engine, concurrency_service=self.concurrency)
+        return TrackedAsyncUnitOfWork(self.engine, self.reads, concurrency_service=self.concurrency)
+
+    async def last_commit_token(self) -> ReadToken:
+        """A token covering this store's commits so far; as PortfolioStore.last_commit_token."""
+        if self.reads is not None and not self.reads.must_learn_token():
+            token = self.reads.last_commit_token()
+            if token is not None:
+                return token
+        return await replicas.current_token_async(self.engine)
 
     async def _run(self, call: StoreCall[T]) -> T:
         """Run ``call`` in an AsyncUnitOfWork, retried as a whole per the policy.
@@ -74,8 +101,26 @@ class AsyncPortfolioStore:
         with observed_store_call(call, self.engine.url):
             if not call.commit:  # a read takes no lock: it can not wait on its caller
                 return await self._run_resolving(call)
-            with unit_of_work_on(call.entity_id):
+            with unit_of_work_on(call.entity_id), replicas.noting_commit(self.reads):
+                result = await self._run_resolving(call)
+            if self.reads is not None:
+                self.reads.note_commit(await replicas.commit_token_async(self.engine))
+            return result
+
+    async def _read(self, call: StoreCall[T], read_token: ReadToken | str | None) -> T:
+        """Run the read ``call`` on a standby that has what it must see, else on the primary."""
+        token = as_read_token(read_token)
+        with observed_store_call(call, self.engine.url):
+            if self.reads is None:
                 return await self._run_resolving(call)
+            return await replicas.read_async(
+                self.reads,
+                call,
+                token,
+                primary=self.engine,
+                service=self.concurrency,
+                on_primary=lambda: self._run_resolving(call),
+            )
 
     async def _run_resolving(self, call: StoreCall[T]) -> T:
         return await run_resolving_outcome_async(
@@ -91,9 +136,14 @@ class AsyncPortfolioStore:
         """Create a portfolio with an opening cash balance; return its id."""
         return await self._run(store_work.create_portfolio(name, cash_balance))
 
-    async def get(self, portfolio_id: UUID) -> Portfolio:
-        """A detached snapshot: the portfolio with its open and closed positions."""
-        return await self._run(store_work.snapshot(portfolio_id))
+    async def get(
+        self, portfolio_id: UUID, *, read_token: ReadToken | str | None = None
+    ) -> Portfolio:
+        """A detached snapshot: the portfolio with its open and closed positions.
+
+        ``read_token`` as in PortfolioStore.get.
+        """
+        return await self._read(store_work.snapshot(portfolio_id), read_token)
 
     async def execute(
         self,
@@ -177,14 +227,24 @@ class AsyncPortfolioStore:
         )
 
     async def history(
-        self, portfolio_id: UUID, since_version: int | None = None
+        self,
+        portfolio_id: UUID,
+        since_version: int | None = None,
+        *,
+        read_token: ReadToken | str | None = None,
     ) -> list[PortfolioEvent]:
         """The portfolio's audit trail after ``since_version`` (all if None), oldest first."""
-        return await self._run(store_work.history(portfolio_id, since_version))
+        return await self._read(store_work.history(portfolio_id, since_version), read_token)
 
-    async def replay(self, portfolio_id: UUID, version: int | None = None) -> Portfolio:
+    async def replay(
+        self,
+        portfolio_id: UUID,
+        version: int | None = None,
+        *,
+        read_token: ReadToken | str | None = None,
+    ) -> Portfolio:
         """The portfolio at ``version`` (default: latest) rebuilt from its events alone."""
-        return await self._run(store_work.replay(portfolio_id, version))
+        return await self._read(store_work.replay(portfolio_id, version), read_token)
 
     async def purge_idempotency_keys(self, older_than: timedelta) -> int:
         """Delete idempotency keys created more than ``older_than`` ago; return how many."""
@@ -203,3 +263,24 @@ class AsyncPortfolioStore:
     def metrics(self) -> dict[str, int]:
         """The concurrency service's counters (same keys as get_metrics()); no I/O, not awaited."""
         return self.concurrency.get_metrics()
+
+
+class TrackedAsyncUnitOfWork(AsyncUnitOfWork):
+    """An AsyncUnitOfWork on the primary whose commit a store's router remembers."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        router: ReadRouter[AsyncEngine],
+        *,
+        concurrency_service: ConcurrencyService | None = None,
+    ) -> None:
+        super().__init__(engine, concurrency_service=concurrency_service)
+        self._primary = engine
+        self._router = router
+
+    async def commit(self) -> None:
+        """AsyncUnitOfWork.commit, then the commit's token noted."""
+        with replicas.noting_commit(self._router):
+            await super().commit()
+        self._router.note_commit(await replicas.commit_token_async(self._primary))

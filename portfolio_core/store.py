@@ -20,14 +20,14 @@ change is in the audit trail: ``history`` and ``replay``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import TypeVar
 from uuid import UUID
 
 from sqlalchemy import Engine
 
-from portfolio_core import store_work
+from portfolio_core import replicas, store_work
 from portfolio_core.concurrency.reentrancy import unit_of_work_on
 from portfolio_core.concurrency.service import ConcurrencyService
 from portfolio_core.domain import money
@@ -36,6 +36,7 @@ from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.exactly_once import run_resolving_outcome
 from portfolio_core.observability.tracking import observed_call, observed_store_call
 from portfolio_core.persistence import idempotency
+from portfolio_core.persistence.read_routing import ReadPolicy, ReadToken, as_read_token
 from portfolio_core.store_work import LOCK_MODES, LockMode, StoreCall, Versioned
 from portfolio_core.unit_of_work import UnitOfWork, run_in_own_unit_of_work
 from portfolio_core.units import Seconds
@@ -56,15 +57,49 @@ class PortfolioStore:
     ``wait_lock_timeout``, 30 s). A store call made from inside another on the
     same portfolio, in the same thread or task, raises ReentrantUnitOfWorkError
     at once instead of waiting on itself.
+
+    ``read_engines`` (hot standbys of ``engine``'s primary): ``get``,
+    ``history`` and ``replay`` may be served there, seeing at least this
+    store's own commits (read-your-writes) and ``read_token=``'s; everything
+    else stays on ``engine``. See ``portfolio_core.replicas``.
     """
 
-    def __init__(self, engine: Engine, concurrency_service: ConcurrencyService | None = None):
+    def __init__(
+        self,
+        engine: Engine,
+        concurrency_service: ConcurrencyService | None = None,
+        *,
+        read_engines: Sequence[Engine] = (),
+        read_policy: ReadPolicy | None = None,
+    ):
         self.engine = engine
         self.concurrency = concurrency_service or ConcurrencyService(engine)
+        self.reads = replicas.router_for(read_engines, Engine, read_policy)
+        """The read engines' router (None without read engines); ``reads.metrics()``."""
 
     def unit_of_work(self) -> UnitOfWork:
-        """A new UnitOfWork on this store's engine and concurrency service."""
-        return UnitOfWork(self.engine, concurrency_service=self.concurrency)
+        """A new UnitOfWork on this store's engine (the primary) and concurrency service.
+
+        With read engines, its commit is remembered for read-your-writes.
+        """
+        if self.reads is None:
+            return UnitOfWork(self.engine, concurrency_service=self.concurrency)
+        return replicas.TrackedUnitOfWork(
+            self.engine, self.reads, concurrency_service=self.concurrency
+        )
+
+    def last_commit_token(self) -> ReadToken:
+        """A token covering this store's commits so far, for reads elsewhere (``read_token=``).
+
+        With read engines, the one remembered at the last commit; otherwise
+        (or before the first commit) the primary's WAL position now, which
+        covers every commit that has returned. ``str(token)`` fits an HTTP header.
+        """
+        if self.reads is not None and not self.reads.must_learn_token():
+            token = self.reads.last_commit_token()
+            if token is not None:
+                return token
+        return replicas.current_token(self.engine)
 
     def _run(self, call: StoreCall[T]) -> T:
         """Run ``call`` in a unit of work, retried as a whole per the policy.
@@ -75,8 +110,26 @@ class PortfolioStore:
         with observed_store_call(call, self.engine.url):
             if not call.commit:  # a read takes no lock: it can not wait on its caller
                 return self._run_resolving(call)
-            with unit_of_work_on(call.entity_id):
+            with unit_of_work_on(call.entity_id), replicas.noting_commit(self.reads):
+                result = self._run_resolving(call)
+            if self.reads is not None:
+                self.reads.note_commit(replicas.commit_token(self.engine))
+            return result
+
+    def _read(self, call: StoreCall[T], read_token: ReadToken | str | None) -> T:
+        """Run the read ``call`` on a standby that has what it must see, else on the primary."""
+        token = as_read_token(read_token)
+        with observed_store_call(call, self.engine.url):
+            if self.reads is None:
                 return self._run_resolving(call)
+            return replicas.read(
+                self.reads,
+                call,
+                token,
+                primary=self.engine,
+                service=self.concurrency,
+                on_primary=lambda: self._run_resolving(call),
+            )
 
     def _run_resolving(self, call: StoreCall[T]) -> T:
         return run_resolving_outcome(
@@ -92,9 +145,13 @@ class PortfolioStore:
         """Create a portfolio with an opening cash balance; return its id."""
         return self._run(store_work.create_portfolio(name, cash_balance))
 
-    def get(self, portfolio_id: UUID) -> Portfolio:
-        """A detached snapshot: the portfolio with its open and closed positions."""
-        return self._run(store_work.snapshot(portfolio_id))
+    def get(self, portfolio_id: UUID, *, read_token: ReadToken | str | None = None) -> Portfolio:
+        """A detached snapshot: the portfolio with its open and closed positions.
+
+        With read engines it may come from a standby that shows this store's
+        own commits and, if given, every commit before ``read_token``.
+        """
+        return self._read(store_work.snapshot(portfolio_id), read_token)
 
     def execute(
         self,
@@ -186,13 +243,31 @@ class PortfolioStore:
             store_work.update_all_prices(portfolio_id, prices, idempotency_key, expected_version)
         )
 
-    def history(self, portfolio_id: UUID, since_version: int | None = None) -> list[PortfolioEvent]:
-        """The portfolio's audit trail after ``since_version`` (all if None), oldest first."""
-        return self._run(store_work.history(portfolio_id, since_version))
+    def history(
+        self,
+        portfolio_id: UUID,
+        since_version: int | None = None,
+        *,
+        read_token: ReadToken | str | None = None,
+    ) -> list[PortfolioEvent]:
+        """The portfolio's audit trail after ``since_version`` (all if None), oldest first.
 
-    def replay(self, portfolio_id: UUID, version: int | None = None) -> Portfolio:
-        """The portfolio at ``version`` (default: latest) rebuilt from its events alone."""
-        return self._run(store_work.replay(portfolio_id, version))
+        ``read_token`` as in :meth:`get`.
+        """
+        return self._read(store_work.history(portfolio_id, since_version), read_token)
+
+    def replay(
+        self,
+        portfolio_id: UUID,
+        version: int | None = None,
+        *,
+        read_token: ReadToken | str | None = None,
+    ) -> Portfolio:
+        """The portfolio at ``version`` (default: latest) rebuilt from its events alone.
+
+        ``read_token`` as in :meth:`get`.
+        """
+        return self._read(store_work.replay(portfolio_id, version), read_token)
 
     def purge_idempotency_keys(self, older_than: timedelta) -> int:
         """Delete idempotency keys created more than ``older_than`` ago; return how many.
