@@ -34,6 +34,7 @@ from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.errors import ConfigurationError
 from portfolio_core.exactly_once import run_resolving_outcome_async
 from portfolio_core.persistence import idempotency
+from portfolio_core.persistence.isolation import IsolationLevel, checked_isolation
 from portfolio_core.store_work import LockMode, StoreCall, Versioned
 from portfolio_core.units import Seconds
 
@@ -43,15 +44,20 @@ T = TypeVar("T")
 class AsyncPortfolioStore:
     """Create, read and change portfolios from asyncio code: PortfolioStore's API, awaitable.
 
-    ``lock`` modes as in PortfolioStore. Share one store (and its engine's
+    ``lock`` modes and ``isolation`` as in PortfolioStore. Share one store (and its engine's
     pool) between all the tasks of a service; tasks beyond the pool size wait
     for a connection.
     """
 
     def __init__(
-        self, engine: AsyncEngine, concurrency_service: ConcurrencyService | None = None
+        self,
+        engine: AsyncEngine,
+        concurrency_service: ConcurrencyService | None = None,
+        *,
+        isolation: IsolationLevel | None = None,
     ) -> None:
         self.engine = engine
+        self.isolation = checked_isolation(isolation)
         if concurrency_service is None:
             concurrency_service = ConcurrencyService(async_engine=engine)
         elif concurrency_service.async_engine is None:
@@ -62,7 +68,9 @@ class AsyncPortfolioStore:
 
     def unit_of_work(self) -> AsyncUnitOfWork:
         """A new AsyncUnitOfWork on this store's engine and concurrency service."""
-        return AsyncUnitOfWork(self.engine, concurrency_service=self.concurrency)
+        return AsyncUnitOfWork(
+            self.engine, concurrency_service=self.concurrency, isolation=self.isolation
+        )
 
     async def _run(self, call: StoreCall[T]) -> T:
         """Run ``call`` in an AsyncUnitOfWork, retried as a whole per the policy.
@@ -77,7 +85,9 @@ class AsyncPortfolioStore:
 
     async def _run_resolving(self, call: StoreCall[T]) -> T:
         return await run_resolving_outcome_async(
-            lambda: run_in_own_unit_of_work_async(self.engine, self.concurrency, call),
+            lambda: run_in_own_unit_of_work_async(
+                self.engine, self.concurrency, call, self.isolation
+            ),
             engine=self.engine,
             policy=self.concurrency.policy,
             key=call.key,

@@ -35,6 +35,7 @@ from portfolio_core.domain.events import PortfolioEvent
 from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.exactly_once import run_resolving_outcome
 from portfolio_core.persistence import idempotency
+from portfolio_core.persistence.isolation import IsolationLevel, checked_isolation
 from portfolio_core.store_work import LOCK_MODES, LockMode, StoreCall, Versioned
 from portfolio_core.unit_of_work import UnitOfWork, run_in_own_unit_of_work
 from portfolio_core.units import Seconds
@@ -55,15 +56,28 @@ class PortfolioStore:
     ``wait_lock_timeout``, 30 s). A store call made from inside another on the
     same portfolio, in the same thread or task, raises ReentrantUnitOfWorkError
     at once instead of waiting on itself.
+
+    ``isolation`` ("read committed", "repeatable read", "serializable"; None:
+    the engine's own level) is the level of every unit of work the store runs;
+    serialization failures (40001) are retried and counted as
+    ``serialization_failures``. A VersionMismatchError (``expected_version``)
+    is never retried, at any level.
     """
 
-    def __init__(self, engine: Engine, concurrency_service: ConcurrencyService | None = None):
+    def __init__(
+        self,
+        engine: Engine,
+        concurrency_service: ConcurrencyService | None = None,
+        *,
+        isolation: IsolationLevel | None = None,
+    ):
         self.engine = engine
+        self.isolation = checked_isolation(isolation)
         self.concurrency = concurrency_service or ConcurrencyService(engine)
 
     def unit_of_work(self) -> UnitOfWork:
         """A new UnitOfWork on this store's engine and concurrency service."""
-        return UnitOfWork(self.engine, concurrency_service=self.concurrency)
+        return UnitOfWork(self.engine, concurrency_service=self.concurrency, isolation=self.isolation)
 
     def _run(self, call: StoreCall[T]) -> T:
         """Run ``call`` in a unit of work, retried as a whole per the policy.
@@ -78,7 +92,7 @@ class PortfolioStore:
 
     def _run_resolving(self, call: StoreCall[T]) -> T:
         return run_resolving_outcome(
-            lambda: run_in_own_unit_of_work(self.engine, self.concurrency, call),
+            lambda: run_in_own_unit_of_work(self.engine, self.concurrency, call, self.isolation),
             engine=self.engine,
             policy=self.concurrency.policy,
             key=call.key,

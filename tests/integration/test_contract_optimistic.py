@@ -79,6 +79,7 @@ async def test_conflict_is_retried_and_counted_exactly(flavour: Flavour, engine:
         "failed_retries": 0,
         "deadlocks_detected": 0,
         "lock_timeouts": 0,
+        "serialization_failures": 0,
     }
 
 
