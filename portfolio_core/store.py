@@ -77,7 +77,9 @@ class PortfolioStore:
 
     def unit_of_work(self) -> UnitOfWork:
         """A new UnitOfWork on this store's engine and concurrency service."""
-        return UnitOfWork(self.engine, concurrency_service=self.concurrency, isolation=self.isolation)
+        return UnitOfWork(
+            self.engine, concurrency_service=self.concurrency, isolation=self.isolation
+        )
 
     def _run(self, call: StoreCall[T]) -> T:
         """Run ``call`` in a unit of work, retried as a whole per the policy.

@@ -14,7 +14,7 @@ from typing import Final, Literal, TypeVar, get_args
 from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from portfolio_core.errors import PortfolioCoreError
+from portfolio_core.errors import ConfigurationError
 
 IsolationLevel = Literal["read committed", "repeatable read", "serializable"]
 """The levels a store or unit of work accepts (PostgreSQL's spelling, lower case)."""
@@ -25,11 +25,11 @@ EngineT = TypeVar("EngineT", Engine, AsyncEngine)
 
 
 def checked_isolation(isolation: str | None) -> IsolationLevel | None:
-    """``isolation`` if it is one of ISOLATION_LEVELS (or None); PortfolioCoreError otherwise."""
+    """``isolation`` if it is one of ISOLATION_LEVELS (or None); ConfigurationError otherwise."""
     if isolation is None:
         return None
     if isolation not in ISOLATION_LEVELS:
-        raise PortfolioCoreError(
+        raise ConfigurationError(
             f"isolation must be one of {', '.join(ISOLATION_LEVELS)}, not {isolation!r}"
         )
     return isolation  # type: ignore[return-value]

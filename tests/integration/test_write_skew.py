@@ -56,7 +56,9 @@ def combined(store: PortfolioStore, a: UUID, b: UUID) -> Decimal:
 @pytest.fixture
 def pair(engine: Engine) -> tuple[UUID, UUID]:
     """Two portfolios of 70 each: 140 combined, room for one withdrawal of 30, not two."""
-    return create_portfolio(engine, Decimal("70"), "a"), create_portfolio(engine, Decimal("70"), "b")
+    return create_portfolio(engine, Decimal("70"), "a"), create_portfolio(
+        engine, Decimal("70"), "b"
+    )
 
 
 def interleaved(
