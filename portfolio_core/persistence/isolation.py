@@ -9,10 +9,12 @@ the pool, so a pooled connection never keeps it.
 
 from __future__ import annotations
 
-from typing import Final, Literal, TypeVar, get_args
+from typing import TYPE_CHECKING, Final, Literal, TypeVar, get_args
 
-from sqlalchemy import Engine
-from sqlalchemy.ext.asyncio import AsyncEngine
+if TYPE_CHECKING:
+    # Not at runtime: the sync API imports without the async extra (greenlet).
+    from sqlalchemy import Engine
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portfolio_core.errors import ConfigurationError
 
@@ -21,7 +23,7 @@ IsolationLevel = Literal["read committed", "repeatable read", "serializable"]
 
 ISOLATION_LEVELS: Final[tuple[str, ...]] = get_args(IsolationLevel)
 
-EngineT = TypeVar("EngineT", Engine, AsyncEngine)
+EngineT = TypeVar("EngineT", "Engine", "AsyncEngine")
 
 
 def checked_isolation(isolation: str | None) -> IsolationLevel | None:
