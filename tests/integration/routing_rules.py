@@ -11,7 +11,12 @@ statements in EXCEPTIONS are allowed, each with its reason.
 from __future__ import annotations
 
 import re
-from typing import Final
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Final
+
+from sqlalchemy import Engine, event
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 DISTRIBUTION: Final = {
     "portfolios": "id",
@@ -37,14 +42,22 @@ EXCEPTIONS: Final = {
     r"^SELECT pg_(try_)?advisory_xact_lock\(": "advisory entity lock, no table",
     # PostgreSQLPortfolioRepository.list(): a reporting read over every
     # portfolio; a multi-shard query on Citus, correct but not single-key.
-    r"FROM portfolios ORDER BY portfolios\.created_at": "repository list(): every portfolio",
+    r"FROM (?:\S+\.)?portfolios ORDER BY (?:\S+\.)?portfolios\.created_at": (
+        "repository list(): every portfolio"
+    ),
     # purge_idempotency_keys: admin clean-up by age, every shard by design.
-    r"^DELETE FROM idempotency_keys WHERE idempotency_keys\.created_at <": "purge of old keys",
+    r"^DELETE FROM (?:\S+\.)?idempotency_keys WHERE (?:\S+\.)?idempotency_keys\.created_at <": (
+        "purge of old keys"
+    ),
 }
 
 _PARAM = r"(?:\$\d+|%\(\w+\)s)(?:::[\w\[\]]+)?"
 _PINNED = rf"(?:=\s*{_PARAM}|IN \(\s*{_PARAM}(?:,\s*{_PARAM})*\s*\)|=\s*ANY\s*\(\s*{_PARAM}\s*\))"
-_TABLE = r"\b(?:FROM|JOIN|UPDATE|INTO)\s+(" + "|".join(DISTRIBUTION) + r")\b(?:\s+AS\s+(\w+))?"
+# A table may be schema-qualified (``schema=``): ``"app".portfolios``, ``app.portfolios``.
+_SCHEMA = r'(?:"?\w+"?\.)?'
+_TABLE = (
+    rf"\b(?:FROM|JOIN|UPDATE|INTO)\s+{_SCHEMA}(" + "|".join(DISTRIBUTION) + r")\b(?:\s+AS\s+(\w+))?"
+)
 
 
 def unroutable(statement: str) -> bool:
@@ -57,7 +70,7 @@ def unroutable(statement: str) -> bool:
         return True  # touches no known table and is not listed: report it
     if sql.startswith("INSERT"):
         table = tables[0][0]
-        columns = re.search(rf"INSERT INTO {table} \(([^)]*)\)", sql)
+        columns = re.search(rf"INSERT INTO {_SCHEMA}{table} \(([^)]*)\)", sql)
         return columns is None or DISTRIBUTION[table] not in columns.group(1).split(", ")
     where = sql.partition(" WHERE ")[2]
     joins = sql.partition(" WHERE ")[0]
@@ -75,3 +88,27 @@ def unroutable(statement: str) -> bool:
             continue
         return True
     return False
+
+
+@contextmanager
+def every_statement_routed(engine: Engine | AsyncEngine | None) -> Iterator[list[str]]:
+    """Capture every statement ``engine`` sends; on exit, fail on any ``unroutable`` one.
+
+    Yields the captured list (so a test can see the capture is live).
+    """
+    assert engine is not None, "a flavour built without its engine"
+    sync_engine = engine if isinstance(engine, Engine) else engine.sync_engine
+    statements: list[str] = []
+
+    def capture(*args: Any) -> None:
+        statements.append(args[2])  # (connection, cursor, statement, parameters, ...)
+
+    event.listen(sync_engine, "before_cursor_execute", capture)
+    try:
+        yield statements
+    finally:
+        event.remove(sync_engine, "before_cursor_execute", capture)
+    offending = sorted({s for s in statements if unroutable(s)})
+    assert not offending, "statements that would not route to one distribution key:\n" + (
+        "\n---\n".join(offending)
+    )

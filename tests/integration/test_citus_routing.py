@@ -1,72 +1,58 @@
 """Ready for Citus: every statement the library sends routes to one distribution key.
 
-The contract suite (tests/integration/test_contract_*.py) runs again, both
-flavours, with every statement the flavour's engine sends captured
-(``before_cursor_execute``). Each must touch rows of one portfolio (or the
-listed portfolios of a transfer/batch) through its table's distribution
-column, by ``=`` or ``IN``/``= ANY``: see docs/scaling.md for the DDL.
-Statements of the test's own ``engine`` (writes behind the library's back)
-are not captured. Admin and session statements are listed in
-routing_rules.py with the reason each is allowed.
+The check itself runs in the contract suite: the ``flavour`` fixture
+(tests/integration/conftest.py, and test_serializable_contract.py at
+SERIALIZABLE) captures every statement the flavour's engine sends
+(``before_cursor_execute``) and fails the test if one would not touch rows of
+one portfolio (or the listed portfolios of a transfer/batch) through its
+table's distribution column; routing_rules.py lists the exceptions with their
+reasons, docs/scaling.md the DDL. These tests show the capture is live on
+both drivers and that a fan-out statement does fail it.
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-from collections.abc import AsyncIterator
+from decimal import Decimal
 
 import pytest
-import pytest_asyncio
-from _pytest.fixtures import FixtureFunctionDefinition
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-import tests.integration
-from tests.integration.contract_api import FLAVOURS, Flavour, open_flavour
-from tests.integration.routing_rules import unroutable
-
-pytestmark = pytest.mark.asyncio
+from portfolio_core import AsyncPortfolioStore, PortfolioStore
+from tests.integration.routing_rules import every_statement_routed
 
 
-def _collected_again(value: object) -> bool:
-    """A contract test function, or a fixture a contract module defines for its tests."""
-    return callable(value) and (
-        getattr(value, "__name__", "").startswith("test_")
-        or isinstance(value, FixtureFunctionDefinition)
-    )
+def test_the_sync_capture_sees_every_statement_of_a_keyed_transfer(engine: Engine) -> None:
+    store = PortfolioStore(engine)
+    a = store.create_portfolio("a", Decimal("10"))
+    b = store.create_portfolio("b", Decimal("0"))
+    with every_statement_routed(engine) as statements:
+        store.transfer(a, b, Decimal("4"), idempotency_key="t-1")
+        store.transfer(a, b, Decimal("4"), idempotency_key="t-1")  # the repeat: a key lookup
+
+    sent = " ".join(statements)
+    assert "FOR UPDATE" in sent
+    assert "INSERT INTO portfolio_events" in sent
+    assert "FROM idempotency_keys" in sent
+    assert store.get(a).cash_balance == Decimal("6")
 
 
-for _module in pkgutil.iter_modules(tests.integration.__path__):
-    if _module.name.startswith("test_contract_"):
-        _contract = importlib.import_module(f"tests.integration.{_module.name}")
-        globals().update(
-            {name: value for name, value in vars(_contract).items() if _collected_again(value)}
-        )
+@pytest.mark.asyncio
+async def test_the_async_capture_sees_the_statements_of_an_execute(
+    async_engine: AsyncEngine,
+) -> None:
+    store = AsyncPortfolioStore(async_engine)
+    pid = await store.create_portfolio("a", Decimal("10"))
+    with every_statement_routed(async_engine) as statements:
+        await store.execute(pid, lambda p: p.deposit(Decimal("1")), idempotency_key="k")
+
+    assert any(s.startswith("UPDATE portfolios") for s in statements)
 
 
-@pytest_asyncio.fixture(params=FLAVOURS)
-async def flavour(
-    request: pytest.FixtureRequest, database_url: str, no_sleep: list[float]
-) -> AsyncIterator[Flavour]:
-    """The library in one flavour; after the test, every statement it sent must route."""
-    statements: list[str] = []
-
-    def capture(
-        connection: object,
-        cursor: object,
-        statement: str,
-        parameters: object,
-        context: object,
-        executemany: bool,
-    ) -> None:
-        statements.append(statement)
-
-    async with open_flavour(request.param, database_url, no_sleep.append) as opened:
-        engine = opened.engine
-        sync_engine = engine if isinstance(engine, Engine) else engine.sync_engine  # type: ignore[union-attr]
-        event.listen(sync_engine, "before_cursor_execute", capture)
-        yield opened
-    offending = sorted({s for s in statements if unroutable(s)})
-    assert not offending, "statements that would not route to one distribution key:\n" + (
-        "\n---\n".join(offending)
-    )
+def test_a_statement_over_every_shard_fails_the_check(engine: Engine) -> None:
+    with (
+        pytest.raises(AssertionError, match="would not route to one distribution key"),
+        every_statement_routed(engine),
+        engine.connect() as connection,
+    ):
+        connection.execute(text("SELECT count(*) FROM positions WHERE symbol = 'AAPL'"))

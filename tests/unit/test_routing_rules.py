@@ -40,3 +40,19 @@ def test_single_key_statements_route(sql: str) -> None:
 )
 def test_statements_that_fan_out_are_reported(sql: str) -> None:
     assert unroutable(sql)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT app.portfolios.id FROM app.portfolios WHERE app.portfolios.id = $1::UUID",
+        'INSERT INTO "app".positions (portfolio_id, id) VALUES (%(portfolio_id)s, %(id)s)',
+        "DELETE FROM app.idempotency_keys WHERE app.idempotency_keys.created_at < $1",
+    ],
+)
+def test_schema_qualified_tables_are_read_the_same(sql: str) -> None:
+    assert not unroutable(sql)
+
+
+def test_a_schema_qualified_fan_out_is_still_reported() -> None:
+    assert unroutable("SELECT * FROM app.positions WHERE app.positions.symbol = $1")
