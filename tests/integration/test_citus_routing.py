@@ -18,7 +18,15 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from portfolio_core import AsyncPortfolioStore, PortfolioStore
+from portfolio_core import (
+    AsyncPortfolioStore,
+    PortfolioStore,
+    Position,
+    PositionRequest,
+    StaleDataException,
+    UnitOfWork,
+    create_engine,
+)
 from tests.integration.routing_rules import every_statement_routed
 
 
@@ -56,3 +64,30 @@ def test_a_statement_over_every_shard_fails_the_check(engine: Engine) -> None:
         engine.connect() as connection,
     ):
         connection.execute(text("SELECT count(*) FROM positions WHERE symbol = 'AAPL'"))
+
+
+def test_the_stale_position_diagnosis_is_pinned_to_its_portfolio(
+    engine: Engine, database_url: str
+) -> None:
+    """After a stale flush the versions are re-read by ``portfolio_id`` as well."""
+    store = PortfolioStore(engine)
+    pid = store.create_portfolio("a", Decimal("1000"))
+    position: Position = store.execute(
+        pid, lambda p: p.open_position(PositionRequest("AAPL", 1, 100))
+    )
+    elsewhere = create_engine(database_url)  # a writer the capture does not see
+    try:
+        with every_statement_routed(engine) as statements, UnitOfWork(engine) as uow:
+            uow.portfolios.get(pid).update_position_price("AAPL", 101)
+            with elsewhere.begin() as connection:
+                connection.execute(
+                    text("UPDATE positions SET version = version + 1 WHERE id = :id"),
+                    {"id": position.id},
+                )
+            with pytest.raises(StaleDataException) as caught:
+                uow.commit()
+    finally:
+        elsewhere.dispose()
+
+    assert (caught.value.entity_type, caught.value.actual_version) == ("Position", 2)
+    assert any(s.startswith("SELECT version FROM positions WHERE portfolio_id") for s in statements)
