@@ -4,7 +4,9 @@
 unless the engine was created with another). A level is applied to the
 unit of work's session only, through an option view of the engine that
 shares its pool: SQLAlchemy resets the level when the connection goes back to
-the pool, so a pooled connection never keeps it.
+the pool, so a pooled connection never keeps it. A unit of work on a
+caller's connection takes no level (its transaction has one already): see
+``UnitOfWorkBase``.
 """
 
 from __future__ import annotations
