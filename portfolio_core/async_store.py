@@ -35,6 +35,7 @@ from portfolio_core.errors import ConfigurationError
 from portfolio_core.exactly_once import run_resolving_outcome_async
 from portfolio_core.observability.tracking import observed_call, observed_store_call
 from portfolio_core.persistence import idempotency
+from portfolio_core.persistence.isolation import IsolationLevel, checked_isolation
 from portfolio_core.persistence.read_routing import (
     ReadPolicy,
     ReadRouter,
@@ -50,7 +51,7 @@ T = TypeVar("T")
 class AsyncPortfolioStore:
     """Create, read and change portfolios from asyncio code: PortfolioStore's API, awaitable.
 
-    ``lock`` modes as in PortfolioStore. Share one store (and its engine's
+    ``lock`` modes and ``isolation`` as in PortfolioStore. Share one store (and its engine's
     pool) between all the tasks of a service; tasks beyond the pool size wait
     for a connection. ``read_engines`` (AsyncEngines on hot standbys) and
     ``read_token`` as in PortfolioStore.
@@ -63,10 +64,12 @@ class AsyncPortfolioStore:
         *,
         read_engines: Sequence[AsyncEngine] = (),
         read_policy: ReadPolicy | None = None,
+        isolation: IsolationLevel | None = None,
     ) -> None:
         self.engine = engine
         self.reads = replicas.router_for(read_engines, AsyncEngine, read_policy)
         """The read engines' router (None without read engines); ``reads.metrics()``."""
+        self.isolation = checked_isolation(isolation)
         if concurrency_service is None:
             concurrency_service = ConcurrencyService(async_engine=engine)
         elif concurrency_service.async_engine is None:
@@ -81,8 +84,12 @@ class AsyncPortfolioStore:
         With read engines, its commit is remembered for read-your-writes.
         """
         if self.reads is None:
-            return AsyncUnitOfWork(self.engine, concurrency_service=self.concurrency)
-        return TrackedAsyncUnitOfWork(self.engine, self.reads, concurrency_service=self.concurrency)
+            return AsyncUnitOfWork(
+                self.engine, concurrency_service=self.concurrency, isolation=self.isolation
+            )
+        return TrackedAsyncUnitOfWork(
+            self.engine, self.reads, concurrency_service=self.concurrency, isolation=self.isolation
+        )
 
     async def last_commit_token(self) -> ReadToken:
         """A token covering this store's commits so far; as PortfolioStore.last_commit_token."""
@@ -124,7 +131,9 @@ class AsyncPortfolioStore:
 
     async def _run_resolving(self, call: StoreCall[T]) -> T:
         return await run_resolving_outcome_async(
-            lambda: run_in_own_unit_of_work_async(self.engine, self.concurrency, call),
+            lambda: run_in_own_unit_of_work_async(
+                self.engine, self.concurrency, call, self.isolation
+            ),
             engine=self.engine,
             policy=self.concurrency.policy,
             key=call.key,
@@ -274,8 +283,9 @@ class TrackedAsyncUnitOfWork(AsyncUnitOfWork):
         router: ReadRouter[AsyncEngine],
         *,
         concurrency_service: ConcurrencyService | None = None,
+        isolation: IsolationLevel | None = None,
     ) -> None:
-        super().__init__(engine, concurrency_service=concurrency_service)
+        super().__init__(engine, concurrency_service=concurrency_service, isolation=isolation)
         self._primary = engine
         self._router = router
 

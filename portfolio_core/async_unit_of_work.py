@@ -28,6 +28,7 @@ from portfolio_core import store_work
 from portfolio_core.concurrency.service import ConcurrencyService, default_service
 from portfolio_core.domain.position import Position, PositionRequest
 from portfolio_core.persistence.async_repository import AsyncPostgreSQLPortfolioRepository
+from portfolio_core.persistence.isolation import IsolationLevel
 from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository
 from portfolio_core.persistence.session import PortfolioSession
 from portfolio_core.store_work import StoreCall
@@ -41,15 +42,17 @@ class AsyncUnitOfWork(UnitOfWorkBase[AsyncEngine | AsyncConnection]):
 
     Given an AsyncConnection in a transaction of the caller's, it runs in a
     SAVEPOINT of it as UnitOfWork does: ``commit()`` releases it, the caller commits.
+    ``isolation`` as in UnitOfWork (an AsyncEngine only).
     """
 
+    _CALLER_CONNECTIONS = (AsyncConnection,)
     portfolios: AsyncPostgreSQLPortfolioRepository
     session: AsyncSession
 
     async def __aenter__(self) -> AsyncUnitOfWork:
         self._enter_once("an AsyncUnitOfWork")
         self.session = AsyncSession(
-            bind=self.engine,
+            bind=self._bind(),
             sync_session_class=PortfolioSession,
             autoflush=False,
             expire_on_commit=False,
@@ -57,7 +60,12 @@ class AsyncUnitOfWork(UnitOfWorkBase[AsyncEngine | AsyncConnection]):
         )
         self.portfolios = AsyncPostgreSQLPortfolioRepository(
             self.session,
-            partial(open_position_transactional_async, _engine_of(self.engine), self._service),
+            partial(
+                open_position_transactional_async,
+                _engine_of(self.engine),
+                self._service,
+                self.isolation,
+            ),
         )
         return self
 
@@ -104,7 +112,10 @@ def _engine_of(bind: AsyncEngine | AsyncConnection) -> AsyncEngine:
 
 
 async def run_in_own_unit_of_work_async(
-    engine: AsyncEngine, service: ConcurrencyService | None, call: StoreCall[T]
+    engine: AsyncEngine,
+    service: ConcurrencyService | None,
+    call: StoreCall[T],
+    isolation: IsolationLevel | None = None,
 ) -> T:
     """``unit_of_work.run_in_own_unit_of_work`` on asyncio: the same call, awaited.
 
@@ -112,7 +123,7 @@ async def run_in_own_unit_of_work_async(
     """
 
     async def attempt() -> T:
-        async with AsyncUnitOfWork(engine, concurrency_service=service) as uow:
+        async with AsyncUnitOfWork(engine, concurrency_service=service, isolation=isolation) as uow:
             return await uow.run_sync(call.attempt)
 
     runner = service or default_service()
@@ -122,9 +133,10 @@ async def run_in_own_unit_of_work_async(
 async def open_position_transactional_async(
     engine: AsyncEngine,
     service: ConcurrencyService | None,
+    isolation: IsolationLevel | None,
     portfolio_id: UUID,
     request: PositionRequest,
 ) -> Position:
     """Open a position in an async unit of work of its own; the position as committed."""
     call = store_work.open_position(portfolio_id, request)
-    return await run_in_own_unit_of_work_async(engine, service, call)
+    return await run_in_own_unit_of_work_async(engine, service, call, isolation)

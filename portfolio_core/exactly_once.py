@@ -307,9 +307,8 @@ def repeated_execute(
 
 def _replayed_before(session: Session, stored: StoredKey, pid: UUID) -> Portfolio:
     """The portfolio before the keyed change, replayed (keys stored before prior_state)."""
-    versions = [
-        version for event_pid, version in events_with_key(session, stored.key) if event_pid == pid
-    ]
+    # Pinned to the portfolio: one distribution key on Citus (docs/scaling.md).
+    versions = [version for _, version in events_with_key(session, stored.key, pid)]
     before = versions[0] - 1 if versions else None
     history = load_history(session, pid, until_version=before)
     return replay(pid, history, before)

@@ -54,6 +54,7 @@ from portfolio_core.errors import (
     StatementTimeoutError,
 )
 from portfolio_core.persistence.errors import Failure, classify, translated
+from portfolio_core.persistence.isolation import IsolationLevel
 from portfolio_core.persistence.read_routing import (
     ReadPolicy,
     ReadRouter,
@@ -214,8 +215,9 @@ class TrackedUnitOfWork(UnitOfWork):
         router: ReadRouter[Engine],
         *,
         concurrency_service: ConcurrencyService | None = None,
+        isolation: IsolationLevel | None = None,
     ) -> None:
-        super().__init__(engine, concurrency_service=concurrency_service)
+        super().__init__(engine, concurrency_service=concurrency_service, isolation=isolation)
         self._primary = engine
         self._router = router
 

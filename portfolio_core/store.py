@@ -36,6 +36,7 @@ from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.exactly_once import run_resolving_outcome
 from portfolio_core.observability.tracking import observed_call, observed_store_call
 from portfolio_core.persistence import idempotency
+from portfolio_core.persistence.isolation import IsolationLevel, checked_isolation
 from portfolio_core.persistence.read_routing import ReadPolicy, ReadToken, as_read_token
 from portfolio_core.store_work import LOCK_MODES, LockMode, StoreCall, Versioned
 from portfolio_core.unit_of_work import UnitOfWork, run_in_own_unit_of_work
@@ -62,6 +63,12 @@ class PortfolioStore:
     ``history`` and ``replay`` may be served there, seeing at least this
     store's own commits (read-your-writes) and ``read_token=``'s; everything
     else stays on ``engine``. See ``portfolio_core.replicas``.
+
+    ``isolation`` ("read committed", "repeatable read", "serializable"; None:
+    the engine's own level) is the level of every unit of work the store runs;
+    serialization failures (40001) are retried and counted as
+    ``serialization_failures``. A VersionMismatchError (``expected_version``)
+    is never retried, at any level.
     """
 
     def __init__(
@@ -71,8 +78,10 @@ class PortfolioStore:
         *,
         read_engines: Sequence[Engine] = (),
         read_policy: ReadPolicy | None = None,
+        isolation: IsolationLevel | None = None,
     ):
         self.engine = engine
+        self.isolation = checked_isolation(isolation)
         self.concurrency = concurrency_service or ConcurrencyService(engine)
         self.reads = replicas.router_for(read_engines, Engine, read_policy)
         """The read engines' router (None without read engines); ``reads.metrics()``."""
@@ -83,9 +92,14 @@ class PortfolioStore:
         With read engines, its commit is remembered for read-your-writes.
         """
         if self.reads is None:
-            return UnitOfWork(self.engine, concurrency_service=self.concurrency)
+            return UnitOfWork(
+                self.engine, concurrency_service=self.concurrency, isolation=self.isolation
+            )
         return replicas.TrackedUnitOfWork(
-            self.engine, self.reads, concurrency_service=self.concurrency
+            self.engine,
+            self.reads,
+            concurrency_service=self.concurrency,
+            isolation=self.isolation,
         )
 
     def last_commit_token(self) -> ReadToken:
@@ -133,7 +147,7 @@ class PortfolioStore:
 
     def _run_resolving(self, call: StoreCall[T]) -> T:
         return run_resolving_outcome(
-            lambda: run_in_own_unit_of_work(self.engine, self.concurrency, call),
+            lambda: run_in_own_unit_of_work(self.engine, self.concurrency, call, self.isolation),
             engine=self.engine,
             policy=self.concurrency.policy,
             key=call.key,

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from functools import partial
 from types import TracebackType
-from typing import Generic, TypeVar
+from typing import ClassVar, Generic, TypeVar
 from uuid import UUID
 
 from sqlalchemy import Connection, Engine
@@ -33,7 +33,12 @@ from sqlalchemy import Connection, Engine
 from portfolio_core import store_work
 from portfolio_core.concurrency.service import ConcurrencyService, default_service
 from portfolio_core.domain.position import Position, PositionRequest
-from portfolio_core.errors import PortfolioCoreError
+from portfolio_core.errors import ConfigurationError, PortfolioCoreError
+from portfolio_core.persistence.isolation import (
+    IsolationLevel,
+    bind_with_isolation,
+    checked_isolation,
+)
 from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository
 from portfolio_core.persistence.session import PortfolioSession
 from portfolio_core.store_work import StoreCall
@@ -43,14 +48,43 @@ EngineT = TypeVar("EngineT")
 
 
 class UnitOfWorkBase(Generic[EngineT]):
-    """What UnitOfWork and AsyncUnitOfWork share: an engine, a concurrency service, one entry."""
+    """What UnitOfWork and AsyncUnitOfWork share: an engine, a concurrency service, one entry.
+
+    ``isolation`` ("read committed", "repeatable read", "serializable"; None:
+    the engine's own level) applies to this unit of work's transaction only.
+    It needs an engine: on a caller's connection the transaction, and so its
+    level, is the caller's (ConfigurationError, before any SQL).
+    """
+
+    _CALLER_CONNECTIONS: ClassVar[tuple[type, ...]] = ()
+    """Bind types that are a caller's connection: the unit of work runs in its savepoint."""
 
     def __init__(
-        self, engine: EngineT, *, concurrency_service: ConcurrencyService | None = None
+        self,
+        engine: EngineT,
+        *,
+        concurrency_service: ConcurrencyService | None = None,
+        isolation: IsolationLevel | None = None,
     ) -> None:
         self.engine = engine
+        self.isolation = checked_isolation(isolation)
+        if self.isolation is not None and isinstance(engine, self._CALLER_CONNECTIONS):
+            # The caller's transaction has begun (or will, at its own level):
+            # a SAVEPOINT can not change it, and silently running at another
+            # level than asked would hide anomalies the caller meant to exclude.
+            raise ConfigurationError(
+                "isolation= needs an engine (a unit of work owning its transaction); on a "
+                "caller's connection begin the transaction at that level instead, e.g. "
+                "engine.execution_options(isolation_level='SERIALIZABLE').begin()"
+            )
         self._service = concurrency_service
         self._active = False
+
+    def _bind(self) -> EngineT:
+        """What the session binds to: the engine at this unit of work's level, or the caller's."""
+        if self.isolation is None:
+            return self.engine
+        return bind_with_isolation(self.engine, self.isolation)  # type: ignore[type-var]
 
     def _enter_once(self, name: str) -> None:
         """Mark the unit of work entered; PortfolioCoreError if it already is."""
@@ -69,9 +103,11 @@ class UnitOfWork(UnitOfWorkBase[Engine | Connection]):
     savepoint, committing nothing; leaving without ``commit()`` (or on an
     error) rolls back to the savepoint only. The caller's block commits or
     rolls back the app's rows and the portfolio change together. A conflict
-    surfaces to the caller, whose transaction it is to retry.
+    surfaces to the caller, whose transaction it is to retry. ``isolation``
+    is for an Engine only: the caller's transaction keeps the caller's level.
     """
 
+    _CALLER_CONNECTIONS = (Connection,)
     portfolios: PostgreSQLPortfolioRepository
     session: PortfolioSession
 
@@ -80,14 +116,16 @@ class UnitOfWork(UnitOfWorkBase[Engine | Connection]):
         # On a caller's Connection: a SAVEPOINT of the caller's transaction,
         # so that leaving without commit() undoes only this unit of work.
         self.session = PortfolioSession(
-            bind=self.engine,
+            bind=self._bind(),
             autoflush=False,
             expire_on_commit=False,
             join_transaction_mode="create_savepoint",
         )
         self.portfolios = PostgreSQLPortfolioRepository(
             self.session,
-            partial(open_position_transactional, _engine_of(self.engine), self._service),
+            partial(
+                open_position_transactional, _engine_of(self.engine), self._service, self.isolation
+            ),
         )
         return self
 
@@ -123,7 +161,10 @@ def _engine_of(bind: Engine | Connection) -> Engine:
 
 
 def run_in_own_unit_of_work(
-    engine: Engine, service: ConcurrencyService | None, call: StoreCall[T]
+    engine: Engine,
+    service: ConcurrencyService | None,
+    call: StoreCall[T],
+    isolation: IsolationLevel | None = None,
 ) -> T:
     """Run ``call`` in a fresh UnitOfWork, retried as a whole by ``service``.
 
@@ -132,7 +173,7 @@ def run_in_own_unit_of_work(
     """
 
     def attempt() -> T:
-        with UnitOfWork(engine, concurrency_service=service) as uow:
+        with UnitOfWork(engine, concurrency_service=service, isolation=isolation) as uow:
             return call.attempt(uow.portfolios)
 
     runner = service or default_service()
@@ -142,8 +183,10 @@ def run_in_own_unit_of_work(
 def open_position_transactional(
     engine: Engine,
     service: ConcurrencyService | None,
+    isolation: IsolationLevel | None,
     portfolio_id: UUID,
     request: PositionRequest,
 ) -> Position:
     """Open a position in a unit of work of its own; the position as committed (detached)."""
-    return run_in_own_unit_of_work(engine, service, store_work.open_position(portfolio_id, request))
+    call = store_work.open_position(portfolio_id, request)
+    return run_in_own_unit_of_work(engine, service, call, isolation)

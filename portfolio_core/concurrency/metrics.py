@@ -16,6 +16,7 @@ from portfolio_core.errors import (
     ConnectionLostError,
     DeadlockException,
     PessimisticLockException,
+    SerializationFailureException,
     VersionMismatchError,
 )
 from portfolio_core.persistence.errors import sqlstate_of
@@ -29,18 +30,21 @@ METRIC_NAMES: Final = (
     "failed_retries",
     "deadlocks_detected",
     "lock_timeouts",
+    "serialization_failures",
 )
 
 
 class ConcurrencyMetrics:
     """Counters that stay exact under any number of threads.
 
-    * ``version_conflicts``: stale versions and serialization failures seen;
+    * ``version_conflicts``: stale versions seen (optimistic version check);
     * ``successful_retries``: operations that succeeded after at least one retry;
     * ``failed_retries``: operations that gave up once the retry policy ran out;
     * ``deadlocks_detected``: deadlocks PostgreSQL reported (SQLSTATE 40P01);
     * ``lock_timeouts``: row or advisory locks not obtained (NOWAIT, SKIP
-      LOCKED, lock_timeout).
+      LOCKED, lock_timeout);
+    * ``serialization_failures``: transactions PostgreSQL could not serialize
+      (SQLSTATE 40001, REPEATABLE READ / SERIALIZABLE); retried like conflicts.
     """
 
     def __init__(self) -> None:
@@ -118,6 +122,9 @@ def record_failure(
             expected_version=error.expected_version,
             actual_version=error.actual_version,
         )
+    elif isinstance(error, SerializationFailureException):
+        metrics.increment("serialization_failures")
+        log_event("serialization_failure", **common)
     elif isinstance(error, RETRYABLE_CONFLICTS):
         metrics.increment("version_conflicts")
         log_event(

@@ -156,7 +156,8 @@ class ConcurrencyService:
         """The counters: exactly the keys of ``METRIC_NAMES``.
 
         version_conflicts, successful_retries, failed_retries,
-        deadlocks_detected and lock_timeouts (see ConcurrencyMetrics).
+        deadlocks_detected, lock_timeouts and serialization_failures (see
+        ConcurrencyMetrics).
         """
         return self.metrics.snapshot()
 

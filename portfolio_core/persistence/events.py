@@ -163,11 +163,19 @@ def event_from_row(row: Any) -> PortfolioEvent:
     )
 
 
-def events_with_key(session: Session, key: str) -> Sequence[tuple[UUID, int]]:
-    """(portfolio_id, version) of the events written under idempotency ``key``."""
+def events_with_key(
+    session: Session, key: str, portfolio_id: UUID | None = None
+) -> Sequence[tuple[UUID, int]]:
+    """(portfolio_id, version) of the events written under idempotency ``key``.
+
+    With ``portfolio_id`` only that portfolio's (the statement then routes to
+    one distribution key on Citus: docs/scaling.md).
+    """
     statement = (
         select(portfolio_events.c.portfolio_id, portfolio_events.c.version)
         .where(portfolio_events.c.idempotency_key == key)
         .order_by(portfolio_events.c.portfolio_id, portfolio_events.c.version)
     )
+    if portfolio_id is not None:
+        statement = statement.where(portfolio_events.c.portfolio_id == portfolio_id)
     return [(row[0], row[1]) for row in session.execute(statement).all()]

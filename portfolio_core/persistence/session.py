@@ -58,7 +58,7 @@ class TransactionState:
 
     start_versions: dict[UUID, int] = field(default_factory=dict)
     """Each touched portfolio's version when this transaction first touched it."""
-    flushed_versions: list[tuple[str, object, int]] = field(default_factory=list)
+    flushed_versions: list[tuple[str, object, int, object]] = field(default_factory=list)
     """(entity_type, id, expected_version) of each versioned row the last flush wrote."""
     written_versions: dict[UUID, int] = field(default_factory=dict)
     """{portfolio id: version} a version-checked flush wrote.
@@ -187,9 +187,10 @@ def write_events(session: Session) -> list[tuple[UUID, int]]:
     return written
 
 
+# Each pinned to the portfolio (the Citus distribution key: docs/scaling.md).
 _VERSION_QUERIES: Final = {
-    "Portfolio": text("SELECT version FROM portfolios WHERE id = :id"),
-    "Position": text("SELECT version FROM positions WHERE id = :id"),
+    "Portfolio": text("SELECT version FROM portfolios WHERE id = :pid"),
+    "Position": text("SELECT version FROM positions WHERE portfolio_id = :pid AND id = :id"),
 }
 
 
@@ -225,16 +226,19 @@ class PortfolioSession(Session):
             raise _stale_conflict(self, flushed) from error
 
 
-def _stale_conflict(session: Session, flushed: list[tuple[str, object, int]]) -> StaleDataException:
+def _stale_conflict(
+    session: Session, flushed: list[tuple[str, object, int, object]]
+) -> StaleDataException:
     """Re-read the versions of the rows just flushed; name the first that moved on.
 
     Runs in a fresh transaction of ``session`` (the failed one was rolled back)
     and rolls that back too, leaving the session clean.
     """
     try:
-        for entity_type, entity_id, expected in flushed:
+        for entity_type, entity_id, expected, portfolio_id in flushed:
             actual = session.execute(
-                in_schema(_VERSION_QUERIES[entity_type], session), {"id": entity_id}
+                in_schema(_VERSION_QUERIES[entity_type], session),
+                {"id": entity_id, "pid": portfolio_id},
             ).scalar_one_or_none()
             if actual != expected:
                 return StaleDataException(entity_type, entity_id, expected, actual)
@@ -242,7 +246,7 @@ def _stale_conflict(session: Session, flushed: list[tuple[str, object, int]]) ->
         session.rollback()
     if not flushed:
         return StaleDataException("Portfolio", None, None, None)
-    entity_type, entity_id, expected = flushed[0]
+    entity_type, entity_id, expected, _ = flushed[0]
     return StaleDataException(entity_type, entity_id, expected, expected)
 
 
@@ -260,7 +264,7 @@ def _owning_portfolio(session: Session, position: Position) -> Portfolio | None:
 def _bump_aggregate_versions(session: Session, state: TransactionState) -> None:
     """Bump each changed aggregate's portfolio version once per transaction."""
     roots: dict[UUID, Portfolio] = {}
-    flushed: list[tuple[str, object, int]] = []
+    flushed: list[tuple[str, object, int, object]] = []
     # Each of these properties builds a new set: take them once.
     new, deleted = session.new, session.deleted
     for obj in (*new, *session.dirty, *deleted):
@@ -271,7 +275,7 @@ def _bump_aggregate_versions(session: Session, state: TransactionState) -> None:
             if obj not in new:
                 if not session.is_modified(obj) and obj not in deleted:
                     continue
-                flushed.append(("Position", obj.id, obj._version))
+                flushed.append(("Position", obj.id, obj._version, obj.portfolio_id))
             owner = _owning_portfolio(session, obj)
             if owner is not None and owner not in new:
                 roots[owner.id] = owner
@@ -283,7 +287,7 @@ def _bump_aggregate_versions(session: Session, state: TransactionState) -> None:
             state.written_versions[obj.id] = obj._version
     refuse_unrecorded(state.recorded_at_flush, state.sql_operations, roots, deleted)
     for portfolio_id, portfolio in roots.items():
-        flushed.append(("Portfolio", portfolio_id, portfolio._version))
+        flushed.append(("Portfolio", portfolio_id, portfolio._version, portfolio_id))
         bumped = state.needs_bump(portfolio_id, portfolio._version)
         if bumped:
             portfolio._version = portfolio._version + 1

@@ -9,6 +9,7 @@ import pytest_asyncio
 
 from tests.integration.app_role import app_role_url
 from tests.integration.contract_api import FLAVOURS, Flavour, open_flavour
+from tests.integration.routing_rules import every_statement_routed
 
 APP_ROLE = "sync-app-role"
 
@@ -21,11 +22,15 @@ async def flavour(
 
     ``sync``, ``async``, and ``sync-app-role``: the sync store connected as a
     role holding only grant_app_role's privileges (the production setup).
+    Every statement the flavour's engine sends must route to one Citus
+    distribution key (routing_rules.py, docs/scaling.md): checked after the test.
     """
     if request.param == APP_ROLE:
         with app_role_url(database_url) as url:
             async with open_flavour("sync", url, no_sleep.append) as opened:
-                yield opened
+                with every_statement_routed(opened.engine):
+                    yield opened
         return
     async with open_flavour(request.param, database_url, no_sleep.append) as opened:
-        yield opened
+        with every_statement_routed(opened.engine):
+            yield opened

@@ -34,17 +34,21 @@ from sqlalchemy.pool import QueuePool
 from portfolio_core import (
     AsyncPortfolioStore,
     AsyncUnitOfWork,
+    ConcurrencyException,
     ConcurrencyService,
     Portfolio,
     PortfolioEvent,
     PortfolioStore,
     Position,
     PositionRequest,
+    SerializationFailureException,
+    StaleDataException,
     Versioned,
     create_async_engine,
     create_engine,
 )
 from portfolio_core.domain.money import AmountLike
+from portfolio_core.persistence.isolation import IsolationLevel
 from portfolio_core.persistence.session import write_events
 from portfolio_core.store_work import LockMode
 from portfolio_core.units import Seconds
@@ -168,13 +172,33 @@ class Flavour:
         service: ConcurrencyService,
         engine: Engine | AsyncEngine | None = None,
         engine_options: Mapping[str, Any] | None = None,
+        isolation: IsolationLevel | None = None,
     ) -> None:
         self.name = name
+        self.isolation = isolation
         self.store: ContractStore = store
         self.service = service
         self.engine = engine
         self.engine_options: Mapping[str, Any] = engine_options or {}
         """The options its engine was created with: a second engine of a test keeps them."""
+
+    @property
+    def conflict_metric(self) -> str:
+        """The counter a write over a concurrently committed change lands in.
+
+        At READ COMMITTED the version check sees the new version (a stale
+        version); above it, PostgreSQL refuses the UPDATE first (40001).
+        """
+        if self.isolation in (None, "read committed"):
+            return "version_conflicts"
+        return "serialization_failures"
+
+    @property
+    def conflict_error(self) -> type[ConcurrencyException]:
+        """What that write raises: StaleDataException, or SerializationFailureException."""
+        if self.isolation in (None, "read committed"):
+            return StaleDataException
+        return SerializationFailureException
 
     def connections_checked_out(self) -> int:
         """How many of the engine's pooled connections are in use right now."""
@@ -255,24 +279,26 @@ async def open_flavour(
     sleep: Callable[[Seconds], None],
     *,
     max_retries: int = 5,
+    isolation: IsolationLevel | None = None,
     **engine_options: Any,
 ) -> AsyncIterator[Flavour]:
-    """The library in flavour ``name`` on a new engine to ``url``, disposed afterwards."""
+    """The library in flavour ``name`` on a new engine to ``url``, disposed afterwards.
+
+    ``isolation`` is the stores' (and their units of work's) isolation level.
+    """
     if name == "sync":
         engine = create_engine(url, **engine_options)
         service = ConcurrencyService(engine, max_retries=max_retries, sleep=sleep)
+        store = SyncStore(PortfolioStore(engine, service, isolation=isolation))
         try:
-            yield Flavour(
-                name, SyncStore(PortfolioStore(engine, service)), service, engine, engine_options
-            )
+            yield Flavour(name, store, service, engine, engine_options, isolation)
         finally:
             engine.dispose()
         return
     async_engine = create_async_engine(url, **engine_options)
     service = ConcurrencyService(async_engine, max_retries=max_retries, sleep=sleep)
     try:
-        yield Flavour(
-            name, AsyncPortfolioStore(async_engine, service), service, async_engine, engine_options
-        )
+        async_store = AsyncPortfolioStore(async_engine, service, isolation=isolation)
+        yield Flavour(name, async_store, service, async_engine, engine_options, isolation)
     finally:
         await async_engine.dispose()

@@ -84,6 +84,7 @@ def test_opposite_lock_order_deadlock_is_classified_retried_and_counted(
         "failed_retries": 0,
         "deadlocks_detected": 1,
         "lock_timeouts": 0,
+        "serialization_failures": 0,
     }
     (detected,) = [r for r in caplog.records if getattr(r, "event", None) == "deadlock_detected"]
     assert getattr(detected, "sqlstate") == "40P01"  # noqa: B009

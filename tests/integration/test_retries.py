@@ -80,6 +80,7 @@ def test_conflicts_on_every_attempt_exhaust_into_optimistic_lock_exception(
         "failed_retries": 1,
         "deadlocks_detected": 0,
         "lock_timeouts": 0,
+        "serialization_failures": 0,
     }
 
 
@@ -115,6 +116,7 @@ def test_scripted_scenario_gives_exact_metrics(engine: Engine) -> None:
         "failed_retries": 1,
         "deadlocks_detected": 0,
         "lock_timeouts": 1,
+        "serialization_failures": 0,
     }
     assert store.metrics() == service.get_metrics()
     after = store.get(pid)
@@ -260,7 +262,7 @@ def test_retry_runs_the_whole_unit_of_work_again_in_a_fresh_session(
     assert (cash, version) == (Decimal("101"), 2)
 
 
-def test_serialization_failure_40001_is_retried_as_a_version_conflict(
+def test_serialization_failure_40001_is_retried_and_counted_apart(
     store: PortfolioStore, engine: Engine, service: ConcurrencyService
 ) -> None:
     pid = store.create_portfolio("repeatable", Decimal("100"))
@@ -284,7 +286,8 @@ def test_serialization_failure_40001_is_retried_as_a_version_conflict(
     service.run(work, entity_type="Portfolio", entity_id=pid)
 
     assert len(attempts) == 2
-    assert service.get_metrics()["version_conflicts"] == 1
+    assert service.get_metrics()["serialization_failures"] == 1
+    assert service.get_metrics()["version_conflicts"] == 0
     assert service.get_metrics()["successful_retries"] == 1
     after = store.get(pid)
     assert (after.cash_balance, after.version) == (Decimal("102"), 3)

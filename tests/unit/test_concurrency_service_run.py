@@ -64,7 +64,7 @@ def test_exhausted_serialization_failures_raise_optimistic_lock_exception() -> N
         service.run(Always(lambda: SerializationFailureException("40001")), entity_id=PID)
 
     assert isinstance(caught.value.last_error, SerializationFailureException)
-    assert service.get_metrics() == zero_metrics(version_conflicts=3, failed_retries=1)
+    assert service.get_metrics() == zero_metrics(serialization_failures=3, failed_retries=1)
 
 
 def test_exhausted_deadlocks_raise_deadlock_exception_with_entities() -> None:
@@ -107,6 +107,7 @@ def test_scripted_sequence_gives_exact_metrics() -> None:
         "failed_retries": 1,
         "deadlocks_detected": 1,
         "lock_timeouts": 1,
+        "serialization_failures": 0,
     }
     service.reset_metrics()
     assert service.get_metrics() == zero_metrics()
@@ -194,7 +195,7 @@ def test_log_record_carries_the_sqlstate_of_the_driver_error(
     ("code", "metric", "exhausted"),
     [
         ("40P01", "deadlocks_detected", DeadlockException),
-        ("40001", "version_conflicts", OptimisticLockException),
+        ("40001", "serialization_failures", OptimisticLockException),
         ("55P03", "lock_timeouts", PessimisticLockException),
     ],
 )

@@ -66,7 +66,11 @@ def _run_both(
 
 @pytest.mark.parametrize(
     ("sqlstate", "metric"),
-    [("40001", "version_conflicts"), ("40P01", "deadlocks_detected"), ("55P03", "lock_timeouts")],
+    [
+        ("40001", "serialization_failures"),
+        ("40P01", "deadlocks_detected"),
+        ("55P03", "lock_timeouts"),
+    ],
 )
 def test_classified_driver_errors_are_retried_and_counted_the_same(
     sqlstate: str, metric: str
