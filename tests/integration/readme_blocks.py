@@ -99,12 +99,12 @@ def section_blocks(section: str) -> list[Block]:
 
 def sections_run_here() -> list[str]:
     """Sections with runnable blocks that ``test_readme_blocks.py`` runs, in README order."""
-    titles: list[str] = []
-    for block in python_blocks():
-        if block.file_name is None and block.section not in SECTIONS_RUN_ELSEWHERE:
-            if block.section not in titles:
-                titles.append(block.section)
-    return titles
+    titles = [
+        b.section
+        for b in python_blocks()
+        if b.file_name is None and b.section not in SECTIONS_RUN_ELSEWHERE
+    ]
+    return list(dict.fromkeys(titles))
 
 
 def needs_empty_database(blocks: list[Block]) -> bool:

@@ -72,7 +72,7 @@ def test_every_python_block_is_run_by_some_test() -> None:
     sections = {b.section for b in blocks}
     here = set(sections_run_here())
 
-    unowned = [b.label for b in blocks if b.file_name is not None and b.file_name not in FILE_BLOCKS]
+    unowned = [b.label for b in blocks if b.file_name and b.file_name not in FILE_BLOCKS]
     assert not unowned, f"file blocks no test runs (list them in FILE_BLOCKS): {unowned}"
     assert sorted(FILE_BLOCKS) == sorted(files), "FILE_BLOCKS lists blocks the README lacks"
     assert set(SECTIONS_RUN_ELSEWHERE) <= sections, "SECTIONS_RUN_ELSEWHERE: no such section"
