@@ -29,6 +29,7 @@ from portfolio_core.async_unit_of_work import AsyncUnitOfWork, run_in_own_unit_o
 from portfolio_core.concurrency.reentrancy import unit_of_work_on
 from portfolio_core.concurrency.service import ConcurrencyService
 from portfolio_core.domain import money
+from portfolio_core.domain.arguments import PortfolioId
 from portfolio_core.domain.events import PortfolioEvent
 from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.errors import ConfigurationError
@@ -89,13 +90,13 @@ class AsyncPortfolioStore:
         """Create a portfolio with an opening cash balance; return its id."""
         return await self._run(store_work.create_portfolio(name, cash_balance))
 
-    async def get(self, portfolio_id: UUID) -> Portfolio:
+    async def get(self, portfolio_id: PortfolioId) -> Portfolio:
         """A detached snapshot: the portfolio with its open and closed positions."""
         return await self._run(store_work.snapshot(portfolio_id))
 
     async def execute(
         self,
-        portfolio_id: UUID,
+        portfolio_id: PortfolioId,
         operation: Callable[[Portfolio], T],
         *,
         lock: LockMode = "optimistic",
@@ -122,7 +123,7 @@ class AsyncPortfolioStore:
 
     async def execute_versioned(
         self,
-        portfolio_id: UUID,
+        portfolio_id: PortfolioId,
         operation: Callable[[Portfolio], T],
         *,
         lock: LockMode = "optimistic",
@@ -145,8 +146,8 @@ class AsyncPortfolioStore:
 
     async def transfer(
         self,
-        from_id: UUID,
-        to_id: UUID,
+        from_id: PortfolioId,
+        to_id: PortfolioId,
         amount: money.AmountLike,
         *,
         idempotency_key: str | None = None,
@@ -162,7 +163,7 @@ class AsyncPortfolioStore:
 
     async def update_all_prices(
         self,
-        portfolio_id: UUID,
+        portfolio_id: PortfolioId,
         prices: Mapping[str, money.AmountLike],
         *,
         idempotency_key: str | None = None,
@@ -174,12 +175,12 @@ class AsyncPortfolioStore:
         )
 
     async def history(
-        self, portfolio_id: UUID, since_version: int | None = None
+        self, portfolio_id: PortfolioId, since_version: int | None = None
     ) -> list[PortfolioEvent]:
         """The portfolio's audit trail after ``since_version`` (all if None), oldest first."""
         return await self._run(store_work.history(portfolio_id, since_version))
 
-    async def replay(self, portfolio_id: UUID, version: int | None = None) -> Portfolio:
+    async def replay(self, portfolio_id: PortfolioId, version: int | None = None) -> Portfolio:
         """The portfolio at ``version`` (default: latest) rebuilt from its events alone."""
         return await self._run(store_work.replay(portfolio_id, version))
 

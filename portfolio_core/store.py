@@ -31,6 +31,7 @@ from portfolio_core import store_work
 from portfolio_core.concurrency.reentrancy import unit_of_work_on
 from portfolio_core.concurrency.service import ConcurrencyService
 from portfolio_core.domain import money
+from portfolio_core.domain.arguments import PortfolioId
 from portfolio_core.domain.events import PortfolioEvent
 from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.exactly_once import run_resolving_outcome
@@ -90,13 +91,13 @@ class PortfolioStore:
         """Create a portfolio with an opening cash balance; return its id."""
         return self._run(store_work.create_portfolio(name, cash_balance))
 
-    def get(self, portfolio_id: UUID) -> Portfolio:
+    def get(self, portfolio_id: PortfolioId) -> Portfolio:
         """A detached snapshot: the portfolio with its open and closed positions."""
         return self._run(store_work.snapshot(portfolio_id))
 
     def execute(
         self,
-        portfolio_id: UUID,
+        portfolio_id: PortfolioId,
         operation: Callable[[Portfolio], T],
         *,
         lock: LockMode = "optimistic",
@@ -130,7 +131,7 @@ class PortfolioStore:
 
     def execute_versioned(
         self,
-        portfolio_id: UUID,
+        portfolio_id: PortfolioId,
         operation: Callable[[Portfolio], T],
         *,
         lock: LockMode = "optimistic",
@@ -153,8 +154,8 @@ class PortfolioStore:
 
     def transfer(
         self,
-        from_id: UUID,
-        to_id: UUID,
+        from_id: PortfolioId,
+        to_id: PortfolioId,
         amount: money.AmountLike,
         *,
         idempotency_key: str | None = None,
@@ -172,7 +173,7 @@ class PortfolioStore:
 
     def update_all_prices(
         self,
-        portfolio_id: UUID,
+        portfolio_id: PortfolioId,
         prices: Mapping[str, money.AmountLike],
         *,
         idempotency_key: str | None = None,
@@ -183,11 +184,13 @@ class PortfolioStore:
             store_work.update_all_prices(portfolio_id, prices, idempotency_key, expected_version)
         )
 
-    def history(self, portfolio_id: UUID, since_version: int | None = None) -> list[PortfolioEvent]:
+    def history(
+        self, portfolio_id: PortfolioId, since_version: int | None = None
+    ) -> list[PortfolioEvent]:
         """The portfolio's audit trail after ``since_version`` (all if None), oldest first."""
         return self._run(store_work.history(portfolio_id, since_version))
 
-    def replay(self, portfolio_id: UUID, version: int | None = None) -> Portfolio:
+    def replay(self, portfolio_id: PortfolioId, version: int | None = None) -> Portfolio:
         """The portfolio at ``version`` (default: latest) rebuilt from its events alone."""
         return self._run(store_work.replay(portfolio_id, version))
 
