@@ -2,11 +2,12 @@
 
 ::
 
-    portfolio-core migrate [--url URL] [--revision REV] [--sql] [--grant-app-role ROLE]
-    portfolio-core db [--data-dir DIR]
+    portfolio-core --version
+    portfolio-core migrate [--url URL] [--revision REV] [--sql] [--grant-app-role ROLE] [--json]
+    portfolio-core db [--data-dir DIR] [--port PORT]
     portfolio-core demo [--url URL] [--workers N] [--processes P] [--portfolios M]
                         [--duration S | --ops K] [--hot-share F] [--faults] [--seed X]
-                        [--no-keys] [--json FILE]
+                        [--no-keys] [--json FILE | --json -]
     portfolio-core bench [ARGS...]
 
 Errors the user can fix (bad arguments, a bad or unreachable URL, a missing
@@ -108,6 +109,8 @@ def _migrate(arguments: argparse.Namespace) -> int:
     from portfolio_core.migrations import downgrade, migrate, upgrade_sql
 
     if arguments.sql:
+        if arguments.json:
+            raise UsageError("--json reports a migration; --sql runs none")
         url = arguments.url or os.environ.get(DATABASE_URL_ENV) or OFFLINE_URL
         sys.stdout.write(upgrade_sql(url, arguments.revision))
         return 0
@@ -118,12 +121,20 @@ def _migrate(arguments: argparse.Namespace) -> int:
     going_down = _is_downgrade(url, before, arguments.revision)
     (downgrade if going_down else migrate)(url, arguments.revision)
     after = _current_revision(url)
-    action = "downgraded" if going_down else "upgraded"
-    print(f"{action} {_redacted(url)}: {before or 'empty'} -> {after or 'empty'}")
+    action = "unchanged" if before == after else "downgraded" if going_down else "upgraded"
     if arguments.grant_app_role:
         from portfolio_core.persistence.roles import grant_app_role
 
         grant_app_role(url, arguments.grant_app_role)
+    if arguments.json:
+        outcome = {"url": _redacted(url), "action": action, "from": before, "to": after}
+        print(json.dumps({**outcome, "granted_role": arguments.grant_app_role}))
+        return 0
+    if action == "unchanged":
+        print(f"{_redacted(url)}: already at {after or 'empty'}")
+    else:
+        print(f"{action} {_redacted(url)}: {before or 'empty'} -> {after or 'empty'}")
+    if arguments.grant_app_role:
         print(f"granted the store's privileges to role {arguments.grant_app_role!r}")
     return 0
 
@@ -148,7 +159,7 @@ def _db(arguments: argparse.Namespace) -> int:
 
     stop = threading.Event()
     with _signals_call(lambda number, frame: stop.set()):
-        server = EmbeddedPostgres(arguments.data_dir)
+        server = EmbeddedPostgres(arguments.data_dir, port=arguments.port)
         try:
             url = server.start()
             migrate(url)
@@ -178,6 +189,7 @@ def _demo(arguments: argparse.Namespace) -> int:
         raise UsageError("the demo needs rich: pip install 'portfolio-core[cli]'") from None
     from portfolio_core.demo import run_demo
 
+    to_stdout = str(arguments.json_path) == "-"
     if arguments.json_path is not None and not arguments.json_path.parent.is_dir():
         # Refused now rather than after a whole run.
         raise UsageError(f"--json: no such folder: {arguments.json_path.parent}")
@@ -192,14 +204,15 @@ def _demo(arguments: argparse.Namespace) -> int:
         hot_share=arguments.hot_share,
         faults=arguments.faults,
         seed=arguments.seed,
-        json_path=arguments.json_path,
+        json_path=None if to_stdout else arguments.json_path,
         use_keys=arguments.use_keys,
     )
     width = None if sys.stdout.isatty() else 110
-    console = Console(width=width)
+    # With --json -, stdout carries the JSON alone: the tables and notes go to stderr.
+    console = Console(width=width, stderr=to_stdout)
 
     def announce(line: str) -> None:
-        print(line, flush=True)
+        print(line, flush=True, file=sys.stderr if to_stdout else sys.stdout)
 
     def interrupt(number: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
@@ -215,6 +228,8 @@ def _demo(arguments: argparse.Namespace) -> int:
     render(console, report)
     if config.json_path is not None:
         config.json_path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    elif to_stdout:
+        print(json.dumps(report, indent=2, default=str), flush=True)
     return 0 if report["all_invariants_hold"] else 1
 
 
