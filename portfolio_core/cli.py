@@ -28,6 +28,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from decimal import Decimal
 from types import FrameType
 from typing import Any, Final
 
@@ -227,10 +228,15 @@ def _demo(arguments: argparse.Namespace) -> int:
 
     render(console, report)
     if config.json_path is not None:
-        config.json_path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        config.json_path.write_text(json.dumps(report, indent=2, default=_json_value) + "\n")
     elif to_stdout:
-        print(json.dumps(report, indent=2, default=str), flush=True)
+        print(json.dumps(report, indent=2, default=_json_value), flush=True)
     return 0 if report["all_invariants_hold"] else 1
+
+
+def _json_value(value: object) -> str:
+    """A report value JSON has no type for: a Decimal in fixed-point notation, never 0E-8."""
+    return format(value, "f") if isinstance(value, Decimal) else str(value)
 
 
 # -- bench -----------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -108,3 +109,4 @@ def test_demo_json_dash_writes_the_report_to_stdout_alone(
     assert report["all_invariants_hold"] is True
     assert "ALL INVARIANTS HOLD" in completed.stderr
     assert list(tmp_path.iterdir()) == []  # no file named "-"
+    assert not re.search(r"\dE[-+]\d", completed.stdout), "a Decimal in exponent notation"
