@@ -136,9 +136,11 @@ class FixedPoint(Decimal):
     def __str__(self) -> str:
         return Decimal.__format__(self, "f")
 
-    def __format__(self, spec: str) -> str:
+    def __format__(self, spec: str, context: decimal.Context | None = None, /) -> str:
         # f"{amount}" is format(amount, ""), which Decimal renders like str().
-        return Decimal.__format__(self, spec or "f")
+        if context is None:  # the C implementation refuses an explicit None
+            return Decimal.__format__(self, spec or "f")
+        return Decimal.__format__(self, spec or "f", context)
 
     def __repr__(self) -> str:
         return f"FixedPoint('{self}')"
