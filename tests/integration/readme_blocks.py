@@ -19,7 +19,8 @@ conventions a block must keep to (``test_readme_blocks.py`` checks them):
   section.
 
 New sections and blocks are picked up by themselves: a block that fails,
-or that no test runs, fails the suite.
+or that no test runs, fails the suite. (The Python of examples/ runs in its
+own tests: examples/test_concentration_limit.py in test_testing_kit.py.)
 """
 
 from __future__ import annotations
