@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 
+import portfolio_core
 from portfolio_core import Portfolio, PositionRequest
 from portfolio_core.domain.events import PortfolioOperation
 from portfolio_core.domain.money import FixedPoint, fixed, to_decimal
@@ -77,3 +78,8 @@ def test_event_arguments_and_keyed_results_decode_as_fixed_points() -> None:
     assert str(amount) == "0.00000001"
     result = decode_result(encode_result([Decimal("0E-8")]))
     assert [str(item) for item in result] == ["0.00000000"]
+
+
+def test_fixed_point_and_portfolio_id_are_public() -> None:
+    assert portfolio_core.FixedPoint is FixedPoint
+    assert {"FixedPoint", "PortfolioId"} <= set(portfolio_core.__all__)
