@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from portfolio_core.concurrency import ConcurrencyMetrics, ConcurrencyService, RetryPolicy
 from portfolio_core.domain import Portfolio, Position, PositionRequest
+from portfolio_core.domain.arguments import PortfolioId
 from portfolio_core.domain.events import PortfolioEvent, PortfolioOperation
+from portfolio_core.domain.money import FixedPoint
 from portfolio_core.errors import (
     CommitOutcomeUnknownError,
     CommitOutcomeUnknownException,
@@ -97,6 +99,7 @@ __all__ = [
     "DatabaseAccessError",
     "DatabaseConnectionError",
     "DeadlockException",
+    "FixedPoint",
     "IdempotencyConflictError",
     "InsufficientFundsError",
     "OptimisticLockException",
@@ -105,6 +108,7 @@ __all__ = [
     "Portfolio",
     "PortfolioCoreError",
     "PortfolioEvent",
+    "PortfolioId",
     "PortfolioNotFoundError",
     "PortfolioOperation",
     "PortfolioStore",

@@ -29,6 +29,7 @@ from portfolio_core.async_unit_of_work import AsyncUnitOfWork, run_in_own_unit_o
 from portfolio_core.concurrency.reentrancy import unit_of_work_on
 from portfolio_core.concurrency.service import ConcurrencyService
 from portfolio_core.domain import money
+from portfolio_core.domain.arguments import PortfolioId
 from portfolio_core.domain.events import PortfolioEvent
 from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.errors import ConfigurationError
@@ -146,7 +147,7 @@ class AsyncPortfolioStore:
         return await self._run(store_work.create_portfolio(name, cash_balance))
 
     async def get(
-        self, portfolio_id: UUID, *, read_token: ReadToken | str | None = None
+        self, portfolio_id: PortfolioId, *, read_token: ReadToken | str | None = None
     ) -> Portfolio:
         """A detached snapshot: the portfolio with its open and closed positions.
 
@@ -156,7 +157,7 @@ class AsyncPortfolioStore:
 
     async def execute(
         self,
-        portfolio_id: UUID,
+        portfolio_id: PortfolioId,
         operation: Callable[[Portfolio], T],
         *,
         lock: LockMode = "optimistic",
@@ -183,7 +184,7 @@ class AsyncPortfolioStore:
 
     async def execute_versioned(
         self,
-        portfolio_id: UUID,
+        portfolio_id: PortfolioId,
         operation: Callable[[Portfolio], T],
         *,
         lock: LockMode = "optimistic",
@@ -207,8 +208,8 @@ class AsyncPortfolioStore:
 
     async def transfer(
         self,
-        from_id: UUID,
-        to_id: UUID,
+        from_id: PortfolioId,
+        to_id: PortfolioId,
         amount: money.AmountLike,
         *,
         idempotency_key: str | None = None,
@@ -224,7 +225,7 @@ class AsyncPortfolioStore:
 
     async def update_all_prices(
         self,
-        portfolio_id: UUID,
+        portfolio_id: PortfolioId,
         prices: Mapping[str, money.AmountLike],
         *,
         idempotency_key: str | None = None,
@@ -237,7 +238,7 @@ class AsyncPortfolioStore:
 
     async def history(
         self,
-        portfolio_id: UUID,
+        portfolio_id: PortfolioId,
         since_version: int | None = None,
         *,
         read_token: ReadToken | str | None = None,
@@ -247,7 +248,7 @@ class AsyncPortfolioStore:
 
     async def replay(
         self,
-        portfolio_id: UUID,
+        portfolio_id: PortfolioId,
         version: int | None = None,
         *,
         read_token: ReadToken | str | None = None,

@@ -2,12 +2,13 @@
 
 ::
 
+    portfolio-core --version
     portfolio-core migrate [--url URL] [--schema NAME] [--revision REV] [--sql]
-                           [--grant-app-role ROLE]
-    portfolio-core db [--data-dir DIR]
+                           [--grant-app-role ROLE] [--json]
+    portfolio-core db [--data-dir DIR] [--port PORT]
     portfolio-core demo [--url URL] [--workers N] [--processes P] [--portfolios M]
                         [--duration S | --ops K] [--hot-share F] [--faults] [--seed X]
-                        [--no-keys] [--json FILE]
+                        [--no-keys] [--json FILE | --json -]
     portfolio-core bench [ARGS...]
 
 Errors the user can fix (bad arguments, a bad or unreachable URL, a missing
@@ -28,6 +29,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from decimal import Decimal
 from types import FrameType
 from typing import Any, Final
 
@@ -115,6 +117,8 @@ def _migrate(arguments: argparse.Namespace) -> int:
     if arguments.sql:
         if arguments.schema:
             raise UsageError("--schema is not supported with --sql (it needs a connection)")
+        if arguments.json:
+            raise UsageError("--json reports a migration; --sql runs none")
         url = arguments.url or os.environ.get(DATABASE_URL_ENV) or OFFLINE_URL
         sys.stdout.write(upgrade_sql(url, arguments.revision))
         return 0
@@ -126,12 +130,20 @@ def _migrate(arguments: argparse.Namespace) -> int:
     going_down = _is_downgrade(url, before, arguments.revision)
     (downgrade if going_down else migrate)(url, arguments.revision, schema=schema)
     after = _current_revision(url, schema)
-    action = "downgraded" if going_down else "upgraded"
-    print(f"{action} {_redacted(url)}: {before or 'empty'} -> {after or 'empty'}")
+    action = "unchanged" if before == after else "downgraded" if going_down else "upgraded"
     if arguments.grant_app_role:
         from portfolio_core.persistence.roles import grant_app_role
 
         grant_app_role(url, arguments.grant_app_role, schema=schema)
+    if arguments.json:
+        outcome = {"url": _redacted(url), "action": action, "from": before, "to": after}
+        print(json.dumps({**outcome, "granted_role": arguments.grant_app_role}))
+        return 0
+    if action == "unchanged":
+        print(f"{_redacted(url)}: already at {after or 'empty'}")
+    else:
+        print(f"{action} {_redacted(url)}: {before or 'empty'} -> {after or 'empty'}")
+    if arguments.grant_app_role:
         print(f"granted the store's privileges to role {arguments.grant_app_role!r}")
     return 0
 
@@ -156,7 +168,7 @@ def _db(arguments: argparse.Namespace) -> int:
 
     stop = threading.Event()
     with _signals_call(lambda number, frame: stop.set()):
-        server = EmbeddedPostgres(arguments.data_dir)
+        server = EmbeddedPostgres(arguments.data_dir, port=arguments.port)
         try:
             url = server.start()
             migrate(url)
@@ -186,6 +198,7 @@ def _demo(arguments: argparse.Namespace) -> int:
         raise UsageError("the demo needs rich: pip install 'portfolio-core[cli]'") from None
     from portfolio_core.demo import run_demo
 
+    to_stdout = str(arguments.json_path) == "-"
     if arguments.json_path is not None and not arguments.json_path.parent.is_dir():
         # Refused now rather than after a whole run.
         raise UsageError(f"--json: no such folder: {arguments.json_path.parent}")
@@ -200,14 +213,15 @@ def _demo(arguments: argparse.Namespace) -> int:
         hot_share=arguments.hot_share,
         faults=arguments.faults,
         seed=arguments.seed,
-        json_path=arguments.json_path,
+        json_path=None if to_stdout else arguments.json_path,
         use_keys=arguments.use_keys,
     )
     width = None if sys.stdout.isatty() else 110
-    console = Console(width=width)
+    # With --json -, stdout carries the JSON alone: the tables and notes go to stderr.
+    console = Console(width=width, stderr=to_stdout)
 
     def announce(line: str) -> None:
-        print(line, flush=True)
+        print(line, flush=True, file=sys.stderr if to_stdout else sys.stdout)
 
     def interrupt(number: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
@@ -222,8 +236,15 @@ def _demo(arguments: argparse.Namespace) -> int:
 
     render(console, report)
     if config.json_path is not None:
-        config.json_path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        config.json_path.write_text(json.dumps(report, indent=2, default=_json_value) + "\n")
+    elif to_stdout:
+        print(json.dumps(report, indent=2, default=_json_value), flush=True)
     return 0 if report["all_invariants_hold"] else 1
+
+
+def _json_value(value: object) -> str:
+    """A report value JSON has no type for: a Decimal in fixed-point notation, never 0E-8."""
+    return format(value, "f") if isinstance(value, Decimal) else str(value)
 
 
 # -- bench -----------------------------------------------------------------------------

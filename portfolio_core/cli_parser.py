@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 from typing import Final, NoReturn
 
+from portfolio_core import __version__
 from portfolio_core.demo.config import DEFAULT_DURATION, DemoConfig
 from portfolio_core.persistence.engine import DATABASE_URL_ENV
 from portfolio_core.units import Ratio, Seconds
@@ -33,6 +34,13 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be a TCP port (1-65535), got {value}")
     return value
 
 
@@ -59,6 +67,7 @@ def _share(text: str) -> Ratio:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command (bench only lists itself: it has its own)."""
     parser = _Parser(prog=PROG, description="portfolio_core: migrations, a database, a demo.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     migrate = commands.add_parser(
@@ -85,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ROLE",
         help="after migrating, give ROLE (not the owner) exactly the DML the store needs",
     )
+    migrate.add_argument(
+        "--json",
+        action="store_true",
+        help="print the outcome as one JSON object (action, from, to, granted_role)",
+    )
 
     db = commands.add_parser(
         "db",
@@ -93,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Ctrl-C/SIGTERM. Without --data-dir the data lives in a temporary folder, removed.",
     )
     db.add_argument("--data-dir", metavar="DIR", type=Path, help="keep the data in this folder")
+    db.add_argument(
+        "--port", metavar="PORT", type=_port, help="listen on this port (default: a free one)"
+    )
 
     demo = commands.add_parser(
         "demo",
@@ -153,7 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="no idempotency keys: a cut COMMIT stays unknown and the database settles it",
     )
     demo.add_argument(
-        "--json", metavar="FILE", type=Path, dest="json_path", help="also write the report here"
+        "--json",
+        metavar="FILE",
+        type=Path,
+        dest="json_path",
+        help="also write the report here as JSON ('-': to stdout, the tables to stderr)",
     )
 
     commands.add_parser(

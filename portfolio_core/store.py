@@ -31,6 +31,7 @@ from portfolio_core import replicas, store_work
 from portfolio_core.concurrency.reentrancy import unit_of_work_on
 from portfolio_core.concurrency.service import ConcurrencyService
 from portfolio_core.domain import money
+from portfolio_core.domain.arguments import PortfolioId
 from portfolio_core.domain.events import PortfolioEvent
 from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.exactly_once import run_resolving_outcome
@@ -159,7 +160,9 @@ class PortfolioStore:
         """Create a portfolio with an opening cash balance; return its id."""
         return self._run(store_work.create_portfolio(name, cash_balance))
 
-    def get(self, portfolio_id: UUID, *, read_token: ReadToken | str | None = None) -> Portfolio:
+    def get(
+        self, portfolio_id: PortfolioId, *, read_token: ReadToken | str | None = None
+    ) -> Portfolio:
         """A detached snapshot: the portfolio with its open and closed positions.
 
         With read engines it may come from a standby that shows this store's
@@ -169,7 +172,7 @@ class PortfolioStore:
 
     def execute(
         self,
-        portfolio_id: UUID,
+        portfolio_id: PortfolioId,
         operation: Callable[[Portfolio], T],
         *,
         lock: LockMode = "optimistic",
@@ -203,7 +206,7 @@ class PortfolioStore:
 
     def execute_versioned(
         self,
-        portfolio_id: UUID,
+        portfolio_id: PortfolioId,
         operation: Callable[[Portfolio], T],
         *,
         lock: LockMode = "optimistic",
@@ -227,8 +230,8 @@ class PortfolioStore:
 
     def transfer(
         self,
-        from_id: UUID,
-        to_id: UUID,
+        from_id: PortfolioId,
+        to_id: PortfolioId,
         amount: money.AmountLike,
         *,
         idempotency_key: str | None = None,
@@ -246,7 +249,7 @@ class PortfolioStore:
 
     def update_all_prices(
         self,
-        portfolio_id: UUID,
+        portfolio_id: PortfolioId,
         prices: Mapping[str, money.AmountLike],
         *,
         idempotency_key: str | None = None,
@@ -259,7 +262,7 @@ class PortfolioStore:
 
     def history(
         self,
-        portfolio_id: UUID,
+        portfolio_id: PortfolioId,
         since_version: int | None = None,
         *,
         read_token: ReadToken | str | None = None,
@@ -272,7 +275,7 @@ class PortfolioStore:
 
     def replay(
         self,
-        portfolio_id: UUID,
+        portfolio_id: PortfolioId,
         version: int | None = None,
         *,
         read_token: ReadToken | str | None = None,

@@ -23,6 +23,7 @@ from uuid import UUID
 from sqlalchemy import select
 
 from portfolio_core.domain import arguments, money
+from portfolio_core.domain.arguments import PortfolioId
 from portfolio_core.domain.events import PortfolioEvent
 from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.domain.position import Position, PositionRequest
@@ -147,7 +148,7 @@ def create_portfolio(name: str, cash_balance: money.AmountLike) -> StoreCall[UUI
     return StoreCall(body, portfolio.id, operation="create_portfolio")
 
 
-def snapshot(portfolio_id: UUID) -> StoreCall[Portfolio]:
+def snapshot(portfolio_id: PortfolioId) -> StoreCall[Portfolio]:
     """``get``: the portfolio with all its positions, detached from the session."""
     pid = as_portfolio_id(portfolio_id)
 
@@ -160,7 +161,7 @@ def snapshot(portfolio_id: UUID) -> StoreCall[Portfolio]:
 
 
 def execute(
-    portfolio_id: UUID,
+    portfolio_id: PortfolioId,
     operation: Callable[[Portfolio], T],
     lock: str,
     lock_timeout: Seconds | None,
@@ -209,7 +210,7 @@ def execute(
 
 
 def transfer_arguments(
-    from_id: UUID, to_id: UUID, amount: money.AmountLike
+    from_id: PortfolioId, to_id: PortfolioId, amount: money.AmountLike
 ) -> tuple[UUID, UUID, Decimal]:
     """Validated (source, target, amount) of a transfer, before any SQL."""
     source, target = as_portfolio_id(from_id), as_portfolio_id(to_id)
@@ -238,8 +239,8 @@ def transfer_expected(
 
 
 def transfer(
-    from_id: UUID,
-    to_id: UUID,
+    from_id: PortfolioId,
+    to_id: PortfolioId,
     amount: money.AmountLike,
     idempotency_key: str | None,
     expected_version: Mapping[UUID, int] | None = None,
@@ -273,7 +274,7 @@ def transfer(
     )
 
 
-def reprice_request(portfolio_id: UUID, prices: Mapping[str, money.AmountLike]) -> str:
+def reprice_request(portfolio_id: PortfolioId, prices: Mapping[str, money.AmountLike]) -> str:
     """The fingerprint an idempotency key of ``update_all_prices`` is stored with."""
     arguments.mapping(prices, "prices")
     validated = {
@@ -286,7 +287,7 @@ def reprice_request(portfolio_id: UUID, prices: Mapping[str, money.AmountLike]) 
 
 
 def update_all_prices(
-    portfolio_id: UUID,
+    portfolio_id: PortfolioId,
     prices: Mapping[str, money.AmountLike],
     idempotency_key: str | None,
     expected_version: int | None = None,
@@ -329,7 +330,7 @@ def batch(updates: Mapping[UUID, Callable[[Portfolio], T]]) -> StoreCall[dict[UU
     )
 
 
-def open_position(portfolio_id: UUID, request: PositionRequest) -> StoreCall[Position]:
+def open_position(portfolio_id: PortfolioId, request: PositionRequest) -> StoreCall[Position]:
     """``open_position_transactional``: load the portfolio, open the position."""
     pid = as_portfolio_id(portfolio_id)
     return StoreCall(
@@ -339,7 +340,9 @@ def open_position(portfolio_id: UUID, request: PositionRequest) -> StoreCall[Pos
     )
 
 
-def history(portfolio_id: UUID, since_version: int | None) -> StoreCall[list[PortfolioEvent]]:
+def history(
+    portfolio_id: PortfolioId, since_version: int | None
+) -> StoreCall[list[PortfolioEvent]]:
     """``history`` (a read): the audit trail after ``since_version``."""
     pid = as_portfolio_id(portfolio_id)
     arguments.version(since_version, "since_version")
@@ -351,7 +354,7 @@ def history(portfolio_id: UUID, since_version: int | None) -> StoreCall[list[Por
     )
 
 
-def replay(portfolio_id: UUID, version: int | None) -> StoreCall[Portfolio]:
+def replay(portfolio_id: PortfolioId, version: int | None) -> StoreCall[Portfolio]:
     """``replay`` (a read): the portfolio rebuilt from its events up to ``version``."""
     pid = as_portfolio_id(portfolio_id)
     arguments.version(version, "version", minimum=1)

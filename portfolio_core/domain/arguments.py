@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
-from typing import Final
+from typing import Final, TypeAlias
 from uuid import UUID
 
 from portfolio_core.errors import ValidationError
@@ -96,6 +96,10 @@ def retention(value: object, field: str = "older_than") -> timedelta:
             field, value, f"must be a timedelta from 0 to {MAX_RETENTION.days} days"
         )
     return value
+
+
+PortfolioId: TypeAlias = UUID | str
+"""A portfolio id as the stores take it: a UUID or its string form (checked before any SQL)."""
 
 
 def portfolio_id(value: object, field: str = "portfolio_id") -> UUID:

@@ -39,6 +39,8 @@ from types import MappingProxyType
 from typing import Any, Final
 from uuid import UUID
 
+from portfolio_core.domain.money import fixed
+
 Argument = Decimal | str | None | Mapping[str, Decimal]
 """An operation argument: an amount, a symbol/name/id, None, or symbol -> price."""
 
@@ -77,9 +79,9 @@ class PortfolioOperation:
         arguments: dict[str, Argument] = {}
         for name, value in dict(data["arguments"]).items():
             if value is not None and name in DECIMAL_ARGUMENTS:
-                arguments[name] = Decimal(value)
+                arguments[name] = fixed(Decimal(value))
             elif value is not None and name in PRICE_MAP_ARGUMENTS:
-                arguments[name] = {symbol: Decimal(price) for symbol, price in value.items()}
+                arguments[name] = {symbol: fixed(Decimal(p)) for symbol, p in value.items()}
             else:
                 arguments[name] = value
         return cls(str(data["kind"]), arguments)

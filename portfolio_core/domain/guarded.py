@@ -12,16 +12,21 @@ from __future__ import annotations
 
 from typing import Any, Generic, Never, NoReturn, TypeVar, overload
 
+from portfolio_core.domain.money import fixed
+
 T = TypeVar("T")
 
 
 class DomainField(Generic[T]):
     """A read-only view of the private attribute ``_<name>``."""
 
-    def __init__(self, doc: str) -> None:
+    def __init__(self, doc: str, *, amount: bool = False) -> None:
         self.__doc__ = doc
         self.name = ""
         self.private = ""
+        # An amount (Decimal, or None while unset) is read as FixedPoint, so it
+        # prints 0.00000000, not 0E-8; the stored attribute keeps what it got.
+        self.amount = amount
 
     def __set_name__(self, owner: type[Any], name: str) -> None:
         self.name = name
@@ -36,7 +41,8 @@ class DomainField(Generic[T]):
     def __get__(self, instance: object | None, owner: type[Any] | None = None) -> Any:
         if instance is None:
             return self
-        return getattr(instance, self.private)
+        value = getattr(instance, self.private)
+        return fixed(value) if self.amount and value is not None else value
 
     # ``value: Never``: mypy flags an assignment before it ever runs.
     def __set__(self, instance: object, value: Never) -> NoReturn:

@@ -118,6 +118,39 @@ def to_decimal(value: object, field: str) -> Decimal:
     return _normalised(number)
 
 
+class FixedPoint(Decimal):
+    """A Decimal that prints in fixed-point notation: ``0.00000000``, never ``0E-8``.
+
+    Money, prices and quantities come back from the library as FixedPoint
+    (snapshot fields, derived figures, results, audit event arguments): the
+    same value and the same digits as the Decimal it was made from, so it
+    compares, hashes and round-trips exactly like it; only ``str()`` (hence
+    JSON written with ``default=str``, f-strings, logs) differs. Plain
+    ``Decimal.__str__`` switches to exponent notation below 10**-6, which a
+    NUMERIC(24, 8) zero or cent fraction hits. Arithmetic on FixedPoint
+    values gives plain Decimals.
+    """
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        return Decimal.__format__(self, "f")
+
+    def __format__(self, spec: str, context: decimal.Context | None = None, /) -> str:
+        # f"{amount}" is format(amount, ""), which Decimal renders like str().
+        if context is None:  # the C implementation refuses an explicit None
+            return Decimal.__format__(self, spec or "f")
+        return Decimal.__format__(self, spec or "f", context)
+
+    def __repr__(self) -> str:
+        return f"FixedPoint('{self}')"
+
+
+def fixed(value: Decimal) -> FixedPoint:
+    """``value`` as a :class:`FixedPoint` (same value and digits)."""
+    return value if type(value) is FixedPoint else FixedPoint(value)
+
+
 def _normalised(number: Decimal) -> Decimal:
     """``number`` (finite, in range) with its exponent brought into [-SCALE, 0], zero unsigned."""
     exponent = number.as_tuple().exponent

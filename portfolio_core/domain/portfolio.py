@@ -42,11 +42,11 @@ class Portfolio(Versioned):
     name: str
     # Money fields are read-only outside the domain (see domain.guarded): only
     # the commands below change them, and each records its operation.
-    cash_balance = DomainField[Decimal]("Cash available (exact).")
-    realized_pnl = DomainField[Decimal]("Profit realized by closes (exact).")
-    initial_cash = DomainField[Decimal]("The opening cash balance.")
-    total_deposits = DomainField[Decimal]("Cash deposited since creation.")
-    total_withdrawals = DomainField[Decimal]("Cash withdrawn since creation.")
+    cash_balance = DomainField[Decimal]("Cash available (exact).", amount=True)
+    realized_pnl = DomainField[Decimal]("Profit realized by closes (exact).", amount=True)
+    initial_cash = DomainField[Decimal]("The opening cash balance.", amount=True)
+    total_deposits = DomainField[Decimal]("Cash deposited since creation.", amount=True)
+    total_withdrawals = DomainField[Decimal]("Cash withdrawn since creation.", amount=True)
     _cash_balance: Decimal
     _realized_pnl: Decimal
     _initial_cash: Decimal
@@ -106,7 +106,7 @@ class Portfolio(Versioned):
         for position in self._positions:
             if position.is_open:
                 total = money.add(total, position.cost_basis)
-        return total
+        return money.fixed(total)
 
     @property
     def market_value(self) -> Decimal:
@@ -114,17 +114,18 @@ class Portfolio(Versioned):
         total = Decimal(0)
         for position in self.positions.values():
             total = money.add(total, position.market_value)
-        return total
+        return money.fixed(total)
 
     @property
     def total_value(self) -> Decimal:
         """Cash plus the market value of open positions."""
-        return money.add(self.cash_balance, self.market_value)
+        return money.fixed(money.add(self.cash_balance, self.market_value))
 
     @property
     def net_contributions(self) -> Decimal:
         """initial_cash + total_deposits - total_withdrawals."""
-        return money.sub(money.add(self.initial_cash, self.total_deposits), self.total_withdrawals)
+        contributed = money.add(self.initial_cash, self.total_deposits)
+        return money.fixed(money.sub(contributed, self.total_withdrawals))
 
     def money_invariant_holds(self) -> bool:
         """cash + open cost basis - realized P&L == net contributions, exactly."""
@@ -191,7 +192,7 @@ class Portfolio(Versioned):
             exit_price=price,
             quantity=None if quantity is None else amount,
         )
-        return profit
+        return money.fixed(profit)
 
     def update_position_price(self, symbol: str, price: money.AmountLike) -> None:
         """Re-price one open position."""

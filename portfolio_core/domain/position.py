@@ -72,11 +72,13 @@ class Position(Versioned):
     portfolio_id: UUID | None
     symbol: str
     # Read-only outside the domain (see domain.guarded): Portfolio's commands change them.
-    quantity = DomainField[Decimal]("The quantity still open.")
-    cost_basis = DomainField[Decimal]("The exact total paid for the open quantity.")
-    current_price = DomainField[Decimal]("The last price (entry, re-price or exit).")
-    realized_pnl = DomainField[Decimal]("Profit realized by this position's closes.")
-    exit_price = DomainField[Decimal | None]("The price of the final close (None while open).")
+    quantity = DomainField[Decimal]("The quantity still open.", amount=True)
+    cost_basis = DomainField[Decimal]("The exact total paid for the open quantity.", amount=True)
+    current_price = DomainField[Decimal]("The last price (entry, re-price or exit).", amount=True)
+    realized_pnl = DomainField[Decimal]("Profit realized by this position's closes.", amount=True)
+    exit_price = DomainField[Decimal | None](
+        "The price of the final close (None while open).", amount=True
+    )
     _quantity: Decimal
     _cost_basis: Decimal
     _current_price: Decimal
@@ -117,19 +119,19 @@ class Position(Versioned):
     @property
     def entry_price(self) -> Decimal:
         """Weighted-average entry price: cost_basis / quantity (60 significant digits)."""
-        return money.divide(self.cost_basis, self.quantity)
+        return money.fixed(money.divide(self.cost_basis, self.quantity))
 
     @property
     def market_value(self) -> Decimal:
         """quantity x current_price, exact."""
-        return money.mul(self.quantity, self.current_price)
+        return money.fixed(money.mul(self.quantity, self.current_price))
 
     @property
     def unrealized_pnl(self) -> Decimal:
         """market_value - cost_basis, exact (zero once closed)."""
         if not self.is_open:
-            return Decimal(0)
-        return money.sub(self.market_value, self.cost_basis)
+            return money.fixed(Decimal(0))
+        return money.fixed(money.sub(self.market_value, self.cost_basis))
 
     def _reprice(self, price: Decimal) -> None:
         self._current_price = price

@@ -50,10 +50,10 @@ def resolve_url(url: str | URL | None = None, *, driver: str = _SYNC_DRIVER) -> 
             f"no database URL: pass one or set {DATABASE_URL_ENV} "
             "(e.g. postgresql://user:password@localhost:5432/portfolios)"
         )
+    masked = re.sub(r"//[^@/]*@", "//***@", str(raw))  # never echo a password
     try:
-        parsed = make_url(raw)
+        parsed = make_url(_libpq_host_list(raw, masked) if isinstance(raw, str) else raw)
     except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
-        masked = re.sub(r"//[^@/]*@", "//***@", str(raw))  # never echo a password
         raise ConfigurationError(f"not a database URL: {masked!r} ({exc})") from exc
     backend = parsed.get_backend_name()
     if backend in ("postgres", "postgresql"):
@@ -63,6 +63,46 @@ def resolve_url(url: str | URL | None = None, *, driver: str = _SYNC_DRIVER) -> 
     raise ConfigurationError(
         f"portfolio_core needs PostgreSQL, not {backend!r} ({parsed.render_as_string()})"
     )
+
+
+_COMMA_HOSTS: Final = re.compile(
+    r"(?P<head>[\w+.-]+://(?:[^@/?#]*@)?)(?P<hosts>[^@/?#]*,[^/?#]*)(?P<path>/[^?#]*)?"
+    r"(?:\?(?P<query>[^#]*))?"
+)
+_HOST_PORT: Final = re.compile(r"(?P<host>\[[^\]]+\]|[^:\[\]]+)(?::(?P<port>[^:]*))?")
+
+
+def _libpq_host_list(raw: str, masked: str) -> str:
+    """libpq's ``postgresql://h1:5432,h2:5433/db`` in SQLAlchemy's multi-host form.
+
+    SQLAlchemy parses one host and port out of the netloc (``'5432,h2:5433'``
+    is no port); it takes several hosts as repeated ``?host=h1:5432&host=...``
+    query parameters, for psycopg2 and asyncpg alike. Any other URL is returned
+    unchanged.
+    """
+    match = _COMMA_HOSTS.fullmatch(raw)
+    if match is None:
+        return raw
+    query = match["query"] or ""
+    if re.search(r"(?:^|&)host=", query):
+        raise ConfigurationError(f"{masked!r}: hosts both in the URL's netloc and in ?host=")
+    hosts = []
+    for entry in match["hosts"].split(","):
+        parts = _HOST_PORT.fullmatch(entry)
+        if parts is None or (parts["port"] is not None and not parts["port"].isdigit()):
+            raise ConfigurationError(
+                f"{masked!r}: {entry!r} in the host list is not host or host:port"
+            )
+        hosts.append(f"host={entry}")
+    return f"{match['head']}{match['path'] or ''}?{'&'.join(hosts + ([query] if query else []))}"
+
+
+def _without_pool_sizes(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The defaults minus the pool sizes when ``poolclass`` takes none (NullPool, StaticPool...)."""
+    poolclass = kwargs.get("poolclass")
+    if poolclass is None or issubclass(poolclass, sqlalchemy.pool.QueuePool):
+        return dict(_ENGINE_DEFAULTS)
+    return {k: v for k, v in _ENGINE_DEFAULTS.items() if k not in ("pool_size", "max_overflow")}
 
 
 def create_engine(
@@ -77,7 +117,8 @@ def create_engine(
     ``url`` defaults to $PORTFOLIO_CORE_DATABASE_URL. Keyword arguments go to
     :func:`sqlalchemy.create_engine` and override the defaults chosen here:
     READ COMMITTED isolation (the version check and row locks give the
-    guarantees) and a pool of 10 + 10 connections.
+    guarantees) and a pool of 10 + 10 connections (not passed with a
+    ``poolclass`` that takes no sizes, such as ``NullPool``).
 
     ``transaction_pooler`` says whether a transaction-mode pooler (PgBouncer)
     sits in between; psycopg2 needs no change for one (see
@@ -93,7 +134,7 @@ def create_engine(
     ``persistence.schema_option``. None: the connection's default schema.
     """
     in_schema = schema_options(schema)  # a bad name is refused before anything else
-    engine = sqlalchemy.create_engine(resolve_url(url), **{**_ENGINE_DEFAULTS, **kwargs})
+    engine = sqlalchemy.create_engine(resolve_url(url), **{**_without_pool_sizes(kwargs), **kwargs})
     engine.update_execution_options(**in_schema)
     topology.watch_primary(engine)
     return engine
@@ -123,6 +164,19 @@ def _asyncpg_url(url: URL) -> tuple[URL, dict[str, Any]]:
     return url.set(query=query), connect_args
 
 
+def _merged_connect_args(translated: dict[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """The caller's ``connect_args`` added to those translated from the URL.
+
+    The caller's win where both name one argument; ``server_settings`` are
+    merged setting by setting, so an ``application_name`` from the URL stays
+    next to the caller's other settings.
+    """
+    merged = {**translated, **given}
+    if "server_settings" in translated and "server_settings" in given:
+        merged["server_settings"] = {**translated["server_settings"], **given["server_settings"]}
+    return merged
+
+
 def create_async_engine(
     url: str | URL | None = None,
     *,
@@ -136,7 +190,9 @@ def create_async_engine(
     URL gets the ``postgresql+asyncpg`` driver; libpq's ``sslmode``,
     ``connect_timeout`` and ``application_name`` are translated for asyncpg)
     and the same defaults: READ COMMITTED and a pool of 10 + 10 connections.
-    Keyword arguments go to :func:`sqlalchemy.ext.asyncio.create_async_engine`.
+    Keyword arguments go to :func:`sqlalchemy.ext.asyncio.create_async_engine`;
+    a ``connect_args`` given there is merged into the arguments translated
+    from the URL, not put in their place.
 
     ``transaction_pooler=True``: a transaction-mode pooler (PgBouncer) sits in
     between, asyncpg's statement caches are turned off. ``None`` (default):
@@ -163,11 +219,11 @@ def create_async_engine(
         raise ConfigurationError(
             f"create_async_engine needs the asyncpg driver, not {resolved.drivername!r}"
         )
-    resolved, connect_args = _asyncpg_url(resolved)
-    options: dict[str, Any] = {**_ENGINE_DEFAULTS}
+    resolved, translated = _asyncpg_url(resolved)
+    options: dict[str, Any] = {**_without_pool_sizes(kwargs), **kwargs}
+    connect_args = _merged_connect_args(translated, kwargs.get("connect_args") or {})
     if connect_args:
         options["connect_args"] = connect_args
-    options.update(kwargs)
     options = topology.pooler_options(options, transaction_pooler)
     engine = sa_asyncio.create_async_engine(resolved, **options)
     engine.sync_engine.update_execution_options(**in_schema)

@@ -39,6 +39,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from portfolio_core.domain.arguments import clean_text, retention, storable_result
 from portfolio_core.domain.events import PortfolioOperation
+from portfolio_core.domain.money import fixed
 from portfolio_core.errors import StaleDataException, ValidationError
 from portfolio_core.persistence.locking import Executes
 from portfolio_core.persistence.schema import IDEMPOTENCY_KEY_MAX_LENGTH, idempotency_keys
@@ -112,7 +113,7 @@ def decode_result(data: Any) -> Any:
             raise ValidationError("result", data, "is not an encoded result")
         tag, payload = next(iter(data.items()))
         if tag == "$decimal":
-            return Decimal(payload)
+            return fixed(Decimal(payload))
         if tag == "$uuid":
             return UUID(payload)
         if tag == "$tuple":

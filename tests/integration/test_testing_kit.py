@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from portfolio_core.persistence.engine import DATABASE_URL_ENV
+from tests.integration.readme_blocks import section_blocks
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 
@@ -60,20 +61,13 @@ def pytest_run(
     )
 
 
-def readme_section_blocks(title: str) -> list[str]:
-    """The python code blocks of README's section ``title``."""
-    text = (REPOSITORY / "README.md").read_text()
-    section = text.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
-
-
 def test_readme_testing_examples_pass_as_a_service_would_run_them(
     tmp_path: Path, postgres_server_url: str
 ) -> None:
-    blocks = readme_section_blocks("Testing your service")
+    blocks = section_blocks("Testing your service")  # readme_blocks.SECTIONS_RUN_ELSEWHERE
     assert len(blocks) == 3
     for index, block in enumerate(blocks):
-        (tmp_path / f"test_readme_{index}.py").write_text(block)
+        (tmp_path / f"test_readme_{index}.py").write_text(block.code)
 
     result = pytest_run(tmp_path, server_url=postgres_server_url)
 

@@ -10,10 +10,8 @@ does not came from the standby. The last tests stop the standby for good.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 from uuid import UUID
 
 import psycopg2
@@ -32,6 +30,7 @@ from portfolio_core import (
 )
 from portfolio_core.persistence.locking import advisory_key
 from portfolio_core.persistence.read_routing import ReadPolicy, ReadToken
+from tests.integration.readme_blocks import run_section, section_blocks
 from tests.topology.replay import (
     primary_insert_lsn,
     replay_paused,
@@ -266,13 +265,6 @@ def test_async_store_reads_its_writes_and_serves_stale_reads_from_the_standby(
     assert _cash_on_primary(primary, pid) == Decimal("106")
 
 
-def _readme_blocks() -> list[str]:
-    """The ```python blocks of README's "Read replicas" subsection."""
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme.split("\n### Read replicas\n", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
-
-
 def test_the_readme_read_replicas_blocks_run_against_the_pair(
     pair: ReplicatedPair, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -280,11 +272,9 @@ def test_the_readme_read_replicas_blocks_run_against_the_pair(
         raise RuntimeError("not started")
     monkeypatch.setenv("PORTFOLIO_CORE_DATABASE_URL", pair.primary.url)
     monkeypatch.setenv("STANDBY_URL", pair.standby.url)
-    blocks = _readme_blocks()
+    blocks = section_blocks("Read replicas")
     assert blocks
-    namespace: dict[str, object] = {"__name__": "readme"}
-    for number, block in enumerate(blocks):
-        exec(compile(block, f"README.md Read replicas block {number}", "exec"), namespace)
+    namespace = run_section(blocks)
     for name in ("engine", "standby"):
         engine = namespace[name]
         if isinstance(engine, Engine):

@@ -142,3 +142,24 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for command in ("migrate", "db", "demo", "bench"):
         assert command in out
+
+
+def test_version_prints_the_installed_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from portfolio_core import __version__
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"portfolio-core {__version__}"
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "http"])
+def test_db_refuses_a_port_that_is_no_tcp_port(
+    port: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["db", "--port", port])
+
+    assert exit_info.value.code == 2
+    assert "--port" in _one_line_error(capsys)
