@@ -280,8 +280,8 @@ class AutoFailoverFormation:
         node1, node2 = self.ports["node1"], self.ports["node2"]
         self._spawn("node1", "create", "postgres", "--name", "node1", *self._node("node1", node1))
         self.wait_for({"node1": "single"})
-        # pg_basebackup (node2's clone) starts with a checkpoint, spread over
-        # checkpoint_completion_target of 5 min unless one was just done.
+        # pg_autoctl runs node2's pg_basebackup without --checkpoint=fast: it
+        # would wait for a spread checkpoint (90 s seen) unless one was just done.
         with psycopg2.connect(self.superuser_url(node1)) as db, db.cursor() as cursor:
             cursor.execute("CHECKPOINT")
         db.close()
