@@ -158,23 +158,13 @@ class AutoFailoverFormation:
         return str(completed.stdout)
 
     def _common(self, name: str, port: int) -> list[str]:
+        """``create ... --run`` options: loopback only, trust, no TLS, Debian's pg_ctl."""
         if self.folder is None:
             raise RuntimeError("not started")
+        fixed = "--hostname 127.0.0.1 --listen 127.0.0.1 --auth trust --no-ssl --run"
         return [
-            "--pgdata",
-            str(self.folder / name),
-            "--pgport",
-            str(port),
-            "--hostname",
-            "127.0.0.1",
-            "--listen",
-            "127.0.0.1",
-            "--pgctl",
-            str(PG_BINDIR / "pg_ctl"),
-            "--auth",
-            "trust",
-            "--no-ssl",
-            "--run",
+            *("--pgdata", str(self.folder / name), "--pgport", str(port)),
+            *("--pgctl", str(PG_BINDIR / "pg_ctl"), *fixed.split()),
         ]
 
     # -- URLs and state ------------------------------------------------------
@@ -281,7 +271,7 @@ class AutoFailoverFormation:
         self._spawn("node1", "create", "postgres", "--name", "node1", *self._node("node1", node1))
         self.wait_for({"node1": "single"})
         # pg_autoctl runs node2's pg_basebackup without --checkpoint=fast: it
-        # would wait for a spread checkpoint (90 s seen) unless one was just done.
+        # would wait for a spread checkpoint (90 s in the issue) unless one was just done.
         with psycopg2.connect(self.superuser_url(node1)) as db, db.cursor() as cursor:
             cursor.execute("CHECKPOINT")
         db.close()
