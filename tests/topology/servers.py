@@ -30,11 +30,11 @@ from tests.topology.relay import ReplicationRelay
 PGBOUNCER = "pgbouncer"
 
 
-def require_binary(path: str | None, what: str) -> str:
+def require_binary(path: str | None, what: str, packages: str = PGBOUNCER) -> str:
     """``path`` if it names an executable; else skip the test (fail under CI)."""
     if path is not None and os.access(path, os.X_OK):
         return path
-    message = f"{what} is not installed (CI installs it: apt-get install -y pgbouncer)"
+    message = f"{what} is not installed (CI installs it: apt-get install -y {packages})"
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(message)
     pytest.skip(message)
