@@ -109,12 +109,12 @@ def empty_database(server_url: str) -> Iterator[str]:
         admin.dispose()
 
 
-def table_names(url: str) -> set[str]:
-    """The tables of the public schema."""
+def table_names(url: str, schema: str | None = None) -> set[str]:
+    """The tables of ``schema`` (default: the public schema)."""
     engine = create_engine(url, pool_size=1, max_overflow=0)
     try:
         with engine.connect() as connection:
-            return set(inspect(connection).get_table_names())
+            return set(inspect(connection).get_table_names(schema=schema))
     finally:
         engine.dispose()
 

@@ -115,6 +115,12 @@ def needs_empty_database(blocks: list[Block]) -> bool:
     return any(re.search(r"\bmigrate\(", block.code) for block in blocks)
 
 
+def schema_named(blocks: list[Block]) -> str | None:
+    """The ``schema="..."`` the section's engines are given, if any (see "Its own schema")."""
+    found = {m for block in blocks for m in re.findall(r'\bschema="(\w+)"', block.code)}
+    return found.pop() if len(found) == 1 else None
+
+
 def run_section(blocks: list[Block]) -> dict[str, object]:
     """Execute the blocks in order in one namespace; returns the namespace."""
     namespace: dict[str, object] = {"__name__": "readme"}

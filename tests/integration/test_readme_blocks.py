@@ -61,8 +61,10 @@ def test_the_section_s_blocks_run_in_order(
 
     _dispose_engines(namespace)
     if readme_blocks.needs_empty_database(blocks):
-        # migrate() made the tables, and never writes the application's alembic_version.
-        assert "portfolios" in table_names(section_database)
+        # migrate() made the tables (in the schema the section names, if any)
+        # and never writes the application's alembic_version.
+        schema = readme_blocks.schema_named(blocks)
+        assert "portfolios" in table_names(section_database, schema)
         assert "alembic_version" not in table_names(section_database)
 
 
