@@ -26,7 +26,12 @@ from portfolio_core.domain import arguments, money
 from portfolio_core.domain.events import PortfolioEvent
 from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.domain.position import Position, PositionRequest
-from portfolio_core.errors import PortfolioCoreError, ValidationError, VersionMismatchError
+from portfolio_core.errors import (
+    PortfolioCoreError,
+    StaleDataException,
+    ValidationError,
+    VersionMismatchError,
+)
 from portfolio_core.exactly_once import MISSING, execute_with_key, stored_result
 from portfolio_core.persistence import idempotency
 from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository, as_portfolio_id
@@ -35,8 +40,9 @@ from portfolio_core.units import Seconds
 
 T = TypeVar("T")
 
-LockMode = Literal["optimistic", "nowait", "wait"]
-LOCK_MODES: tuple[LockMode, ...] = ("optimistic", "nowait", "wait")
+LockMode = Literal["auto", "optimistic", "nowait", "wait"]
+LOCK_MODES: tuple[LockMode, ...] = ("auto", "optimistic", "nowait", "wait")
+"""``"auto"`` (the default of execute): optimistic first, row-locked after a version conflict."""
 
 Body = Callable[[PostgreSQLPortfolioRepository], T]
 """A unit of work's body: what it does with the unit of work's repository."""
@@ -58,12 +64,20 @@ class StoreCall(Generic[T]):
     fingerprint: str | None = None
     portfolio: Portfolio | None = None
     """``execute``: the portfolio its last attempt loaded (committed version after COMMIT)."""
+    version_conflicts: int = 0
+    """How many attempts ended in a version conflict (``lock="auto"`` locks after one)."""
 
     def attempt(self, repository: PostgreSQLPortfolioRepository) -> T:
         """One attempt in a fresh unit of work: the body, then COMMIT (not for reads)."""
-        result = self.body(repository)
-        if self.commit:
-            repository.session.commit()
+        try:
+            result = self.body(repository)
+            if self.commit:
+                repository.session.commit()
+        except VersionMismatchError:
+            raise  # the caller's If-Match: never retried, so no lock is wanted
+        except StaleDataException:
+            self.version_conflicts += 1
+            raise
         return result
 
 
@@ -124,8 +138,12 @@ def load_for_change(
     lock: LockMode,
     lock_timeout: Seconds | None,
 ) -> Portfolio:
-    """Load a portfolio to change it: plain read (optimistic) or row-locked (nowait/wait)."""
-    if lock == "optimistic":
+    """Load a portfolio to change it: plain read (optimistic) or row-locked (nowait/wait).
+
+    ``"auto"`` here is the optimistic first attempt (``execute`` turns a retry
+    after a version conflict into ``"wait"``).
+    """
+    if lock in ("optimistic", "auto"):
         return repository.get(portfolio_id)
     return repository.get_portfolio_for_update(
         portfolio_id, nowait=lock == "nowait", lock_timeout=lock_timeout
@@ -167,7 +185,9 @@ def execute(
     """``execute``: load per ``lock``, check ``expected_version``, call ``operation``.
 
     ``lock="wait"`` without a ``lock_timeout`` waits at most ``wait_lock_timeout``
-    (the store passes its policy's).
+    (the store passes its policy's). ``lock="auto"`` loads optimistically; an
+    attempt after a version conflict takes the row lock (FOR UPDATE, same
+    bound), so a hot portfolio stops losing the same race again and again.
 
     The expected version is compared with the version loaded, so an
     optimistic attempt that loses a race is retried and then fails the check;
@@ -181,13 +201,14 @@ def execute(
     pid = as_portfolio_id(portfolio_id)
     mode = checked_lock_mode(lock)
     key = checked_key(idempotency_key)
-    if mode == "wait" and lock_timeout is None:
+    if mode in ("wait", "auto") and lock_timeout is None:
         lock_timeout = wait_lock_timeout
     lock_timeout = arguments.lock_timeout(lock_timeout)
     expected = checked_expected(expected_version)
 
     def body(repository: PostgreSQLPortfolioRepository) -> T:
-        portfolio = call.portfolio = load_for_change(repository, pid, mode, lock_timeout)
+        attempt_mode: LockMode = "wait" if mode == "auto" and call.version_conflicts else mode
+        portfolio = call.portfolio = load_for_change(repository, pid, attempt_mode, lock_timeout)
 
         def check() -> None:
             check_version(pid, expected, portfolio.version)
