@@ -36,6 +36,7 @@ from portfolio_core.exactly_once import MISSING, execute_with_key, stored_result
 from portfolio_core.persistence import idempotency
 from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository, as_portfolio_id
 from portfolio_core.persistence.schema import portfolios
+from portfolio_core.persistence.snapshot_rows import detached_snapshot
 from portfolio_core.units import Seconds
 
 T = TypeVar("T")
@@ -166,9 +167,8 @@ def snapshot(portfolio_id: UUID) -> StoreCall[Portfolio]:
     pid = as_portfolio_id(portfolio_id)
 
     def body(repository: PostgreSQLPortfolioRepository) -> Portfolio:
-        portfolio = repository.get_snapshot(pid)
-        repository.session.expunge_all()
-        return portfolio
+        # Built from rows, never attached: no ORM load and expunge per position.
+        return detached_snapshot(repository.session, pid)
 
     return StoreCall(body, pid, commit=False)
 

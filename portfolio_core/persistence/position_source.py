@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from sqlalchemy import bindparam, event, select
-from sqlalchemy.orm import object_session
+from sqlalchemy.orm import InstanceState, object_session
 
 from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.domain.position import Position
@@ -61,18 +61,19 @@ class SessionPositions:
         session.add(position)
 
 
-def _forget_book(target: Portfolio, *_: Any) -> None:
-    target.__dict__.pop("_position_book", None)
+def _forget_book(state: InstanceState[Portfolio], *_: Any) -> None:
+    # raw=True: the object may be gone already (the identity map holds it weakly).
+    state.dict.pop("_position_book", None)
 
 
-def _forget_book_on_full_expire(target: Portfolio, attrs: Any) -> None:
+def _forget_book_on_full_expire(state: InstanceState[Portfolio], attrs: Any) -> None:
     # A full expire (rollback, expire_all) may have dropped pending positions.
     if attrs is None:
-        _forget_book(target)
+        _forget_book(state)
 
 
 def install_position_source() -> None:
     """Make mapped portfolios fetch positions by symbol; their books reset on expire/refresh."""
     Portfolio._source = SessionPositions()
-    event.listen(Portfolio, "expire", _forget_book_on_full_expire)
-    event.listen(Portfolio, "refresh", _forget_book)
+    event.listen(Portfolio, "expire", _forget_book_on_full_expire, raw=True)
+    event.listen(Portfolio, "refresh", _forget_book, raw=True)
