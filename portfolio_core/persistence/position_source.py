@@ -25,7 +25,6 @@ from portfolio_core.persistence.errors import translated
 from portfolio_core.persistence.schema import positions
 
 
-
 class SessionPositions:
     """Fetch and attach a loaded portfolio's positions through its session."""
 

@@ -12,11 +12,11 @@ by (opened_at, id), closed ones by (closed_at, id).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any, TypeVar
 from uuid import UUID
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import RowMapping, bindparam, select
 from sqlalchemy.orm import Session, class_mapper, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -26,7 +26,7 @@ from portfolio_core.errors import PortfolioNotFoundError
 from portfolio_core.persistence.errors import translated
 from portfolio_core.persistence.schema import portfolios, positions
 
-O = TypeVar("O")
+Mapped = TypeVar("Mapped")
 
 _PORTFOLIO_ROW = select(portfolios).where(portfolios.c.id == bindparam("pid"))
 _POSITION_ROWS = (
@@ -41,14 +41,14 @@ def _attributes(cls: type[Any]) -> list[tuple[str, str]]:
     return [(prop.key, prop.columns[0].key) for prop in class_mapper(cls).column_attrs]
 
 
-def _detached(cls: type[O], attributes: list[tuple[str, str]], row: Mapping[str, Any]) -> O:
-    instance: O = class_mapper(cls).class_manager.new_instance()
+def _detached(cls: type[Mapped], attributes: list[tuple[str, str]], row: RowMapping) -> Mapped:
+    instance: Mapped = class_mapper(cls).class_manager.new_instance()
     instance.__dict__.update({key: row[column] for key, column in attributes})
     make_transient_to_detached(instance)
     return instance
 
 
-def _build_all(rows: Iterable[Mapping[str, Any]]) -> list[Position]:
+def _build_all(rows: Iterable[RowMapping]) -> list[Position]:
     attributes = _attributes(Position)
     return [_detached(Position, attributes, row) for row in rows]
 
@@ -63,9 +63,7 @@ def detached_snapshot(session: Session, portfolio_id: UUID) -> Portfolio:
         position_rows = session.execute(_POSITION_ROWS, params).mappings().all()
     portfolio = _detached(Portfolio, _attributes(Portfolio), row)
     held = _build_all(position_rows)
-    closed = sorted(
-        (p for p in held if p.closed_at is not None), key=lambda p: (p.closed_at, p.id)
-    )
+    closed = sorted((p for p in held if p.closed_at is not None), key=lambda p: (p.closed_at, p.id))
     set_committed_value(portfolio, "_positions", [p for p in held if p.closed_at is None])
     set_committed_value(portfolio, "_closed", closed)
     return portfolio
