@@ -89,12 +89,17 @@ def _timed(raw_op: Op, library_op: Op, ops: int, warmup: int) -> tuple[Milliseco
 
 
 def _row(
-    name: str, small: int, large: int, costs: Mapping[int, tuple[Milliseconds, Milliseconds]]
+    name: str,
+    unit: str,
+    small: int,
+    large: int,
+    costs: Mapping[int, tuple[Milliseconds, Milliseconds]],
 ) -> dict[str, Any]:
     (raw_small, lib_small), (raw_large, lib_large) = costs[small], costs[large]
     scale = round(lib_large / lib_small, 3)
     return {
         "operation": name,
+        "unit": unit,
         "small": small,
         "large": large,
         "raw_ms": {"small": round(raw_small, 3), "large": round(raw_large, 3)},
@@ -130,7 +135,7 @@ def _deposit_costs(bench: Bench, count: int, ops: int) -> tuple[Milliseconds, Mi
 def deposit_scaling(bench: Bench, large: int, ops: int) -> dict[str, Any]:
     """A deposit into a random one of SMALL_PORTFOLIOS vs of ``large`` portfolios."""
     costs = {count: _deposit_costs(bench, count, ops) for count in (SMALL_PORTFOLIOS, large)}
-    return _row("deposit", SMALL_PORTFOLIOS, large, costs)
+    return _row("deposit", "portfolios", SMALL_PORTFOLIOS, large, costs)
 
 
 def _raw_trade(
@@ -180,8 +185,16 @@ def position_scaling(bench: Bench, large: int, ops: int) -> list[dict[str, Any]]
     """Open+close one position, and re-price one, on 1 vs ``large`` open positions."""
     costs = {count: _position_costs(bench, count, ops) for count in (1, large)}
     return [
-        _row("open+close one position", 1, large, {n: c[0] for n, c in costs.items()}),
-        _row("re-price one position", 1, large, {n: c[1] for n, c in costs.items()}),
+        _row(
+            "open+close one position",
+            "open positions",
+            1,
+            large,
+            {n: c[0] for n, c in costs.items()},
+        ),
+        _row(
+            "re-price one position", "open positions", 1, large, {n: c[1] for n, c in costs.items()}
+        ),
     ]
 
 
