@@ -324,27 +324,10 @@ class Portfolio(Versioned):
         return self._book().merged(self._positions)
 
     def _find_open(self, symbol: str) -> Position | None:
-        book = self._book()
-        source = self._source
-        if source is None or source.loaded(self):
-            book.sync(self._positions)
-            found = book.lookup(symbol)
-        else:
-            found = book.lookup(symbol)
-            if found is None:
-                found = source.find_open(self, symbol)
-                if found is not None:
-                    book.remember(found)
-        return found if found is not None and found.is_open else None
+        return self._book().find_open(self, self._source, symbol)
 
     def _attach(self, position: Position) -> None:
-        source = self._source
-        if source is None or source.loaded(self):
-            self._positions.append(position)
-            self._book().sync(self._positions)
-        else:
-            source.attach(self, position)
-            self._book().remember(position)
+        self._book().attach(self, self._source, position)
 
     def _touch(self) -> None:
         self.last_updated = utcnow()

@@ -52,6 +52,33 @@ class PositionBook:
         """Positions fetched or attached one by one, perhaps not (yet) in the list."""
         self.by_symbol: dict[str, Position] = {}
 
+    def find_open(
+        self, portfolio: Portfolio, source: PositionSource | None, symbol: str
+    ) -> Position | None:
+        """``portfolio``'s open position in ``symbol``: indexed, else fetched by ``source``."""
+        if source is None or source.loaded(portfolio):
+            self.sync(portfolio._positions)
+            found = self.lookup(symbol)
+        else:
+            found = self.lookup(symbol)
+            # One found closed stays the answer: this unit of work closed it.
+            if found is None:
+                found = source.find_open(portfolio, symbol)
+                if found is not None:
+                    self.remember(found)
+        return found if found is not None and found.is_open else None
+
+    def attach(
+        self, portfolio: Portfolio, source: PositionSource | None, position: Position
+    ) -> None:
+        """Add a new position: to the list if it is in memory, else through ``source``."""
+        if source is None or source.loaded(portfolio):
+            portfolio._positions.append(position)
+            self.sync(portfolio._positions)
+        else:
+            source.attach(portfolio, position)
+            self.remember(position)
+
     def remember(self, position: Position) -> None:
         """Index a position fetched or attached on its own."""
         self.singles.append(position)
