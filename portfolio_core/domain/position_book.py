@@ -14,12 +14,16 @@ one), so a lookup is O(1) and opening N positions in one unit of work is O(N).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from portfolio_core.domain.position import Position
 
 if TYPE_CHECKING:
     from portfolio_core.domain.portfolio import Portfolio
+
+
+FETCHES_BEFORE_FULL_LOAD: Final = 8
+"""Symbols fetched one at a time before a command loads the whole list instead."""
 
 
 class PositionSource(Protocol):
@@ -41,9 +45,11 @@ class PositionSource(Protocol):
 class PositionBook:
     """The positions a portfolio holds in memory, indexed by symbol."""
 
-    __slots__ = ("by_symbol", "collection", "indexed", "singles")
+    __slots__ = ("by_symbol", "collection", "fetches", "indexed", "singles")
 
     def __init__(self) -> None:
+        self.fetches = 0
+        """How many symbols were fetched one by one (past a few, the list is loaded)."""
         self.collection: list[Position] | None = None
         """The list object indexed so far (a reloaded list is a new object: reindexed)."""
         self.indexed = 0
@@ -59,10 +65,16 @@ class PositionBook:
         if source is None or source.loaded(portfolio):
             self.sync(portfolio._positions)
             found = self.lookup(symbol)
+        elif self.fetches >= FETCHES_BEFORE_FULL_LOAD:
+            # Many symbols in one unit of work: one SELECT of the whole list
+            # beats a round trip per symbol (opening N positions stays O(N)).
+            self.sync(portfolio._positions)
+            found = self.lookup(symbol)
         else:
             found = self.lookup(symbol)
             # One found closed stays the answer: this unit of work closed it.
             if found is None:
+                self.fetches += 1
                 found = source.find_open(portfolio, symbol)
                 if found is not None:
                     self.remember(found)

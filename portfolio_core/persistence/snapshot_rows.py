@@ -12,11 +12,13 @@ by (opened_at, id), closed ones by (closed_at, id).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import gc
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 from uuid import UUID
 
-from sqlalchemy import RowMapping, bindparam, select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import Session, class_mapper, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -28,41 +30,70 @@ from portfolio_core.persistence.schema import portfolios, positions
 
 Mapped = TypeVar("Mapped")
 
-_PORTFOLIO_ROW = select(portfolios).where(portfolios.c.id == bindparam("pid"))
-_POSITION_ROWS = (
-    select(positions)
-    .where(positions.c.portfolio_id == bindparam("pid"))
-    .order_by(positions.c.opened_at, positions.c.id)
-)
+
+def _attribute_keys(cls: type[Any]) -> tuple[list[str], list[Any]]:
+    """The mapped attribute of each column of ``cls``'s mapping, and those columns."""
+    props = class_mapper(cls).column_attrs
+    return [prop.key for prop in props], [prop.columns[0] for prop in props]
 
 
-def _attributes(cls: type[Any]) -> list[tuple[str, str]]:
-    """(mapped attribute, column name) of each column of ``cls``'s mapping."""
-    return [(prop.key, prop.columns[0].key) for prop in class_mapper(cls).column_attrs]
-
-
-def _detached(cls: type[Mapped], attributes: list[tuple[str, str]], row: RowMapping) -> Mapped:
+def _detached(cls: type[Mapped], keys: list[str], row: Sequence[Any]) -> Mapped:
     instance: Mapped = class_mapper(cls).class_manager.new_instance()
-    instance.__dict__.update({key: row[column] for key, column in attributes})
+    # Plain tuples zipped with the attribute names: a RowMapping lookup per
+    # column cost more than everything else here.
+    instance.__dict__.update(zip(keys, row, strict=True))
     make_transient_to_detached(instance)
     return instance
 
 
-def _build_all(rows: Iterable[RowMapping]) -> list[Position]:
-    attributes = _attributes(Position)
-    return [_detached(Position, attributes, row) for row in rows]
+def _statements() -> tuple[Select[Any], Select[Any], list[str], list[str]]:
+    portfolio_keys, portfolio_columns = _attribute_keys(Portfolio)
+    position_keys, position_columns = _attribute_keys(Position)
+    return (
+        select(*portfolio_columns).where(portfolios.c.id == bindparam("pid")),
+        select(*position_columns)
+        .where(positions.c.portfolio_id == bindparam("pid"))
+        .order_by(positions.c.opened_at, positions.c.id),
+        portfolio_keys,
+        position_keys,
+    )
+
+
+_STATEMENTS: list[tuple[Select[Any], Select[Any], list[str], list[str]]] = []
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while thousands of objects are made.
+
+    Each burst of allocations otherwise triggers collections that walk every
+    object of the process: measured, they took two thirds of a 10,000-position
+    snapshot. Nothing is lost: cycles are collected once it is back on. It is
+    turned back on only if it was on (another thread may pause it too).
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def detached_snapshot(session: Session, portfolio_id: UUID) -> Portfolio:
     """The portfolio with every open and closed position, detached (not in ``session``)."""
+    if not _STATEMENTS:  # built once the classes are mapped
+        _STATEMENTS.append(_statements())
+    portfolio_row, position_rows, portfolio_keys, position_keys = _STATEMENTS[0]
     params = {"pid": portfolio_id}
     with translated(entity_type="Portfolio", entity_id=portfolio_id):
-        row = session.execute(_PORTFOLIO_ROW, params).mappings().one_or_none()
+        row = session.execute(portfolio_row, params).one_or_none()
         if row is None:
             raise PortfolioNotFoundError(portfolio_id)
-        position_rows = session.execute(_POSITION_ROWS, params).mappings().all()
-    portfolio = _detached(Portfolio, _attributes(Portfolio), row)
-    held = _build_all(position_rows)
+        rows = session.execute(position_rows, params).all()
+    with _collector_paused():
+        portfolio = _detached(Portfolio, portfolio_keys, row)
+        held = [_detached(Position, position_keys, position) for position in rows]
     closed = sorted((p for p in held if p.closed_at is not None), key=lambda p: (p.closed_at, p.id))
     set_committed_value(portfolio, "_positions", [p for p in held if p.closed_at is None])
     set_committed_value(portfolio, "_closed", closed)
