@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -99,7 +100,7 @@ def test_one_symbol_costs_the_same_statements_and_rows_with_many_positions(
 ) -> None:
     one, many = holding(store, engine, 1), holding(store, engine, MANY)
 
-    costs = [cost_of(engine, lambda pid=pid: store.execute(pid, command)) for pid in (one, many)]
+    costs = [cost_of(engine, partial(store.execute, pid, command)) for pid in (one, many)]
 
     assert costs[0] == costs[1]
     assert costs[1][1] <= 3  # the portfolio row, the position, nothing per position
