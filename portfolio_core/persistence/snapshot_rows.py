@@ -13,7 +13,7 @@ by (opened_at, id), closed ones by (closed_at, id).
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 from uuid import UUID
@@ -37,8 +37,8 @@ def _attribute_keys(cls: type[Any]) -> tuple[list[str], list[Any]]:
     return [prop.key for prop in props], [prop.columns[0] for prop in props]
 
 
-def _detached(cls: type[Mapped], keys: list[str], row: Sequence[Any]) -> Mapped:
-    instance: Mapped = class_mapper(cls).class_manager.new_instance()
+def _detached(new: Callable[[], Mapped], keys: list[str], row: Sequence[Any]) -> Mapped:
+    instance = new()
     # Plain tuples zipped with the attribute names: a RowMapping lookup per
     # column cost more than everything else here.
     instance.__dict__.update(zip(keys, row, strict=True))
@@ -64,7 +64,7 @@ _STATEMENTS: list[tuple[Select[Any], Select[Any], list[str], list[str]]] = []
 
 @contextmanager
 def _collector_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while thousands of objects are made.
+    """Pause the cyclic garbage collector while thousands of rows and objects are made.
 
     Each burst of allocations otherwise triggers collections that walk every
     object of the process: measured, they took two thirds of a 10,000-position
@@ -86,14 +86,16 @@ def detached_snapshot(session: Session, portfolio_id: UUID) -> Portfolio:
         _STATEMENTS.append(_statements())
     portfolio_row, position_rows, portfolio_keys, position_keys = _STATEMENTS[0]
     params = {"pid": portfolio_id}
-    with translated(entity_type="Portfolio", entity_id=portfolio_id):
+    with translated(entity_type="Portfolio", entity_id=portfolio_id), _collector_paused():
         row = session.execute(portfolio_row, params).one_or_none()
         if row is None:
             raise PortfolioNotFoundError(portfolio_id)
         rows = session.execute(position_rows, params).all()
-    with _collector_paused():
-        portfolio = _detached(Portfolio, portfolio_keys, row)
-        held = [_detached(Position, position_keys, position) for position in rows]
+        portfolio = _detached(
+            class_mapper(Portfolio).class_manager.new_instance, portfolio_keys, row
+        )
+        new_position = class_mapper(Position).class_manager.new_instance
+        held = [_detached(new_position, position_keys, position) for position in rows]
     closed = sorted((p for p in held if p.closed_at is not None), key=lambda p: (p.closed_at, p.id))
     set_committed_value(portfolio, "_positions", [p for p in held if p.closed_at is None])
     set_committed_value(portfolio, "_closed", closed)
