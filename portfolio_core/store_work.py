@@ -139,11 +139,7 @@ def load_for_change(
     lock: LockMode,
     lock_timeout: Seconds | None,
 ) -> Portfolio:
-    """Load a portfolio to change it: plain read (optimistic) or row-locked (nowait/wait).
-
-    ``"auto"`` here is the optimistic first attempt (``execute`` turns a retry
-    after a version conflict into ``"wait"``).
-    """
+    """Load a portfolio to change it: plain read (optimistic, auto) or row-locked (nowait/wait)."""
     if lock in ("optimistic", "auto"):
         return repository.get(portfolio_id)
     return repository.get_portfolio_for_update(
@@ -185,9 +181,8 @@ def execute(
     """``execute``: load per ``lock``, check ``expected_version``, call ``operation``.
 
     ``lock="wait"`` without a ``lock_timeout`` waits at most ``wait_lock_timeout``
-    (the store passes its policy's). ``lock="auto"`` loads optimistically; an
-    attempt after a version conflict takes the row lock (FOR UPDATE, same
-    bound), so a hot portfolio stops losing the same race again and again.
+    (the store passes its policy's). ``lock="auto"`` reads optimistically; an attempt
+    after a version conflict takes the row lock (FOR UPDATE, same bound).
 
     The expected version is compared with the version loaded, so an
     optimistic attempt that loses a race is retried and then fails the check;
