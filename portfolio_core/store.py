@@ -51,11 +51,14 @@ __all__ = ["LOCK_MODES", "LockMode", "PortfolioStore"]
 class PortfolioStore:
     """Create, read and change portfolios safely from many threads, processes and hosts.
 
-    ``lock`` chooses how a change meets concurrent ones: ``"optimistic"`` reads
-    without locking and relies on the version check (best when conflicts are
-    rare); ``"nowait"`` row-locks with FOR UPDATE NOWAIT and retries when the
-    row is busy; ``"wait"`` row-locks and queues (best for a hot portfolio),
-    bounded by ``lock_timeout`` seconds (default: the policy's
+    ``lock`` chooses how a change meets concurrent ones: ``"auto"`` (the
+    default) reads without locking first and, if that attempt loses to a
+    concurrent change (a version conflict), retries with the row locked
+    (FOR UPDATE, bounded like ``"wait"``); ``"optimistic"`` reads without
+    locking and relies on the version check on every attempt (best when
+    conflicts are rare); ``"nowait"`` row-locks with FOR UPDATE NOWAIT and
+    retries when the row is busy; ``"wait"`` row-locks and queues (best for a
+    hot portfolio), bounded by ``lock_timeout`` seconds (default: the policy's
     ``wait_lock_timeout``, 30 s). A store call made from inside another on the
     same portfolio, in the same thread or task, raises ReentrantUnitOfWorkError
     at once instead of waiting on itself.
@@ -175,7 +178,7 @@ class PortfolioStore:
         portfolio_id: PortfolioId,
         operation: Callable[[Portfolio], T],
         *,
-        lock: LockMode = "optimistic",
+        lock: LockMode = "auto",
         lock_timeout: Seconds | None = None,
         idempotency_key: str | None = None,
         expected_version: int | None = None,
@@ -185,8 +188,9 @@ class PortfolioStore:
         Retried as a whole per the concurrency service's policy, so
         ``operation`` must be safe to call again (it only touches the portfolio).
         ``lock_timeout`` (seconds) bounds the wait for the row lock in
-        ``"wait"`` mode (None: the policy's ``wait_lock_timeout``); the other
-        modes never wait for a row lock before the operation runs.
+        ``"wait"`` mode and in ``"auto"``'s attempts after a version conflict
+        (None: the policy's ``wait_lock_timeout``); the other modes never wait
+        for a row lock before the operation runs.
         With ``idempotency_key`` the result must be JSON-able (see
         ``persistence.idempotency``) and the request is fingerprinted by the
         operations ``operation`` performs; a repeated key re-applies
@@ -209,7 +213,7 @@ class PortfolioStore:
         portfolio_id: PortfolioId,
         operation: Callable[[Portfolio], T],
         *,
-        lock: LockMode = "optimistic",
+        lock: LockMode = "auto",
         lock_timeout: Seconds | None = None,
         idempotency_key: str | None = None,
         expected_version: int | None = None,

@@ -27,17 +27,24 @@ from portfolio_core.domain.arguments import PortfolioId
 from portfolio_core.domain.events import PortfolioEvent
 from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.domain.position import Position, PositionRequest
-from portfolio_core.errors import PortfolioCoreError, ValidationError, VersionMismatchError
+from portfolio_core.errors import (
+    PortfolioCoreError,
+    StaleDataException,
+    ValidationError,
+    VersionMismatchError,
+)
 from portfolio_core.exactly_once import MISSING, execute_with_key, stored_result
 from portfolio_core.persistence import idempotency
 from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository, as_portfolio_id
 from portfolio_core.persistence.schema import portfolios
+from portfolio_core.persistence.snapshot_rows import detached_snapshot
 from portfolio_core.units import Seconds
 
 T = TypeVar("T")
 
-LockMode = Literal["optimistic", "nowait", "wait"]
-LOCK_MODES: tuple[LockMode, ...] = ("optimistic", "nowait", "wait")
+LockMode = Literal["auto", "optimistic", "nowait", "wait"]
+LOCK_MODES: tuple[LockMode, ...] = ("auto", "optimistic", "nowait", "wait")
+"""``"auto"`` (the default of execute): optimistic first, row-locked after a version conflict."""
 
 Body = Callable[[PostgreSQLPortfolioRepository], T]
 """A unit of work's body: what it does with the unit of work's repository."""
@@ -63,12 +70,20 @@ class StoreCall(Generic[T]):
     """The store method's name (for observability listeners, as ``lock_mode``)."""
     lock_mode: LockMode | None = None
     """``execute``'s ``lock=``; ``"wait"`` for calls that queue on row locks; else None."""
+    version_conflicts: int = 0
+    """How many attempts ended in a version conflict (``lock="auto"`` locks after one)."""
 
     def attempt(self, repository: PostgreSQLPortfolioRepository) -> T:
         """One attempt in a fresh unit of work: the body, then COMMIT (not for reads)."""
-        result = self.body(repository)
-        if self.commit:
-            repository.session.commit()
+        try:
+            result = self.body(repository)
+            if self.commit:
+                repository.session.commit()
+        except VersionMismatchError:
+            raise  # the caller's If-Match: never retried, so no lock is wanted
+        except StaleDataException:
+            self.version_conflicts += 1
+            raise
         return result
 
 
@@ -129,8 +144,8 @@ def load_for_change(
     lock: LockMode,
     lock_timeout: Seconds | None,
 ) -> Portfolio:
-    """Load a portfolio to change it: plain read (optimistic) or row-locked (nowait/wait)."""
-    if lock == "optimistic":
+    """Load a portfolio to change it: plain read (optimistic, auto) or row-locked (nowait/wait)."""
+    if lock in ("optimistic", "auto"):
         return repository.get(portfolio_id)
     return repository.get_portfolio_for_update(
         portfolio_id, nowait=lock == "nowait", lock_timeout=lock_timeout
@@ -153,9 +168,8 @@ def snapshot(portfolio_id: PortfolioId) -> StoreCall[Portfolio]:
     pid = as_portfolio_id(portfolio_id)
 
     def body(repository: PostgreSQLPortfolioRepository) -> Portfolio:
-        portfolio = repository.get_snapshot(pid)
-        repository.session.expunge_all()
-        return portfolio
+        # Built from rows, never attached: no ORM load and expunge per position.
+        return detached_snapshot(repository.session, pid)
 
     return StoreCall(body, pid, commit=False, operation="get")
 
@@ -172,7 +186,8 @@ def execute(
     """``execute``: load per ``lock``, check ``expected_version``, call ``operation``.
 
     ``lock="wait"`` without a ``lock_timeout`` waits at most ``wait_lock_timeout``
-    (the store passes its policy's).
+    (the store passes its policy's). ``lock="auto"`` reads optimistically; an attempt
+    after a version conflict takes the row lock (FOR UPDATE, same bound).
 
     The expected version is compared with the version loaded, so an
     optimistic attempt that loses a race is retried and then fails the check;
@@ -186,13 +201,14 @@ def execute(
     pid = as_portfolio_id(portfolio_id)
     mode = checked_lock_mode(lock)
     key = checked_key(idempotency_key)
-    if mode == "wait" and lock_timeout is None:
+    if mode in ("wait", "auto") and lock_timeout is None:
         lock_timeout = wait_lock_timeout
     lock_timeout = arguments.lock_timeout(lock_timeout)
     expected = checked_expected(expected_version)
 
     def body(repository: PostgreSQLPortfolioRepository) -> T:
-        portfolio = call.portfolio = load_for_change(repository, pid, mode, lock_timeout)
+        attempt_mode: LockMode = "wait" if mode == "auto" and call.version_conflicts else mode
+        portfolio = call.portfolio = load_for_change(repository, pid, attempt_mode, lock_timeout)
 
         def check() -> None:
             check_version(pid, expected, portfolio.version)

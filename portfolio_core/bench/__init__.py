@@ -7,7 +7,10 @@ a. uncontended: 8 workers on 64 portfolios, ``PortfolioStore.execute(deposit)``
    vs SELECT + versioned UPDATE + COMMIT;
 b. hot portfolio: 8 and 32 workers on ONE portfolio, each lock mode, vs
    SELECT ... FOR UPDATE + UPDATE + COMMIT;
-c. ``update_all_prices`` on 10,000 positions vs UPDATE ... FROM (VALUES ...).
+c. ``update_all_prices`` on 10,000 positions vs UPDATE ... FROM (VALUES ...);
+d. scaling rows: one operation's cost at a small and a large scale (64 vs
+   100,000 portfolios, 1 vs 10,000 open positions: ``scaling``; a keyed
+   repeat at 10 vs 10,000 events: ``keyed_repeat``), single thread.
 
 With the ``async`` extra installed, the same scenarios run again on asyncio
 tasks: AsyncPortfolioStore next to raw asyncpg (``async_scenarios``), under
@@ -36,6 +39,7 @@ import sqlalchemy
 
 from portfolio_core.bench.keyed_repeat import keyed_repeat_scaling
 from portfolio_core.bench.report import TARGETS, render_table, targets_met
+from portfolio_core.bench.scaling import scaling_rows
 from portfolio_core.bench.scenarios import QUICK, Bench, Sizes, run_scenarios
 from portfolio_core.bench.threads import ThreadDriver
 from portfolio_core.errors import PortfolioCoreError
@@ -59,6 +63,9 @@ def run(url: str, sizes: Sizes) -> dict[str, Any]:
                 scenarios = run_scenarios(bench, ThreadDriver(bench))
                 async_scenarios = _async_column(url, bench)
                 repeat = keyed_repeat_scaling(bench, sizes.repeat_history, sizes.repeat_calls)
+                scaling = scaling_rows(
+                    bench, sizes.scale_portfolios, sizes.scale_positions, sizes.scale_ops
+                )
             finally:
                 bench.close()
     finally:
@@ -74,6 +81,7 @@ def run(url: str, sizes: Sizes) -> dict[str, Any]:
         },
         "scenarios": scenarios,
         "keyed_repeat": repeat,
+        "scaling": scaling,
         **({"async": async_scenarios} if async_scenarios is not None else {}),
         "targets": TARGETS,
         "targets_met": targets_met(scenarios),

@@ -162,6 +162,14 @@ async def run_tasks(workers: int, ops_per_worker: int, operation: AsyncOperation
     await asyncio.sleep(0)  # let every task reach the start line
     started, cpu = time.perf_counter(), time.process_time()
     go.set()
-    await asyncio.gather(*tasks)
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        # Cancel and await the others: left pending, their transactions would
+        # hold row locks that the cleanup's DELETE then waits on forever.
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     return Sample(workers, latencies, sum(attempts), seconds, cpu)

@@ -82,6 +82,23 @@ def _scenario_rows(scenarios: dict[str, Any], raw_name: str, library_name: str) 
     return lines
 
 
+def _scaling_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """(d): median ms per op at each scale, library then (raw); the library's scale ratio."""
+    if not rows:
+        return []
+    lines = ["scaling (d), median ms per op, library (raw), scale ratio = large / small:"]
+    for row in rows:
+        library, raw = row["library_ms"], row["raw_ms"]
+        lines.append(
+            f"  {row['operation']}: {library['small']} ({raw['small']}) "
+            f"at {row['small']} {row['unit']}, "
+            f"{library['large']} ({raw['large']}) at {row['large']}: "
+            f"{row['scale_ratio']}x (raw {row['raw_scale_ratio']}x), "
+            f"target {row['target']}x {'met' if row['met'] else 'MISSED'}"
+        )
+    return lines
+
+
 def render_table(results: dict[str, Any]) -> str:
     """Every contender of every scenario, one line each, then the targets."""
     header = "  ".join(
@@ -107,6 +124,7 @@ def render_table(results: dict[str, Any]) -> str:
             f"{repeat['long_ms']} ms at {repeat['long_events']} events "
             f"(ratio {repeat['ratio']}; flat = independent of history)"
         )
+    lines += _scaling_lines(results.get("scaling", []))
     met = results["targets_met"]
     lines.append(
         "targets: "

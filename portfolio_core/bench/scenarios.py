@@ -66,6 +66,9 @@ class Sizes:
     rounds: int = 3
     repeat_history: int = 10_000
     repeat_calls: int = 30
+    scale_portfolios: int = 100_000
+    scale_positions: int = 10_000
+    scale_ops: int = 60
 
 
 QUICK: Final = Sizes(
@@ -77,6 +80,9 @@ QUICK: Final = Sizes(
     rounds=1,
     repeat_history=200,
     repeat_calls=3,
+    scale_portfolios=300,
+    scale_positions=200,
+    scale_ops=3,
 )
 
 

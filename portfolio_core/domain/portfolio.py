@@ -23,12 +23,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
+from typing import ClassVar
 from uuid import UUID, uuid4
 
 from portfolio_core.domain import money
 from portfolio_core.domain.events import Argument, PortfolioOperation
 from portfolio_core.domain.guarded import DomainField
 from portfolio_core.domain.position import Position, PositionRequest, Versioned, utcnow
+from portfolio_core.domain.position_book import PositionBook, PositionSource
 from portfolio_core.errors import (
     InsufficientFundsError,
     PositionNotFoundError,
@@ -59,6 +61,9 @@ class Portfolio(Versioned):
     _closed: list[Position]
     # Not mapped; created lazily because instances loaded by the ORM skip __init__.
     _pending_operations: list[PortfolioOperation]
+    _position_book: PositionBook
+    _source: ClassVar[PositionSource | None] = None
+    """Set by persistence: fetches one position by symbol (see domain.position_book)."""
 
     def __init__(
         self,
@@ -85,8 +90,8 @@ class Portfolio(Versioned):
 
     @property
     def positions(self) -> dict[str, Position]:
-        """Open positions keyed by symbol."""
-        return {p.symbol: p for p in self._positions if p.is_open}
+        """Open positions keyed by symbol (a new dict: reads every position)."""
+        return {p.symbol: p for p in self._all_positions() if p.is_open}
 
     @property
     def closed_positions(self) -> list[Position]:
@@ -95,7 +100,7 @@ class Portfolio(Versioned):
         seen = {p.id for p in history}
         # Ordered as the database orders the stored history (closed_at, id), so a
         # portfolio reads the same before and after it is reloaded.
-        closed_now = [p for p in self._positions if not p.is_open and p.id not in seen]
+        closed_now = [p for p in self._all_positions() if not p.is_open and p.id not in seen]
         history.extend(sorted(closed_now, key=lambda p: (p.closed_at, p.id)))
         return history
 
@@ -103,7 +108,7 @@ class Portfolio(Versioned):
     def total_cost_basis(self) -> Decimal:
         """Exact sum of the open positions' cost basis."""
         total = Decimal(0)
-        for position in self._positions:
+        for position in self._all_positions():
             if position.is_open:
                 total = money.add(total, position.cost_basis)
         return money.fixed(total)
@@ -139,7 +144,7 @@ class Portfolio(Versioned):
         cost = request.cost
         if cost > self.cash_balance:
             raise InsufficientFundsError(self.id, cost, self.cash_balance)
-        existing = self.positions.get(request.symbol)
+        existing = self._find_open(request.symbol)
         if existing is not None:
             existing._add(request, cost)
             position = existing
@@ -151,7 +156,7 @@ class Portfolio(Versioned):
                 request.entry_price,
                 portfolio_id=self.id,
             )
-            self._positions.append(position)
+            self._attach(position)
         self._debit(cost)
         self._touch()
         self._record(
@@ -212,7 +217,7 @@ class Portfolio(Versioned):
             for symbol, price in prices.items()
         }
         applied: dict[str, Decimal] = {}
-        for position in self._positions:
+        for position in self._all_positions():
             if position.is_open and position.symbol in validated:
                 position._reprice(validated[position.symbol])
                 applied[position.symbol] = position.current_price
@@ -300,10 +305,30 @@ class Portfolio(Versioned):
 
     def _open_position(self, symbol: str) -> Position:
         money.validate_symbol(symbol)
-        position = self.positions.get(symbol)
+        position = self._find_open(symbol)
         if position is None:
             raise PositionNotFoundError(self.id, symbol)
         return position
+
+    # Positions: one symbol at a time through the book (O(1), no full load),
+    # all of them through the list (see domain.position_book).
+
+    def _book(self) -> PositionBook:
+        try:
+            return self._position_book
+        except AttributeError:  # loaded from the database, or reset by persistence
+            self._position_book = PositionBook()
+            return self._position_book
+
+    def _all_positions(self) -> list[Position]:
+        """Every position held: the list (loaded if need be) and those fetched singly."""
+        return self._book().merged(self._positions)
+
+    def _find_open(self, symbol: str) -> Position | None:
+        return self._book().find_open(self, self._source, symbol)
+
+    def _attach(self, position: Position) -> None:
+        self._book().attach(self, self._source, position)
 
     def _touch(self) -> None:
         self.last_updated = utcnow()

@@ -20,6 +20,7 @@ from sqlalchemy.orm import foreign, registry, relationship
 
 from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.domain.position import Position
+from portfolio_core.persistence.position_source import install_position_source
 from portfolio_core.persistence.schema import metadata, portfolios, positions
 
 mapper_registry: Final = registry(metadata=metadata)
@@ -61,6 +62,8 @@ def start_mappers() -> None:
             # Open positions only: closed ones stay in the collection for the
             # rest of the session (the domain filters them) and are never
             # removed from it, so SQLAlchemy never tries to orphan a row.
+            # Loaded only when read whole: a command on one symbol fetches
+            # that row alone (persistence.position_source).
             "_positions": relationship(
                 Position,
                 primaryjoin=and_(
@@ -85,3 +88,5 @@ def start_mappers() -> None:
         version_id_col=portfolios.c.version,
         version_id_generator=False,
     )
+    # Commands on one symbol fetch that position alone (persistence.position_source).
+    install_position_source()

@@ -60,6 +60,16 @@ def test_quick_benchmark_commits_exactly_what_it_reports(
     repeat = results["keyed_repeat"]
     assert (repeat["short_events"], repeat["long_events"]) == (10, QUICK.repeat_history)
     assert repeat["ratio"] is not None
+    scaling = {row["operation"]: row for row in results["scaling"]}
+    assert set(scaling) == {"deposit", "open+close one position", "re-price one position"}
+    assert (scaling["deposit"]["small"], scaling["deposit"]["large"]) == (
+        64,
+        QUICK.scale_portfolios,
+    )
+    for row in scaling.values():
+        assert row["scale_ratio"] > 0
+        assert row["library_ms"]["large"] > 0
+        assert row["raw_ms"]["large"] > 0
 
     uncontended = scenarios["uncontended"]
     assert (uncontended["workers"], uncontended["portfolios"]) == (8, 64)

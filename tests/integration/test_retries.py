@@ -61,7 +61,7 @@ def test_conflicts_on_every_attempt_exhaust_into_optimistic_lock_exception(
     operation = Interfering(engine, "10", conflicts=1_000)
 
     with pytest.raises(OptimisticLockException) as caught:
-        store.execute(pid, operation)
+        store.execute(pid, operation, lock="optimistic")
 
     error = caught.value
     assert error.retries == service.policy.max_retries == 5
@@ -97,7 +97,7 @@ def test_scripted_scenario_gives_exact_metrics(engine: Engine) -> None:
     pid = store.create_portfolio("scripted", Decimal("100"))
 
     # 1. two conflicts, then success.
-    assert store.execute(pid, Interfering(engine, "10", conflicts=2)) == 3
+    assert store.execute(pid, Interfering(engine, "10", conflicts=2), lock="optimistic") == 3
     # 2. NOWAIT refused once (55P03), granted on the retry.
     with engine.connect() as connection:
         connection.begin()
@@ -108,7 +108,7 @@ def test_scripted_scenario_gives_exact_metrics(engine: Engine) -> None:
     store.execute(pid, lambda p: p.deposit(Decimal("1")), lock="wait")
     # 4. conflicts outlast the policy: 6 attempts, all stale.
     with pytest.raises(OptimisticLockException):
-        store.execute(pid, Interfering(engine, "10", conflicts=1_000))
+        store.execute(pid, Interfering(engine, "10", conflicts=1_000), lock="optimistic")
 
     assert service.get_metrics() == {
         "version_conflicts": 2 + 6,

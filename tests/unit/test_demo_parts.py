@@ -18,6 +18,7 @@ from portfolio_core.demo.report import percentiles
 from portfolio_core.demo.stats import EventCounter
 from portfolio_core.demo.trades import MIX, PlannedTrade, Planner, would_be
 from portfolio_core.errors import ValidationError
+from portfolio_core.store import LOCK_MODES
 from portfolio_core.units import Ratio
 
 PORTFOLIOS = [uuid.UUID(int=i + 1) for i in range(4)]
@@ -36,7 +37,7 @@ def test_the_same_seed_plans_the_same_operations_and_keys() -> None:
 def test_the_plan_covers_every_kind_of_operation_and_lock_mode() -> None:
     plan = _plan(1, 500)
     assert {op.kind for op in plan} == set(MIX)
-    assert {op.lock for op in plan} == {"optimistic", "nowait", "wait"}
+    assert {op.lock for op in plan} == set(LOCK_MODES)
 
 
 def test_hot_share_one_sends_every_single_portfolio_operation_to_the_first() -> None:
