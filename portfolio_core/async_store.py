@@ -112,7 +112,7 @@ class AsyncPortfolioStore:
             with unit_of_work_on(call.entity_id), replicas.noting_commit(self.reads):
                 result = await self._run_resolving(call)
             if self.reads is not None:
-                self.reads.note_commit(await replicas.commit_token_async(self.engine))
+                await replicas.note_commit_token_async(self.reads, self.engine)
             return result
 
     async def _read(self, call: StoreCall[T], read_token: ReadToken | str | None) -> T:
@@ -294,4 +294,4 @@ class TrackedAsyncUnitOfWork(AsyncUnitOfWork):
         """AsyncUnitOfWork.commit, then the commit's token noted."""
         with replicas.noting_commit(self._router):
             await super().commit()
-        self._router.note_commit(await replicas.commit_token_async(self._primary))
+        await replicas.note_commit_token_async(self._router, self._primary)

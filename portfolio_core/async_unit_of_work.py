@@ -28,7 +28,7 @@ from portfolio_core import store_work
 from portfolio_core.concurrency.service import ConcurrencyService, default_service
 from portfolio_core.domain.position import Position, PositionRequest
 from portfolio_core.persistence.async_repository import AsyncPostgreSQLPortfolioRepository
-from portfolio_core.persistence.isolation import IsolationLevel
+from portfolio_core.persistence.isolation import IsolationLevel, read_isolation
 from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository
 from portfolio_core.persistence.session import PortfolioSession
 from portfolio_core.store_work import StoreCall
@@ -122,8 +122,10 @@ async def run_in_own_unit_of_work_async(
     Each attempt makes one trip to the session's sync side (body and COMMIT).
     """
 
+    level = isolation if call.commit else read_isolation(isolation)  # a read: one snapshot
+
     async def attempt() -> T:
-        async with AsyncUnitOfWork(engine, concurrency_service=service, isolation=isolation) as uow:
+        async with AsyncUnitOfWork(engine, concurrency_service=service, isolation=level) as uow:
             return await uow.run_sync(call.attempt)
 
     runner = service or default_service()

@@ -206,6 +206,16 @@ def commit_token(engine: Engine) -> ReadToken | None:
         return None
 
 
+_STANDBY_READ_LEVEL: Final = "REPEATABLE READ"
+"""A read's statements see one snapshot (SERIALIZABLE is refused on a standby)."""
+
+
+def note_commit_token(router: ReadRouter[Engine], engine: Engine) -> None:
+    """Right after a commit (or to learn one): the primary's token, noted in ``router``."""
+    seen = router.unknown_commits()  # before the token: see ReadRouter.note_commit
+    router.note_commit(commit_token(engine), seen)
+
+
 class TrackedUnitOfWork(UnitOfWork):
     """A UnitOfWork on the primary whose commit a store's router remembers (read-your-writes)."""
 
@@ -225,7 +235,7 @@ class TrackedUnitOfWork(UnitOfWork):
         """UnitOfWork.commit, then the commit's token noted."""
         with noting_commit(self._router):
             super().commit()
-        self._router.note_commit(commit_token(self._primary))
+        note_commit_token(self._router, self._primary)
 
 
 def _ready(
@@ -257,7 +267,7 @@ def read(
 ) -> T:
     """Run the read ``call`` on a standby that may serve it, else ``on_primary()``."""
     if router.must_learn_token():
-        router.note_commit(commit_token(primary))  # still unknown: the primary serves
+        note_commit_token(router, primary)  # still unknown: the primary serves
     token = router.token_needed(explicit)
     standby_allowed = not router.must_learn_token()
     for engine in router.candidates() if standby_allowed else []:
@@ -265,6 +275,7 @@ def read(
             with engine.connect() as connection:
                 if not _ready(router, engine, connection, token):
                     continue
+                connection.execution_options(isolation_level=_STANDBY_READ_LEVEL)
                 with UnitOfWork(connection, concurrency_service=service) as uow:
                     served = _Served(call.attempt(uow.portfolios))
         except _STANDBY_TROUBLE as error:
@@ -293,6 +304,12 @@ async def commit_token_async(engine: AsyncEngine) -> ReadToken | None:
     except (SQLAlchemyError, DatabaseConnectionError, OSError) as error:
         log_event("read_token_unknown", logging.INFO, error=type(error).__name__)
         return None
+
+
+async def note_commit_token_async(router: ReadRouter[AsyncEngine], engine: AsyncEngine) -> None:
+    """:func:`note_commit_token` for asyncio."""
+    seen = router.unknown_commits()
+    router.note_commit(await commit_token_async(engine), seen)
 
 
 async def _ready_async(
@@ -329,7 +346,7 @@ async def read_async(
     from portfolio_core.async_unit_of_work import AsyncUnitOfWork
 
     if router.must_learn_token():
-        router.note_commit(await commit_token_async(primary))
+        await note_commit_token_async(router, primary)
     token = router.token_needed(explicit)
     standby_allowed = not router.must_learn_token()
     for engine in router.candidates() if standby_allowed else []:
@@ -337,6 +354,7 @@ async def read_async(
             async with engine.connect() as connection:
                 if not await _ready_async(router, engine, connection, token):
                     continue
+                await connection.execution_options(isolation_level=_STANDBY_READ_LEVEL)
                 async with AsyncUnitOfWork(connection, concurrency_service=service) as uow:
                     served = _Served(await uow.run_sync(call.attempt))
         except _STANDBY_TROUBLE as error:

@@ -131,7 +131,7 @@ class PortfolioStore:
             with unit_of_work_on(call.entity_id), replicas.noting_commit(self.reads):
                 result = self._run_resolving(call)
             if self.reads is not None:
-                self.reads.note_commit(replicas.commit_token(self.engine))
+                replicas.note_commit_token(self.reads, self.engine)
             return result
 
     def _read(self, call: StoreCall[T], read_token: ReadToken | str | None) -> T:

@@ -38,6 +38,7 @@ from portfolio_core.persistence.isolation import (
     IsolationLevel,
     bind_with_isolation,
     checked_isolation,
+    read_isolation,
 )
 from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository
 from portfolio_core.persistence.session import PortfolioSession
@@ -172,8 +173,10 @@ def run_in_own_unit_of_work(
     default service (its policy and metrics).
     """
 
+    level = isolation if call.commit else read_isolation(isolation)  # a read: one snapshot
+
     def attempt() -> T:
-        with UnitOfWork(engine, concurrency_service=service, isolation=isolation) as uow:
+        with UnitOfWork(engine, concurrency_service=service, isolation=level) as uow:
             return call.attempt(uow.portfolios)
 
     runner = service or default_service()

@@ -39,6 +39,18 @@ def checked_isolation(isolation: str | None) -> IsolationLevel | None:
     return isolation  # type: ignore[return-value]
 
 
+def read_isolation(isolation: IsolationLevel | None) -> IsolationLevel:
+    """The level of a read-only call: at least REPEATABLE READ.
+
+    A snapshot is read by several statements (the portfolio, then its
+    positions); at READ COMMITTED a commit landing between them would mix two
+    states (a position counted next to the cash that paid for it). One
+    snapshot costs PostgreSQL nothing more, and a read-only transaction never
+    fails with a serialization error at REPEATABLE READ.
+    """
+    return "serializable" if isolation == "serializable" else "repeatable read"
+
+
 def bind_with_isolation(engine: EngineT, isolation: IsolationLevel | None) -> EngineT:
     """The engine to bind a session to: ``engine`` itself, or a view of it at ``isolation``."""
     if isolation is None:

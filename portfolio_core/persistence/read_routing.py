@@ -140,24 +140,35 @@ class ReadRouter(Generic[EngineT]):
         self._lock = threading.Lock()
         self._token: ReadToken | None = None
         self._token_unknown = False
+        self._unknown_commits = 0
         self._next = 0
         self._left_alone_until: dict[int, Seconds] = {}
         self._counts = {"standby_reads": 0, "primary_reads": 0, "standby_failures": 0}
 
-    def note_commit(self, token: ReadToken | None) -> None:
+    def note_commit(self, token: ReadToken | None, seen: int | None = None) -> None:
         """Remember a commit of the store: its token, or None if it could not be read.
 
         Tokens only grow (the highest wins, whatever order threads report
         in). An unknown one sends the store's reads to the primary until a
-        token is known again (:meth:`token_needed`).
+        token is known again (:meth:`token_needed`). ``seen`` is
+        :meth:`unknown_commits` as read before ``token`` was: if a commit of
+        unknown outcome was reported since, it may lie past ``token``, which
+        is then kept without ending the wait for a newer one.
         """
         with self._lock:
             if token is None:
                 self._token_unknown = True
+                self._unknown_commits += 1
                 return
-            self._token_unknown = False
+            if seen is None or seen == self._unknown_commits:
+                self._token_unknown = False
             if self._token is None or token > self._token:
                 self._token = token
+
+    def unknown_commits(self) -> int:
+        """How many commits of unknown outcome were noted (read before a token, see note_commit)."""
+        with self._lock:
+            return self._unknown_commits
 
     def last_commit_token(self) -> ReadToken | None:
         """The highest token of the store's own commits (None before the first)."""

@@ -243,7 +243,8 @@ EVENT_VERSION_TRIGGER: Final = (
     "ON portfolio_events FOR EACH ROW EXECUTE FUNCTION portfolio_events_at_current_version()"
 )
 
-# metadata.create_all() builds the same guarded table the migrations do.
+# metadata.create_all() builds the same guarded table the migrations do (in the
+# default schema only: with schema= use migrate(), whose pc0003 qualifies the names).
 for _statement in (
     APPEND_ONLY_FUNCTION,
     *APPEND_ONLY_TRIGGERS,

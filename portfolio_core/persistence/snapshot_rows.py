@@ -86,11 +86,12 @@ def detached_snapshot(session: Session, portfolio_id: UUID) -> Portfolio:
         _STATEMENTS.append(_statements())
     portfolio_row, position_rows, portfolio_keys, position_keys = _STATEMENTS[0]
     params = {"pid": portfolio_id}
-    with translated(entity_type="Portfolio", entity_id=portfolio_id), _collector_paused():
+    with translated(entity_type="Portfolio", entity_id=portfolio_id):
         row = session.execute(portfolio_row, params).one_or_none()
         if row is None:
             raise PortfolioNotFoundError(portfolio_id)
         rows = session.execute(position_rows, params).all()
+    with _collector_paused():  # only while objects are made: never across I/O or the event loop
         portfolio = _detached(
             class_mapper(Portfolio).class_manager.new_instance, portfolio_keys, row
         )

@@ -165,6 +165,19 @@ def test_an_unknown_commit_token_holds_reads_until_one_is_learned() -> None:
     assert router.last_commit_token() == ReadToken(60)
 
 
+def test_a_token_read_before_an_unknown_commit_does_not_end_the_wait() -> None:
+    router: ReadRouter[str] = ReadRouter(["s1"], POLICY)
+    seen = router.unknown_commits()  # thread B, its commit returned, about to read its token
+    router.note_commit(None)  # thread A: COMMIT outcome unknown, it may lie past B's token
+
+    router.note_commit(ReadToken(50), seen)  # B's token, read before A's commit
+    assert router.must_learn_token()
+    assert router.last_commit_token() == ReadToken(50)
+
+    router.note_commit(ReadToken(70), router.unknown_commits())  # learned after A's
+    assert not router.must_learn_token()
+
+
 def test_standbys_are_tried_in_turn() -> None:
     router: ReadRouter[str] = ReadRouter(["s1", "s2", "s3"], POLICY)
 
