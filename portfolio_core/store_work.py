@@ -29,6 +29,7 @@ from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.domain.position import Position, PositionRequest
 from portfolio_core.errors import (
     PortfolioCoreError,
+    SerializationFailureException,
     StaleDataException,
     ValidationError,
     VersionMismatchError,
@@ -70,8 +71,9 @@ class StoreCall(Generic[T]):
     """The store method's name (for observability listeners, as ``lock_mode``)."""
     lock_mode: LockMode | None = None
     """``execute``'s ``lock=``; ``"wait"`` for calls that queue on row locks; else None."""
-    version_conflicts: int = 0
-    """How many attempts ended in a version conflict (``lock="auto"`` locks after one)."""
+    conflicts: int = 0
+    """Attempts ended by a version conflict or, at a stricter isolation level, a
+    serialization failure (``lock="auto"`` takes the row lock after one)."""
 
     def attempt(self, repository: PostgreSQLPortfolioRepository) -> T:
         """One attempt in a fresh unit of work: the body, then COMMIT (not for reads)."""
@@ -81,8 +83,8 @@ class StoreCall(Generic[T]):
                 repository.session.commit()
         except VersionMismatchError:
             raise  # the caller's If-Match: never retried, so no lock is wanted
-        except StaleDataException:
-            self.version_conflicts += 1
+        except (StaleDataException, SerializationFailureException):
+            self.conflicts += 1
             raise
         return result
 
@@ -207,7 +209,7 @@ def execute(
     expected = checked_expected(expected_version)
 
     def body(repository: PostgreSQLPortfolioRepository) -> T:
-        attempt_mode: LockMode = "wait" if mode == "auto" and call.version_conflicts else mode
+        attempt_mode: LockMode = "wait" if mode == "auto" and call.conflicts else mode
         portfolio = call.portfolio = load_for_change(repository, pid, attempt_mode, lock_timeout)
 
         def check() -> None:

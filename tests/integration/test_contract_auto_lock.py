@@ -66,21 +66,21 @@ async def test_the_default_retries_a_version_conflict_with_the_row_locked(
 
     assert locked == [False, True]
     metrics = flavour.store.metrics()
-    assert (metrics["version_conflicts"], metrics["successful_retries"]) == (1, 1)
+    assert (metrics[flavour.conflict_metric], metrics["successful_retries"]) == (1, 1)
 
 
 async def test_auto_by_name_behaves_as_the_default(flavour: Flavour, engine: Engine) -> None:
     locked, _ = await _race_once(flavour, engine, lock="auto")
 
     assert locked == [False, True]
-    assert flavour.store.metrics()["version_conflicts"] == 1
+    assert flavour.store.metrics()[flavour.conflict_metric] == 1
 
 
 async def test_optimistic_stays_unlocked_on_every_attempt(flavour: Flavour, engine: Engine) -> None:
     locked, _ = await _race_once(flavour, engine, lock="optimistic")
 
     assert locked == [False, False]
-    assert flavour.store.metrics()["version_conflicts"] == 1
+    assert flavour.store.metrics()[flavour.conflict_metric] == 1
 
 
 async def test_auto_without_conflict_never_takes_the_row_lock(
@@ -96,4 +96,4 @@ async def test_auto_without_conflict_never_takes_the_row_lock(
     await flavour.store.execute(pid, deposit)
 
     assert locked == [False]
-    assert flavour.store.metrics()["version_conflicts"] == 0
+    assert flavour.store.metrics()[flavour.conflict_metric] == 0
