@@ -120,8 +120,14 @@ def table_names(url: str, schema: str | None = None) -> set[str]:
 
 
 def commit_deposit_behind_the_back(engine: Engine, portfolio_id: UUID) -> None:
-    """Another writer deposits 1 and bumps the version, as the library would."""
+    """Another writer deposits 1 and bumps the version, as the library would.
+
+    Bounded: a test that calls it while its own unit of work holds the row
+    lock (``lock="auto"`` after a conflict, ``"wait"``) fails with a lock
+    timeout instead of waiting for itself forever.
+    """
     with engine.begin() as connection:
+        connection.execute(text("SET LOCAL lock_timeout = '10s'"))
         connection.execute(
             text(
                 "UPDATE portfolios SET cash_balance = cash_balance + 1, "

@@ -109,7 +109,7 @@ async def test_exhaustion_and_a_version_mismatch_end_their_spans_in_error(
 ) -> None:
     pid = await flavour.store.create_portfolio("alpha", Decimal("100"))
     with pytest.raises(OptimisticLockException):
-        await flavour.store.execute(pid, Overtaken(engine, conflicts=1_000))
+        await flavour.store.execute(pid, Overtaken(engine, conflicts=1_000), lock="optimistic")
     version = (await flavour.store.get(pid)).version
     with pytest.raises(VersionMismatchError):
         await flavour.store.execute(

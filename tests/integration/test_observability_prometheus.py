@@ -79,7 +79,7 @@ async def test_exhausted_retries_and_a_version_mismatch_are_outcomes(
     pid = await flavour.store.create_portfolio("alpha", Decimal("100"))
 
     with pytest.raises(OptimisticLockException):
-        await flavour.store.execute(pid, Overtaken(engine, conflicts=1_000))
+        await flavour.store.execute(pid, Overtaken(engine, conflicts=1_000), lock="optimistic")
     version = (await flavour.store.get(pid)).version
     with pytest.raises(VersionMismatchError):
         await flavour.store.execute(
