@@ -46,7 +46,7 @@ def _port(text: str) -> int:
 
 def _positive_seconds(text: str) -> Seconds:
     try:
-        value = float(text)  # a duration, never money
+        value = float(text)  # float-ok: a duration, never money
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
     if not 0 < value < math.inf:
@@ -56,7 +56,7 @@ def _positive_seconds(text: str) -> Seconds:
 
 def _share(text: str) -> Ratio:
     try:
-        value = float(text)  # a probability, never money
+        value = float(text)  # float-ok: a probability, never money
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a fraction, got {text!r}") from None
     if not 0 <= value <= 1:

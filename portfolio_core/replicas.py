@@ -155,7 +155,8 @@ def noting_commit(router: ReadRouter[Any] | None) -> Iterator[None]:
 def _status(row: Sequence[Any]) -> StandbyStatus:
     in_recovery, applied, lag = row
     token = None if applied is None else ReadToken.parse(applied)
-    return StandbyStatus(bool(in_recovery), token, None if lag is None else float(lag))
+    lag_seconds = None if lag is None else float(lag)  # float-ok: replay delay in seconds
+    return StandbyStatus(bool(in_recovery), token, lag_seconds)
 
 
 def _standby_failed(router: ReadRouter[Any], engine: object, error: BaseException) -> None:

@@ -50,7 +50,7 @@ def clean_text(value: str, field: str) -> str:
 def _seconds(value: object, field: str, *, allow_zero: bool) -> Seconds:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValidationError(field, value, "must be a number of seconds (int or float)")
-    seconds = float(value) if isinstance(value, float) else value
+    seconds = float(value) if isinstance(value, float) else value  # float-ok: a timeout
     if isinstance(seconds, float) and not math.isfinite(seconds):
         raise ValidationError(field, value, "must be finite")
     if seconds < 0 or (seconds == 0 and not allow_zero):

@@ -155,7 +155,7 @@ def _asyncpg_url(url: URL) -> tuple[URL, dict[str, Any]]:
     if "connect_timeout" in query:
         raw = query.pop("connect_timeout")
         try:
-            timeout: Seconds = float(raw if isinstance(raw, str) else raw[0])
+            timeout: Seconds = float(raw if isinstance(raw, str) else raw[0])  # float-ok: seconds
             connect_args["timeout"] = timeout
         except ValueError as exc:
             raise ConfigurationError(f"connect_timeout={raw!r} is not a number") from exc
