@@ -59,14 +59,16 @@ def run(url: str, sizes: Sizes) -> dict[str, Any]:
     try:
         with raw.connection_pool(engine.url, MAX_WORKERS) as connections:
             bench = Bench(engine, connections, sizes)
+            driver = ThreadDriver(bench, MAX_WORKERS + 2)
             try:
-                scenarios = run_scenarios(bench, ThreadDriver(bench))
+                scenarios = run_scenarios(bench, driver)
                 async_scenarios = _async_column(url, bench)
                 repeat = keyed_repeat_scaling(bench, sizes.repeat_history, sizes.repeat_calls)
                 scaling = scaling_rows(
                     bench, sizes.scale_portfolios, sizes.scale_positions, sizes.scale_ops
                 )
             finally:
+                driver.close()
                 bench.close()
     finally:
         engine.dispose()

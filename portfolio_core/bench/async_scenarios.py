@@ -1,9 +1,10 @@
-"""The asyncio flavour: AsyncPortfolioStore next to raw asyncpg, one task per worker.
+"""The asyncio flavour: AsyncPortfolioStore next to raw asyncpg and a naive AsyncSession.
 
 The scenarios, rounds and checks are the threaded ones (``scenarios``): only
 how the workers run differs. Tasks take the place of threads (same counts),
 one event loop runs them all, each task of the raw baseline owns one asyncpg
-connection, and each timed round is one ``run_until_complete`` on that loop.
+connection (the naive ORM has its own engine), and each timed round is one
+``run_until_complete`` on that loop.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from uuid import UUID
 
 from portfolio_core.async_store import AsyncPortfolioStore
 from portfolio_core.bench import raw_async
+from portfolio_core.bench.contenders import NAIVE_ORM, Side
 from portfolio_core.bench.harness import AsyncOperation, Sample, run_tasks
+from portfolio_core.bench.naive_orm import AsyncNaiveOrm
 from portfolio_core.bench.scenarios import (
     AMOUNT,
     Bench,
     Deposits,
     Prices,
-    Side,
     bench_service,
     counting_attempts,
     run_scenarios,
@@ -38,16 +40,23 @@ class AsyncDriver:
     label: Final = "async "
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, store: AsyncPortfolioStore, connections: list[Any]
+        self,
+        loop: asyncio.AbstractEventLoop,
+        store: AsyncPortfolioStore,
+        connections: list[Any],
+        naive: AsyncNaiveOrm,
     ) -> None:
         self.loop = loop
         self.store = store
         self.connections = connections
+        self.naive = naive
 
     def _wait(self, awaitable: Awaitable[T]) -> T:
         return self.loop.run_until_complete(awaitable)
 
     def _operation(self, work: Deposits) -> AsyncOperation:
+        if work.side == NAIVE_ORM:
+            return self.naive.operation(work.ids, work.pick, AMOUNT, lock=work.lock == "wait")
         connections, pick, ids = self.connections, work.pick, [UUID(pid) for pid in work.ids]
         if work.side == "raw":
             call = raw_async.deposit_locked if work.lock == "wait" else raw_async.deposit_optimistic
@@ -91,9 +100,11 @@ def run_async_scenarios(url: str, bench: Bench, max_workers: int) -> dict[str, A
     store = AsyncPortfolioStore(engine, bench_service(engine))
     try:
         connections = loop.run_until_complete(raw_async.connection_pool(engine.url, max_workers))
+        naive = AsyncNaiveOrm(engine.url, max_workers + 2)
         try:
-            return run_scenarios(bench, AsyncDriver(loop, store, connections))
+            return run_scenarios(bench, AsyncDriver(loop, store, connections, naive))
         finally:
+            loop.run_until_complete(naive.close())
             loop.run_until_complete(raw_async.close_all(connections))
     finally:
         loop.run_until_complete(engine.dispose())

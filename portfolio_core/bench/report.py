@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from portfolio_core.bench.contenders import LABELS, LIBRARY, NAIVE_ORM, RAW
 from portfolio_core.bench.scenarios import SCENARIOS
 from portfolio_core.units import Ratio
 
@@ -12,8 +13,11 @@ TARGETS: Final[dict[str, Ratio]] = {
     "hot_ratio": 0.4,
     "hot_attempts_per_commit": 1.3,
     "reprice_ratio": 0.8,
+    "uncontended_vs_orm": 1.0,
+    "uncontended_cpu_vs_orm": 1.1,
 }
-"""Library throughput as a fraction of raw psycopg2's (and the retry budget when hot)."""
+"""Library throughput as a fraction of raw psycopg2's (and the retry budget when hot);
+(a) against the naive ORM: throughput at least, CPU per op at most these multiples."""
 
 _COLUMNS: Final = (
     ("scenario", 12),
@@ -25,6 +29,7 @@ _COLUMNS: Final = (
     ("p50 ms", 8),
     ("p99 ms", 8),
     ("x raw", 6),
+    ("x ORM", 6),
     ("cpu us/op", 9),
     ("ops/s per round", 22),
 )
@@ -38,6 +43,12 @@ def targets_met(scenarios: dict[str, Any]) -> dict[str, bool]:
         and scenarios["reprice"]["library"]["version_bumps"]
         == [1] * scenarios["reprice"]["rounds"],
     }
+    uncontended = scenarios["uncontended"]
+    if "ratio_vs_orm" in uncontended:
+        met["uncontended_vs_orm"] = uncontended["ratio_vs_orm"] >= TARGETS["uncontended_vs_orm"]
+        met["uncontended_cpu_vs_orm"] = (
+            uncontended["cpu_ratio_vs_orm"] <= TARGETS["uncontended_cpu_vs_orm"]
+        )
     for name in ("hot_8", "hot_32"):
         hot = scenarios[name]
         met[name] = (
@@ -47,7 +58,11 @@ def targets_met(scenarios: dict[str, Any]) -> dict[str, bool]:
     return met
 
 
-def _row(scenario: str, contender: str, stats: dict[str, Any], ratio: object = "") -> str:
+def _cell(ratio: object) -> str:
+    return f"{ratio:.3f}" if isinstance(ratio, float) else ""
+
+
+def _row(scenario: str, contender: str, stats: dict[str, Any]) -> str:
     cells = (
         scenario,
         contender,
@@ -57,29 +72,44 @@ def _row(scenario: str, contender: str, stats: dict[str, Any], ratio: object = "
         f"{stats['attempts_per_commit']:.2f}",
         f"{stats['p50_ms']:.2f}",
         f"{stats['p99_ms']:.2f}",
-        f"{ratio:.3f}" if isinstance(ratio, float) else ratio,
+        _cell(stats.get("ratio")),
+        _cell(stats.get("ratio_vs_orm")),
         f"{stats['cpu_us_per_op']:.0f}",
         "/".join(f"{rate:.0f}" for rate in stats.get("rounds_ops_per_s", [])),
     )
     return "  ".join(
-        str(cell).ljust(width) if index < 2 or index == 10 else str(cell).rjust(width)
+        str(cell).ljust(width) if index < 2 or index == 11 else str(cell).rjust(width)
         for index, (cell, (_, width)) in enumerate(zip(cells, _COLUMNS, strict=True))
     ).rstrip()
 
 
 def _scenario_rows(scenarios: dict[str, Any], raw_name: str, library_name: str) -> list[str]:
+    """Per scenario: raw, the library (each lock mode when hot), then any other contender."""
     lines = []
     for name in SCENARIOS:
         scenario = scenarios[name]
-        lines.append(_row(name, raw_name, scenario["raw"]))
-        library = scenario["library"]
+        lines.append(_row(name, raw_name, scenario[RAW]))
+        library = scenario[LIBRARY]
         if "ops_per_s" in library:
-            lines.append(_row(name, library_name, library, scenario["ratio"]))
+            lines.append(_row(name, library_name, library))
         else:
             for mode, stats in library.items():
                 best = " *" if mode == scenario["best_mode"] else ""
-                lines.append(_row(name, f"{library_name} {mode}{best}", stats, stats["ratio"]))
+                lines.append(_row(name, f"{library_name} {mode}{best}", stats))
+        for key, stats in scenario.items():
+            if key not in (RAW, LIBRARY) and isinstance(stats, dict) and "ops_per_s" in stats:
+                lines.append(_row(name, LABELS.get(key, key), stats))
     return lines
+
+
+def _orm_line(scenarios: dict[str, Any]) -> list[str]:
+    """The library against the naive ORM: throughput and CPU per op, per scenario."""
+    parts = [
+        f"{name} {scenario['ratio_vs_orm']:.2f}x ops/s, {scenario['cpu_ratio_vs_orm']:.2f}x CPU/op"
+        for name, scenario in scenarios.items()
+        if "ratio_vs_orm" in scenario and NAIVE_ORM in scenario
+    ]
+    return ["library vs naive ORM (hot: best mode): " + "; ".join(parts)] if parts else []
 
 
 def _scaling_lines(rows: list[dict[str, Any]]) -> list[str]:
@@ -102,7 +132,7 @@ def _scaling_lines(rows: list[dict[str, Any]]) -> list[str]:
 def render_table(results: dict[str, Any]) -> str:
     """Every contender of every scenario, one line each, then the targets."""
     header = "  ".join(
-        name.ljust(width) if index < 2 or index == 10 else name.rjust(width)
+        name.ljust(width) if index < 2 or index == 11 else name.rjust(width)
         for index, (name, width) in enumerate(_COLUMNS)
     ).rstrip()
     lines = [header, "-" * len(header)]
@@ -112,6 +142,7 @@ def render_table(results: dict[str, Any]) -> str:
         lines += ["", "asyncio tasks instead of threads (x raw = vs raw asyncpg):"]
         lines += _scenario_rows(results["async"], "raw asyncpg", "async")
     lines.append("")
+    lines += _orm_line(scenarios)
     reprice = scenarios["reprice"]
     lines.append(
         f"reprice: {reprice['positions']} positions per call, library version bumps per call: "

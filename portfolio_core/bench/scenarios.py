@@ -1,4 +1,4 @@
-"""The benchmark's scenarios, defined once: library next to raw SQL on one database.
+"""The benchmark's scenarios, defined once: library, raw SQL and naive ORM on one database.
 
 :data:`SCENARIOS` names each scenario by its report key. What a scenario does
 (which portfolios, which deposits, which prices), the rounds, and the checks
@@ -18,11 +18,18 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from sqlalchemy import Engine
 
 from portfolio_core.bench import raw
+from portfolio_core.bench.contenders import (
+    COUNTED_BY_METRICS,
+    NAIVE_ORM,
+    Side,
+    summarize_hot,
+    summarize_uncontended,
+)
 from portfolio_core.bench.harness import Sample, summarize
 from portfolio_core.concurrency.service import ConcurrencyService
 from portfolio_core.store import LOCK_MODES, LockMode, PortfolioStore
@@ -36,14 +43,12 @@ OPENING_CASH: Final = Decimal("1000000")
 FAILED_ATTEMPT_METRICS: Final = ("version_conflicts", "lock_timeouts", "deadlocks_detected")
 """The library's metrics that count a failed attempt (attempts = commits + these)."""
 
-Side = Literal["raw", "library"]
-
 
 def counting_attempts(service: ConcurrencyService, side: Side, run: Callable[[], Sample]) -> Sample:
     """Run ``run()``; for the library, attempts = commits + the failed attempts it counted."""
     before = service.get_metrics()
     sample = run()
-    if side == "raw":
+    if side not in COUNTED_BY_METRICS:
         return sample
     after = service.get_metrics()
     failed = sum(after[name] - before[name] for name in FAILED_ATTEMPT_METRICS)
@@ -93,7 +98,8 @@ class Deposits:
     ``pick(worker, index)`` says which (an index into ``ids``). The raw side
     with ``lock="wait"`` takes SELECT ... FOR UPDATE; with ``"optimistic"`` a
     versioned UPDATE, re-run when the version moved. The library side runs
-    ``PortfolioStore.execute(deposit, lock=lock)``.
+    ``PortfolioStore.execute(deposit, lock=lock)``; the naive ORM side
+    ``session.get`` (``with_for_update`` when ``lock="wait"``) and commit.
     """
 
     side: Side
@@ -144,26 +150,6 @@ def bench_service(engine: Engine | AsyncEngine) -> ConcurrencyService:
     return ConcurrencyService(
         engine, max_retries=100_000, base_delay=0.0005, max_delay=0.01, deadline=300.0
     )
-
-
-def summarize_hot(
-    workers: int, ops_per_worker: int, reports: Mapping[str, dict[str, Any]]
-) -> dict[str, Any]:
-    """The hot-portfolio result: each lock mode's ratio to raw, and the best mode."""
-    raw_rate = reports["raw"]["ops_per_s"]
-    modes = {mode: reports[mode] for mode in LOCK_MODES}
-    for report in modes.values():
-        report["ratio"] = round(report["ops_per_s"] / raw_rate, 3)
-    best = max(modes, key=lambda name: modes[name]["ops_per_s"])
-    return {
-        "workers": workers,
-        "ops_per_worker": ops_per_worker,
-        "raw": reports["raw"],
-        "library": modes,
-        "best_mode": best,
-        "ratio": modes[best]["ratio"],
-        "best_attempts_per_commit": modes[best]["attempts_per_commit"],
-    }
 
 
 class Bench:
@@ -281,10 +267,10 @@ class Bench:
             {
                 "raw": Deposits("raw", self.portfolios(portfolio_count), pick),
                 "library": Deposits("library", self.portfolios(portfolio_count), pick),
+                NAIVE_ORM: Deposits(NAIVE_ORM, self.portfolios(portfolio_count), pick),
             },
         )
-        ratio = round(reports["library"]["ops_per_s"] / reports["raw"]["ops_per_s"], 3)
-        return {"workers": workers, "portfolios": portfolio_count, **reports, "ratio": ratio}
+        return summarize_uncontended(workers, portfolio_count, reports)
 
     def hot(self, driver: Driver, workers: int) -> dict[str, Any]:
         """(b) ``workers`` workers on ONE portfolio: raw FOR UPDATE, then each lock mode."""
@@ -296,8 +282,9 @@ class Bench:
         contenders = {"raw": Deposits("raw", self.portfolios(1), only, lock="wait")}
         for mode in LOCK_MODES:
             contenders[mode] = Deposits("library", self.portfolios(1), only, lock=mode)
+        contenders[NAIVE_ORM] = Deposits(NAIVE_ORM, self.portfolios(1), only, lock="wait")
         reports = self.contend(driver, workers, per_round, contenders)
-        return summarize_hot(workers, per_round * self.sizes.rounds, reports)
+        return summarize_hot(workers, per_round * self.sizes.rounds, reports, LOCK_MODES)
 
     def reprice(self, driver: Driver) -> dict[str, Any]:
         """(c) update_all_prices on every position vs one raw UPDATE ... FROM the price list."""

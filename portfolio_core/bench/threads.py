@@ -1,25 +1,29 @@
-"""The threaded flavour: PortfolioStore next to raw psycopg2, one thread per worker.
+"""The threaded flavour: PortfolioStore next to raw psycopg2 and a naive ORM, one thread per worker.
 
 Each worker thread owns one raw connection (``Bench.connections``); the
-library side shares the bench's engine, store and retry policy.
+library side shares the bench's engine, store and retry policy; the naive ORM
+has its own engine and sessionmaker (``naive_orm``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Final
 from uuid import UUID
 
 from portfolio_core.bench import raw
+from portfolio_core.bench.contenders import LIBRARY, NAIVE_ORM, RAW, Side
 from portfolio_core.bench.harness import Operation, Sample, run_workers
+from portfolio_core.bench.naive_orm import NaiveOrm
 from portfolio_core.bench.scenarios import (
     AMOUNT,
     Bench,
     Deposits,
     Prices,
-    Side,
     counting_attempts,
 )
 from portfolio_core.domain.portfolio import Portfolio
+from portfolio_core.store import PortfolioStore
 
 
 def deposit(portfolio: Portfolio) -> None:
@@ -28,24 +32,41 @@ def deposit(portfolio: Portfolio) -> None:
 
 
 class ThreadDriver:
-    """Runs the scenarios' operations in threads: sync store vs raw psycopg2."""
+    """Runs the scenarios' operations in threads: sync store vs raw psycopg2 vs naive ORM.
+
+    :attr:`operations` maps each side to what builds its operation: a
+    contender more (a store with other options) is one entry more.
+    """
 
     label: Final = ""
 
-    def __init__(self, bench: Bench) -> None:
+    def __init__(self, bench: Bench, pool_size: int) -> None:
         self.bench = bench
+        self.naive = NaiveOrm(bench.engine.url, pool_size)
+        self.operations: Mapping[str, Callable[[Deposits], Operation]] = {
+            RAW: self._raw,
+            LIBRARY: lambda work: self._library(bench.store, work),
+            NAIVE_ORM: lambda work: self.naive.operation(
+                work.ids, work.pick, AMOUNT, lock=work.lock == "wait"
+            ),
+        }
 
-    def _operation(self, work: Deposits) -> Operation:
-        connections, pick = self.bench.connections, work.pick
-        if work.side == "raw":
-            ids = list(work.ids)
-            call = raw.deposit_locked if work.lock == "wait" else raw.deposit_optimistic
+    def close(self) -> None:
+        """Release the naive ORM's engine."""
+        self.naive.close()
 
-            def raw_deposit(worker: int, index: int) -> int:
-                return call(connections[worker], ids[pick(worker, index)], AMOUNT)
+    def _raw(self, work: Deposits) -> Operation:
+        connections, pick, ids = self.bench.connections, work.pick, list(work.ids)
+        call = raw.deposit_locked if work.lock == "wait" else raw.deposit_optimistic
 
-            return raw_deposit
-        store, lock, uuids = self.bench.store, work.lock, [UUID(pid) for pid in work.ids]
+        def raw_deposit(worker: int, index: int) -> int:
+            return call(connections[worker], ids[pick(worker, index)], AMOUNT)
+
+        return raw_deposit
+
+    @staticmethod
+    def _library(store: PortfolioStore, work: Deposits) -> Operation:
+        lock, pick, uuids = work.lock, work.pick, [UUID(pid) for pid in work.ids]
 
         def library_deposit(worker: int, index: int) -> int:
             store.execute(uuids[pick(worker, index)], deposit, lock=lock)
@@ -55,7 +76,7 @@ class ThreadDriver:
 
     def deposits(self, workers: int, ops_per_worker: int, work: Deposits) -> Sample:
         """Run ``work`` in ``workers`` threads; library attempts = commits + failed attempts."""
-        operation = self._operation(work)
+        operation = self.operations[work.side](work)
         return counting_attempts(
             self.bench.service, work.side, lambda: run_workers(workers, ops_per_worker, operation)
         )
