@@ -78,10 +78,10 @@ class Sizes:
 
 QUICK: Final = Sizes(
     uncontended_ops=4,
-    hot_ops=64,
+    hot_ops=32,
     reprice_positions=300,
     reprice_rounds=2,
-    warmup_ops=2,
+    warmup_ops=0,
     rounds=1,
     repeat_history=200,
     repeat_calls=3,
@@ -203,15 +203,16 @@ class Bench:
             cursor.execute("SELECT version FROM portfolios WHERE id = %s", (pid,))
             return int(raw.fetch_row(cursor)[0])
 
-    def _state(self, ids: Sequence[str]) -> tuple[int, Decimal]:
+    def _state(self, ids: Sequence[str]) -> tuple[int, Decimal, Decimal]:
+        """Summed over ``ids``: versions, cash balances, total deposits."""
         with self.admin.cursor() as cursor:
             cursor.execute(
-                "SELECT coalesce(sum(version), 0), coalesce(sum(cash_balance), 0) "
-                "FROM portfolios WHERE id = ANY(%s::uuid[])",
+                "SELECT coalesce(sum(version), 0), coalesce(sum(cash_balance), 0), "
+                "coalesce(sum(total_deposits), 0) FROM portfolios WHERE id = ANY(%s::uuid[])",
                 (list(ids),),
             )
-            versions, cash = raw.fetch_row(cursor)
-        return int(versions), Decimal(cash)
+            versions, cash, deposits = raw.fetch_row(cursor)
+        return int(versions), Decimal(cash), Decimal(deposits)
 
     # -- rounds and checks --------------------------------------------------------------
 
@@ -221,7 +222,8 @@ class Bench:
         """Warm each contender up, run them in interleaved rounds, check what each committed.
 
         A contender's portfolios must move by exactly its commits: versions by
-        one each, cash by AMOUNT each. Anything else raises AssertionError.
+        one each, cash and total deposits by AMOUNT each. Anything else raises
+        AssertionError.
         """
         for work in contenders.values():
             driver.deposits(workers, self.sizes.warmup_ops, work)
@@ -233,15 +235,19 @@ class Bench:
         reports: dict[str, dict[str, Any]] = {}
         for name, work in contenders.items():
             stats = summarize(samples[name])
-            versions, cash = self._state(work.ids)
-            moved = (versions - before[name][0], cash - before[name][1])
+            (versions, cash, deposits), (versions0, cash0, deposits0) = (
+                self._state(work.ids),
+                before[name],
+            )
+            moved = (versions - versions0, cash - cash0, deposits - deposits0)
             report = stats.as_dict()
             report["verified"] = {
                 "version_delta": moved[0],
                 "cash_delta": str(moved[1]),
+                "deposits_delta": str(moved[2]),
                 "expected_cash_delta": str(AMOUNT * stats.commits),
             }
-            if moved != (stats.commits, AMOUNT * stats.commits):
+            if moved != (stats.commits, AMOUNT * stats.commits, AMOUNT * stats.commits):
                 raise AssertionError(
                     f"{driver.label}{name}: committed work does not match the counts {report}"
                 )

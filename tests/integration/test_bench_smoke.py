@@ -16,6 +16,7 @@ from sqlalchemy import Engine, text
 from portfolio_core.bench import main
 from portfolio_core.bench.scenarios import AMOUNT, QUICK
 from portfolio_core.store import LOCK_MODES
+from tests.integration.bench_naive_orm_checks import ORM_TARGETS, assert_naive_orm_column
 
 STATS_KEYS = {
     "workers",
@@ -56,7 +57,8 @@ def test_quick_benchmark_commits_exactly_what_it_reports(
     assert results["meta"]["quick"] is True
     scenarios = results["scenarios"]
     assert set(scenarios) == {"uncontended", "hot_8", "hot_32", "reprice"}
-    assert set(results["targets_met"]) == set(scenarios)
+    assert set(results["targets_met"]) == set(scenarios) | ORM_TARGETS
+    assert_naive_orm_column(results)
     repeat = results["keyed_repeat"]
     assert (repeat["short_events"], repeat["long_events"]) == (10, QUICK.repeat_history)
     assert repeat["ratio"] is not None
