@@ -1,20 +1,24 @@
 """``python -m portfolio_core.bench``: the library next to raw psycopg2, on one database.
 
-Three scenarios, each run by both contenders with the same worker counts in
-the same process (defined once in ``scenarios``, run by threads in ``threads``):
+Three scenarios, each run by every contender with the same worker counts in
+the same process (defined once in ``scenarios``, run by threads in ``threads``;
+the contenders in ``contenders``):
 
 a. uncontended: 8 workers on 64 portfolios, ``PortfolioStore.execute(deposit)``
-   vs SELECT + versioned UPDATE + COMMIT;
+   vs SELECT + versioned UPDATE + COMMIT, and vs the naive ORM a user would
+   write instead (``naive_orm``: Session per op, version_id_col, tenacity);
 b. hot portfolio: 8 and 32 workers on ONE portfolio, each lock mode, vs
-   SELECT ... FOR UPDATE + UPDATE + COMMIT;
+   SELECT ... FOR UPDATE + UPDATE + COMMIT, and vs the naive ORM's
+   ``session.get(..., with_for_update=True)``;
 c. ``update_all_prices`` on 10,000 positions vs UPDATE ... FROM (VALUES ...);
 d. scaling rows: one operation's cost at a small and a large scale (64 vs
    100,000 portfolios, 1 vs 10,000 open positions: ``scaling``; a keyed
    repeat at 10 vs 10,000 events: ``keyed_repeat``), single thread.
 
 With the ``async`` extra installed, the same scenarios run again on asyncio
-tasks: AsyncPortfolioStore next to raw asyncpg (``async_scenarios``), under
-the results' ``async`` key, with the same report keys.
+tasks: AsyncPortfolioStore next to raw asyncpg and the naive ORM on
+AsyncSession (``async_scenarios``), under the results' ``async`` key, with
+the same report keys.
 
 With no ``--url`` (and no $PORTFOLIO_CORE_DATABASE_URL) a private embedded
 PostgreSQL is started and a fresh database migrated. Prints a table and writes

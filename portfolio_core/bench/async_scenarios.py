@@ -10,13 +10,13 @@ connection (the naive ORM has its own engine), and each timed round is one
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, TypeVar
 from uuid import UUID
 
 from portfolio_core.async_store import AsyncPortfolioStore
 from portfolio_core.bench import raw_async
-from portfolio_core.bench.contenders import NAIVE_ORM, Side
+from portfolio_core.bench.contenders import LIBRARY, NAIVE_ORM, RAW, Side
 from portfolio_core.bench.harness import AsyncOperation, Sample, run_tasks
 from portfolio_core.bench.naive_orm import AsyncNaiveOrm
 from portfolio_core.bench.scenarios import (
@@ -35,7 +35,11 @@ T = TypeVar("T")
 
 
 class AsyncDriver:
-    """Runs the scenarios' operations as asyncio tasks: async store vs raw asyncpg."""
+    """Runs the scenarios' operations as asyncio tasks: async store vs raw asyncpg vs naive ORM.
+
+    :attr:`operations` maps each side to what builds its operation (as in
+    ``threads.ThreadDriver``): a contender more is one entry more.
+    """
 
     label: Final = "async "
 
@@ -50,22 +54,29 @@ class AsyncDriver:
         self.store = store
         self.connections = connections
         self.naive = naive
+        self.operations: Mapping[str, Callable[[Deposits], AsyncOperation]] = {
+            RAW: self._raw,
+            LIBRARY: lambda work: self._library(store, work),
+            NAIVE_ORM: lambda work: naive.operation(
+                work.ids, work.pick, AMOUNT, lock=work.lock == "wait"
+            ),
+        }
 
     def _wait(self, awaitable: Awaitable[T]) -> T:
         return self.loop.run_until_complete(awaitable)
 
-    def _operation(self, work: Deposits) -> AsyncOperation:
-        if work.side == NAIVE_ORM:
-            return self.naive.operation(work.ids, work.pick, AMOUNT, lock=work.lock == "wait")
+    def _raw(self, work: Deposits) -> AsyncOperation:
         connections, pick, ids = self.connections, work.pick, [UUID(pid) for pid in work.ids]
-        if work.side == "raw":
-            call = raw_async.deposit_locked if work.lock == "wait" else raw_async.deposit_optimistic
+        call = raw_async.deposit_locked if work.lock == "wait" else raw_async.deposit_optimistic
 
-            async def raw_deposit(worker: int, index: int) -> int:
-                return await call(connections[worker], ids[pick(worker, index)], AMOUNT)
+        async def raw_deposit(worker: int, index: int) -> int:
+            return await call(connections[worker], ids[pick(worker, index)], AMOUNT)
 
-            return raw_deposit
-        store, lock = self.store, work.lock
+        return raw_deposit
+
+    @staticmethod
+    def _library(store: AsyncPortfolioStore, work: Deposits) -> AsyncOperation:
+        lock, pick, ids = work.lock, work.pick, [UUID(pid) for pid in work.ids]
 
         async def library_deposit(worker: int, index: int) -> int:
             await store.execute(ids[pick(worker, index)], deposit, lock=lock)
@@ -75,7 +86,7 @@ class AsyncDriver:
 
     def deposits(self, workers: int, ops_per_worker: int, work: Deposits) -> Sample:
         """Run ``work`` in ``workers`` tasks; library attempts = commits + failed attempts."""
-        operation = self._operation(work)
+        operation = self.operations[work.side](work)
         return counting_attempts(
             self.store.concurrency,
             work.side,
