@@ -102,14 +102,14 @@ def _scenario_rows(scenarios: dict[str, Any], raw_name: str, library_name: str) 
     return lines
 
 
-def _orm_line(scenarios: dict[str, Any]) -> list[str]:
+def _orm_line(scenarios: dict[str, Any], library_name: str = "library") -> list[str]:
     """The library against the naive ORM: throughput and CPU per op, per scenario."""
     parts = [
         f"{name} {scenario['ratio_vs_orm']:.2f}x ops/s, {scenario['cpu_ratio_vs_orm']:.2f}x CPU/op"
         for name, scenario in scenarios.items()
         if "ratio_vs_orm" in scenario and NAIVE_ORM in scenario
     ]
-    return ["library vs naive ORM (hot: best mode): " + "; ".join(parts)] if parts else []
+    return [f"{library_name} vs naive ORM (hot: best mode): " + "; ".join(parts)] if parts else []
 
 
 def _scaling_lines(rows: list[dict[str, Any]]) -> list[str]:
@@ -143,6 +143,8 @@ def render_table(results: dict[str, Any]) -> str:
         lines += _scenario_rows(results["async"], "raw asyncpg", "async")
     lines.append("")
     lines += _orm_line(scenarios)
+    if "async" in results:
+        lines += _orm_line(results["async"], "async")
     reprice = scenarios["reprice"]
     lines.append(
         f"reprice: {reprice['positions']} positions per call, library version bumps per call: "
