@@ -1,0 +1,219 @@
+"""Operation coalescing with threads: one leader, one COMMIT, each caller its own outcome.
+
+Callers pile up behind a leader blocked on a row lock held by a raw
+connection (``coalescing_tools.piled_up``), so each batch below is known.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+from functools import partial
+from uuid import UUID
+
+import pytest
+from sqlalchemy import Engine
+
+from portfolio_core import (
+    InsufficientFundsError,
+    Portfolio,
+    PortfolioStore,
+    ReentrantUnitOfWorkError,
+    ValidationError,
+    VersionMismatchError,
+)
+from portfolio_core.concurrency import ConcurrencyService
+from tests.integration.coalescing_tools import (
+    committed_state,
+    event_rows,
+    key_count,
+    piled_up,
+)
+
+
+@pytest.fixture
+def coalescing(engine: Engine, service: ConcurrencyService) -> PortfolioStore:
+    return PortfolioStore(engine, service, coalesce=True)
+
+
+def deposit(amount: str) -> Callable[[Portfolio], Decimal]:
+    def operation(portfolio: Portfolio) -> Decimal:
+        portfolio.deposit(Decimal(amount))
+        return portfolio.cash_balance
+
+    return operation
+
+
+def withdraw(amount: str) -> Callable[[Portfolio], Decimal]:
+    def operation(portfolio: Portfolio) -> Decimal:
+        portfolio.withdraw(Decimal(amount))
+        return portfolio.cash_balance
+
+    return operation
+
+
+def test_a_lone_caller_runs_at_once_and_gets_its_version(coalescing: PortfolioStore) -> None:
+    pid = coalescing.create_portfolio("alpha", Decimal("100"))
+    answer = coalescing.execute_versioned(pid, deposit("5"), idempotency_key="lone")
+    assert (answer.result, answer.version) == (Decimal("105"), 2)
+    assert coalescing.coalescing_queue(pid) == 0
+
+
+def test_piled_up_calls_commit_once_each_with_its_own_version_event_and_key(
+    coalescing: PortfolioStore, engine: Engine
+) -> None:
+    pid = coalescing.create_portfolio("alpha", Decimal("100"))
+    amounts = ["1", "2", "3", "4", "5"]
+    outcomes = piled_up(
+        coalescing,
+        engine,
+        pid,
+        [
+            partial(coalescing.execute_versioned, pid, deposit(a), idempotency_key=f"k{a}")
+            for a in amounts
+        ],
+    )
+    seen = [(o.result.result, o.result.version) for o in outcomes]
+    assert seen == [
+        (Decimal(c), v)
+        for c, v in zip(["101", "103", "106", "110", "115"], range(2, 7), strict=True)
+    ]
+    assert committed_state(engine, pid) == (6, Decimal("115"), 6)
+    events = event_rows(engine, pid)
+    assert [(version, key) for version, key, _ in events[1:]] == [
+        (v, f"k{a}") for v, a in zip(range(2, 7), amounts, strict=True)
+    ]
+    # The first caller led alone (it found no queue); the four queued behind it shared a COMMIT.
+    assert len({occurred for _, _, occurred in events[2:]}) == 1
+    for result, version in seen:
+        assert coalescing.replay(pid, version).cash_balance == result
+    assert len(coalescing.history(pid)) == coalescing.get(pid).version
+
+
+def test_an_operation_that_raises_leaves_no_trace_and_the_others_apply(
+    coalescing: PortfolioStore, engine: Engine
+) -> None:
+    pid = coalescing.create_portfolio("alpha", Decimal("100"))
+
+    def deposit_then_fail(portfolio: Portfolio) -> None:
+        portfolio.deposit(Decimal("1000"))
+        raise RuntimeError("changed its mind")
+
+    def open_then_fail(portfolio: Portfolio) -> None:
+        portfolio.withdraw(Decimal("50"))
+        raise KeyError("no")
+
+    outcomes = piled_up(
+        coalescing,
+        engine,
+        pid,
+        [
+            lambda: coalescing.execute(pid, deposit("1")),
+            lambda: coalescing.execute(pid, deposit("10")),
+            lambda: coalescing.execute(pid, withdraw("5000")),
+            lambda: coalescing.execute(pid, deposit_then_fail),
+            lambda: coalescing.execute(pid, deposit("20"), idempotency_key="after"),
+            lambda: coalescing.execute(pid, open_then_fail),
+            lambda: coalescing.execute(pid, withdraw("31")),
+        ],
+    )
+    assert [o.result for o in outcomes] == [
+        Decimal("101"),
+        Decimal("111"),
+        None,
+        None,
+        Decimal("131"),
+        None,
+        Decimal("100"),
+    ]
+    assert isinstance(outcomes[2].error, InsufficientFundsError)
+    assert isinstance(outcomes[3].error, RuntimeError)
+    assert isinstance(outcomes[5].error, KeyError)
+    assert committed_state(engine, pid) == (5, Decimal("100"), 5)
+    assert coalescing.replay(pid).cash_balance == Decimal("100")
+
+
+def test_expected_version_is_checked_against_the_version_each_operation_sees(
+    coalescing: PortfolioStore, engine: Engine
+) -> None:
+    pid = coalescing.create_portfolio("alpha", Decimal("100"))
+    outcomes = piled_up(
+        coalescing,
+        engine,
+        pid,
+        [partial(coalescing.execute, pid, deposit("1"), expected_version=e) for e in (1, 2, 2, 3)],
+    )
+    assert [o.result for o in outcomes] == [Decimal("101"), Decimal("102"), None, Decimal("103")]
+    assert isinstance(outcomes[2].error, VersionMismatchError)
+    assert committed_state(engine, pid) == (4, Decimal("103"), 4)
+
+
+def test_keyed_repeats_in_a_batch_return_the_stored_result_and_apply_once(
+    coalescing: PortfolioStore, engine: Engine
+) -> None:
+    pid = coalescing.create_portfolio("alpha", Decimal("100"))
+    assert coalescing.execute(pid, deposit("7"), idempotency_key="earlier") == Decimal("107")
+    outcomes = piled_up(
+        coalescing,
+        engine,
+        pid,
+        [
+            lambda: coalescing.execute(pid, deposit("1")),
+            lambda: coalescing.execute(pid, deposit("7"), idempotency_key="earlier"),
+            lambda: coalescing.execute(pid, deposit("9"), idempotency_key="twice"),
+            lambda: coalescing.execute(pid, deposit("9"), idempotency_key="twice"),
+            lambda: coalescing.execute(pid, deposit("2")),
+        ],
+    )
+    assert [o.error for o in outcomes] == [None] * 5
+    assert [o.result for o in outcomes] == [
+        Decimal("108"),
+        Decimal("107"),
+        Decimal("117"),
+        Decimal("117"),
+        Decimal("119"),
+    ]
+    assert committed_state(engine, pid) == (5, Decimal("119"), 5)
+    assert key_count(engine, "twice") == 1
+    assert key_count(engine, "earlier") == 1
+
+
+def test_lock_modes_with_coalescing(coalescing: PortfolioStore, store: PortfolioStore) -> None:
+    pid = coalescing.create_portfolio("alpha", Decimal("100"))
+    with pytest.raises(ValidationError):
+        store.execute(pid, deposit("1"), lock="nowait", coalesce=True)
+    with pytest.raises(ValidationError):
+        PortfolioStore(store.engine, coalesce_max_batch=0)
+    # The store's default leaves an explicit optimistic call uncoalesced.
+    assert coalescing.execute(pid, deposit("1"), lock="optimistic") == Decimal("101")
+    assert store.execute(pid, deposit("1"), lock="wait", coalesce=True) == Decimal("102")
+
+
+def test_a_reentrant_call_fails_its_own_caller_only(
+    coalescing: PortfolioStore, engine: Engine
+) -> None:
+    pid = coalescing.create_portfolio("alpha", Decimal("100"))
+
+    def reenter(portfolio: Portfolio) -> None:
+        coalescing.execute(pid, deposit("1"))
+
+    outcomes = piled_up(
+        coalescing,
+        engine,
+        pid,
+        [
+            lambda: coalescing.execute(pid, deposit("1")),
+            lambda: coalescing.execute(pid, reenter),
+            lambda: coalescing.execute(pid, deposit("2")),
+        ],
+    )
+    assert isinstance(outcomes[1].error, ReentrantUnitOfWorkError)
+    assert [outcomes[0].result, outcomes[2].result] == [Decimal("101"), Decimal("103")]
+    assert committed_state(engine, pid) == (3, Decimal("103"), 3)
+
+
+def test_unknown_portfolio_fails_every_caller(coalescing: PortfolioStore) -> None:
+    from portfolio_core import PortfolioNotFoundError
+
+    with pytest.raises(PortfolioNotFoundError):
+        coalescing.execute(UUID(int=7), deposit("1"))
