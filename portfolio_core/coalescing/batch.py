@@ -119,12 +119,13 @@ def is_transient(error: BaseException) -> bool:
 def end_change(session: Session, portfolio: Portfolio) -> None:
     """Flush one operation's change and write its event; the next one starts a new change.
 
+    Driver errors come out raw (the caller translates them).
+
     The event goes in at the version the flush gave the portfolio (the audit
     trigger admits exactly that), carrying the key the operation claimed.
     """
-    with translated():
-        session.flush()
-        write_events(session)
+    session.flush()
+    write_events(session)
     portfolio._take_pending_operations()
     for held in transaction_state(session).held_portfolios.values():
         held._take_pending_operations()
@@ -191,14 +192,15 @@ class Batch:
             check_version(pid, request.expected, portfolio.version)
 
         try:
-            if request.call.key is None:
-                check()
-                result = request.operation(portfolio)
-            else:
-                result, request.call.fingerprint = execute_with_key(
-                    session, request.call.key, pid, portfolio, request.operation, check
-                )
-            end_change(session, portfolio)
+            with translated(entity_type="Portfolio", entity_id=pid):
+                if request.call.key is None:
+                    check()
+                    result = request.operation(portfolio)
+                else:
+                    result, request.call.fingerprint = execute_with_key(
+                        session, request.call.key, pid, portfolio, request.operation, check
+                    )
+                end_change(session, portfolio)
         except Exception as error:
             ticket.error = error
             return self._discard(repository, portfolio, ticket, transaction, error)
