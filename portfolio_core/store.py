@@ -39,10 +39,7 @@ from portfolio_core.observability.tracking import observed_call, observed_store_
 from portfolio_core.persistence import idempotency
 from portfolio_core.persistence.isolation import IsolationLevel, checked_isolation
 from portfolio_core.persistence.read_routing import ReadPolicy, ReadToken, as_read_token
-from portfolio_core.persistence.repository import (
-    PostgreSQLPortfolioRepository,
-    as_portfolio_id,
-)
+from portfolio_core.persistence.repository import as_portfolio_id
 from portfolio_core.store_work import LOCK_MODES, LockMode, StoreCall, Versioned
 from portfolio_core.unit_of_work import UnitOfWork, run_in_own_unit_of_work
 from portfolio_core.units import Seconds
@@ -98,7 +95,7 @@ class PortfolioStore:
         self.engine = engine
         self.coalesce = coalescing.wanted(coalesce, False, "auto")
         self._coalescer = coalescing.ThreadCoalescer(
-            self._run_batch, coalescing.checked_max_batch(coalesce_max_batch)
+            self.unit_of_work, coalescing.checked_max_batch(coalesce_max_batch)
         )
         self.isolation = checked_isolation(isolation)
         self.concurrency = concurrency_service or ConcurrencyService(engine)
@@ -133,12 +130,6 @@ class PortfolioStore:
             if token is not None:
                 return token
         return replicas.current_token(self.engine)
-
-    def _run_batch(self, body: Callable[[PostgreSQLPortfolioRepository], None]) -> None:
-        """A coalescing leader's unit of work: ``body``, then COMMIT (no retry: callers retry)."""
-        with self.unit_of_work() as uow:
-            body(uow.portfolios)
-            uow.commit()
 
     def _run(self, call: StoreCall[T], coalesced: coalescing.CoalescedCall[T] | None = None) -> T:
         """Run ``call`` in a unit of work, retried as a whole per the policy.

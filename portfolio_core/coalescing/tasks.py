@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from uuid import UUID
 
+from portfolio_core.async_unit_of_work import AsyncUnitOfWork
 from portfolio_core.coalescing.batch import Batch, BatchBroken, Ticket
 from portfolio_core.coalescing.threads import queue_timeout
 from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository
@@ -26,6 +27,18 @@ T = TypeVar("T")
 
 AsyncUnitRunner = Callable[[Callable[[PostgreSQLPortfolioRepository], None]], Awaitable[None]]
 """Runs a sync body in a fresh AsyncUnitOfWork of the store (``run_sync``) and commits it."""
+
+
+def unit_runner(unit_of_work: Callable[[], AsyncUnitOfWork]) -> AsyncUnitRunner:
+    """Run a body on ``unit_of_work()``'s sync side (the store's), then COMMIT once."""
+
+    async def run(body: Callable[[PostgreSQLPortfolioRepository], None]) -> None:
+        async with unit_of_work() as uow:
+            await uow.run_sync(body)
+            await uow.commit()
+
+    return run
+
 
 _LaneKey = tuple[asyncio.AbstractEventLoop, UUID]
 
@@ -60,8 +73,8 @@ async def run_batch_async(batch: Batch, run_unit: AsyncUnitRunner) -> None:
 class TaskCoalescer:
     """The lanes of one async store: ``run`` a ticket, as leader or queued behind one."""
 
-    def __init__(self, run_unit: AsyncUnitRunner, max_batch: int) -> None:
-        self._run_unit = run_unit
+    def __init__(self, unit_of_work: Callable[[], AsyncUnitOfWork], max_batch: int) -> None:
+        self._run_unit = unit_runner(unit_of_work)
         self._max_batch = max_batch
         self._lanes: dict[_LaneKey, _Lane] = {}
 

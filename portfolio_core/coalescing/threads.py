@@ -20,12 +20,24 @@ from uuid import UUID
 from portfolio_core.coalescing.batch import Batch, BatchBroken, Ticket
 from portfolio_core.errors import PessimisticLockException
 from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository
+from portfolio_core.unit_of_work import UnitOfWork
 from portfolio_core.units import Seconds
 
 T = TypeVar("T")
 
 UnitRunner = Callable[[Callable[[PostgreSQLPortfolioRepository], None]], None]
 """Runs a body in a fresh unit of work of the store and commits it (no retry)."""
+
+
+def unit_runner(unit_of_work: Callable[[], UnitOfWork]) -> UnitRunner:
+    """Run a body in ``unit_of_work()`` (the store's: read-your-writes noted) and COMMIT once."""
+
+    def run(body: Callable[[PostgreSQLPortfolioRepository], None]) -> None:
+        with unit_of_work() as uow:
+            body(uow.portfolios)
+            uow.commit()
+
+    return run
 
 
 class _Lane:
@@ -70,8 +82,8 @@ def run_batch(batch: Batch, run_unit: UnitRunner) -> None:
 class ThreadCoalescer:
     """The lanes of one store: ``run`` a ticket, as leader or queued behind one."""
 
-    def __init__(self, run_unit: UnitRunner, max_batch: int) -> None:
-        self._run_unit = run_unit
+    def __init__(self, unit_of_work: Callable[[], UnitOfWork], max_batch: int) -> None:
+        self._run_unit = unit_runner(unit_of_work)
         self._max_batch = max_batch
         self._lock = threading.Lock()
         self._lanes: dict[UUID, _Lane] = {}
