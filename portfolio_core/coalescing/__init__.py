@@ -53,7 +53,8 @@ __all__ = [
 DEFAULT_MAX_BATCH = 64
 """Operations one leader applies in one transaction, at most."""
 QUEUE_MARGIN: Seconds = 5.0
-"""Seconds a queued caller waits beyond its lock timeout before leaving the queue."""
+"""At most this many seconds (and at most its lock timeout again) a queued caller waits
+beyond its lock timeout before leaving the queue."""
 _COALESCABLE = ("auto", "wait")
 
 
@@ -111,9 +112,11 @@ def request(
 def queue_wait(request: CoalescedCall[T]) -> Seconds | None:
     """How long a queued caller waits to be taken into a batch (then PessimisticLockException).
 
+    Its lock timeout plus a margin (the lock timeout again, at most QUEUE_MARGIN);
     None (no bound) when its lock timeout is None: the leader's row lock wait is unbounded too.
     """
-    return None if request.lock_timeout is None else request.lock_timeout + QUEUE_MARGIN
+    timeout = request.lock_timeout
+    return None if timeout is None else timeout + min(timeout, QUEUE_MARGIN)
 
 
 def committed_version(request: CoalescedCall[T]) -> int:

@@ -6,6 +6,7 @@ connection (``coalescing_tools.piled_up``), so each batch below is known.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from decimal import Decimal
 from functools import partial
@@ -16,6 +17,7 @@ from sqlalchemy import Engine
 
 from portfolio_core import (
     InsufficientFundsError,
+    PessimisticLockException,
     Portfolio,
     PortfolioStore,
     ReentrantUnitOfWorkError,
@@ -23,6 +25,12 @@ from portfolio_core import (
     VersionMismatchError,
 )
 from portfolio_core.concurrency import ConcurrencyService
+from portfolio_core.observability.hooks import (
+    AttemptFinished,
+    BaseStoreListener,
+    StoreCallFinished,
+    add_listener,
+)
 from tests.integration.coalescing_tools import (
     committed_state,
     event_rows,
@@ -217,3 +225,77 @@ def test_unknown_portfolio_fails_every_caller(coalescing: PortfolioStore) -> Non
 
     with pytest.raises(PortfolioNotFoundError):
         coalescing.execute(UUID(int=7), deposit("1"))
+
+
+def test_a_queued_caller_waits_a_bounded_time_and_the_leader_still_finishes(
+    engine: Engine,
+) -> None:
+    coalescing = PortfolioStore(engine, ConcurrencyService(engine, max_retries=0), coalesce=True)
+    pid = coalescing.create_portfolio("alpha", Decimal("100"))
+    leader_inside, go_on = threading.Event(), threading.Event()
+
+    def slow_deposit(portfolio: Portfolio) -> Decimal:
+        leader_inside.set()
+        go_on.wait(60)
+        portfolio.deposit(Decimal("1"))
+        return portfolio.cash_balance
+
+    leader = threading.Thread(target=coalescing.execute, args=(pid, slow_deposit))
+    leader.start()
+    assert leader_inside.wait(60)
+    try:
+        # Queued behind a leader that holds the row: it gives up after 0.2 s + 0.2 s.
+        with pytest.raises(PessimisticLockException):
+            coalescing.execute(pid, deposit("5"), lock_timeout=0.2)
+        assert coalescing.coalescing_queue(pid) == 0
+    finally:
+        go_on.set()
+        leader.join(60)
+    assert committed_state(engine, pid) == (2, Decimal("101"), 2)
+    assert coalescing.execute(pid, deposit("5")) == Decimal("106")  # the lane was released
+
+
+class Recorder(BaseStoreListener):
+    def __init__(self) -> None:
+        self.finished: list[StoreCallFinished] = []
+        self.attempts: list[AttemptFinished] = []
+
+    def attempt_finished(self, attempt: AttemptFinished) -> None:
+        self.attempts.append(attempt)
+
+    def call_finished(self, call: StoreCallFinished) -> None:
+        self.finished.append(call)
+
+
+def test_listeners_see_one_call_and_one_attempt_per_coalesced_operation(
+    coalescing: PortfolioStore, engine: Engine
+) -> None:
+    pid = coalescing.create_portfolio("alpha", Decimal("100"))
+    recorder = Recorder()
+    remove = add_listener(recorder)
+    try:
+        outcomes = piled_up(
+            coalescing,
+            engine,
+            pid,
+            [
+                partial(coalescing.execute, pid, deposit("1"), idempotency_key="o1"),
+                partial(coalescing.execute, pid, withdraw("1000")),
+                partial(coalescing.execute_versioned, pid, deposit("2"), lock="wait"),
+            ],
+        )
+    finally:
+        remove()
+    assert isinstance(outcomes[1].error, InsufficientFundsError)
+    by_operation = sorted((c.call.operation, c.outcome, c.attempts) for c in recorder.finished)
+    assert by_operation == [
+        ("execute", "error:InsufficientFundsError", 1),
+        ("execute", "ok", 1),
+        ("execute_versioned", "ok", 1),
+    ]
+    assert sorted(a.outcome for a in recorder.attempts) == [
+        "error:InsufficientFundsError",
+        "ok",
+        "ok",
+    ]
+    assert {c.call.portfolio_ids for c in recorder.finished} == {(pid,)}
