@@ -23,9 +23,10 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from portfolio_core import store_work
-from portfolio_core.coalescing.batch import Batch, CoalescedCall, Ticket
+from portfolio_core.coalescing.batch import Batch
 from portfolio_core.coalescing.tasks import TaskCoalescer
 from portfolio_core.coalescing.threads import ThreadCoalescer
+from portfolio_core.coalescing.tickets import CoalescedCall, Ticket
 from portfolio_core.domain import arguments
 from portfolio_core.domain.arguments import PortfolioId
 from portfolio_core.domain.portfolio import Portfolio

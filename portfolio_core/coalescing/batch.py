@@ -28,12 +28,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
+from portfolio_core.coalescing.grouped import Fallback, Grouped
+from portfolio_core.coalescing.tickets import Ticket
 from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.errors import (
     CommitOutcomeUnknownException,
@@ -44,53 +46,13 @@ from portfolio_core.errors import (
     StatementTimeoutError,
 )
 from portfolio_core.exactly_once import execute_with_key
-from portfolio_core.persistence.errors import translated
+from portfolio_core.persistence.errors import translate, translated
 from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository
 from portfolio_core.persistence.session import transaction_state, write_events
-from portfolio_core.store_work import StoreCall, check_version
+from portfolio_core.store_work import check_version
 from portfolio_core.units import Seconds
 
 T = TypeVar("T")
-
-
-@dataclass(eq=False)
-class CoalescedCall(Generic[T]):
-    """One caller's coalesced ``execute``, across its attempts (each one :class:`Ticket`)."""
-
-    call: StoreCall[T]
-    """The caller's StoreCall: observability, its key and the fingerprint it stored."""
-    portfolio_id: UUID
-    operation: Callable[[Portfolio], T]
-    expected: int | None
-    lock_timeout: Seconds | None
-    version: int | None = None
-    """The version the portfolio was at right after this operation (set once it succeeds)."""
-
-
-@dataclass(eq=False)
-class Ticket(Generic[T]):
-    """One attempt of a coalesced call: queued, then given its result or its error."""
-
-    request: CoalescedCall[T]
-    result: Any = None
-    error: BaseException | None = None
-    final: bool = False
-    """Its error was decided in an earlier unit of work (its own flush broke it)."""
-    version: int | None = None
-    promoted: bool = False
-    """Set when a finishing leader hands it the lead instead of an outcome."""
-
-    def reset(self) -> None:
-        """Forget what a unit of work that did not commit decided (unless final)."""
-        if not self.final:
-            self.result, self.error, self.version = None, None, None
-
-    def outcome(self) -> T:
-        """The result, or raise the error, the leader handed over."""
-        if self.error is not None:
-            raise self.error
-        result: T = self.result
-        return result
 
 
 class BatchBroken(Exception):
@@ -155,6 +117,9 @@ class Batch:
     taken: list[Ticket[Any]] = field(default_factory=list)
     pending: list[Ticket[Any]] = field(default_factory=list)
     committing: bool = False
+    per_operation: bool = False
+    """One flush and event per operation (after the fast way fell back)."""
+    _portfolio: Any = None
 
     def add(self, tickets: list[Ticket[Any]]) -> None:
         """Owe ``tickets`` an outcome and apply them in this batch."""
@@ -162,23 +127,48 @@ class Batch:
         self.pending.extend(tickets)
 
     def body(self, repository: PostgreSQLPortfolioRepository) -> None:
-        """Lock the row, apply every pending ticket (and more arriving), one change each."""
+        """Lock the row, apply every pending ticket (and more arriving), then leave COMMIT.
+
+        The fast way first (``grouped``); after a Fallback, one change per operation.
+        """
         for ticket in self.pending:
             ticket.reset()
         portfolio = repository.get_portfolio_for_update(
             self.portfolio_id, nowait=False, lock_timeout=self.lock_timeout
         )
+        if self.per_operation:
+            self._each(lambda ticket: self._apply_flushed(repository, ticket), portfolio)
+        else:
+            grouped = Grouped(repository, portfolio)
+            grouped.look_up(self.pending)  # the keys: one SELECT, and one per extension
+            self._each(grouped.apply, portfolio, grouped.look_up)
+            grouped.write()
+        self.committing = True  # what follows is the unit of work's COMMIT
+
+    def _each(
+        self,
+        apply: Callable[[Ticket[Any]], None],
+        portfolio: Portfolio,
+        added: Callable[[list[Ticket[Any]]], None] = lambda tickets: None,
+    ) -> None:
+        """``apply`` every pending ticket in order, taking more from the queue until it is full."""
+        self._portfolio = portfolio
         index = 0
         while True:
             while index < len(self.pending):
-                portfolio = self._apply(repository, portfolio, self.pending[index])
+                apply(self.pending[index])
                 index += 1
             room = self.max_size - len(self.taken)
             extra = self.more(room) if room > 0 else []
             if not extra:
-                break
+                return
             self.add(extra)
-        self.committing = True  # what follows is the unit of work's COMMIT
+            added(extra)
+
+    def _apply_flushed(
+        self, repository: PostgreSQLPortfolioRepository, ticket: Ticket[Any]
+    ) -> None:
+        self._portfolio = self._apply(repository, self._portfolio, ticket)
 
     def _apply(
         self, repository: PostgreSQLPortfolioRepository, portfolio: Portfolio, ticket: Ticket[Any]
@@ -229,6 +219,15 @@ class Batch:
         except Exception as reload_error:  # the operation's SQL aborted the transaction
             raise BatchBroken(ticket, error) from reload_error
 
+    def fall_back(self, fallback: Fallback) -> bool:
+        """After the fast way failed: True to run again one change per operation."""
+        # Whatever the cause: the slow way attributes an operation's failure to
+        # it, and a transient one (a lost connection) meets a fresh unit of work.
+        if self.per_operation:
+            return False
+        self.per_operation = True
+        return True
+
     def drop_culprit(self, broken: BatchBroken) -> bool:
         """After a broken unit of work: True to run the others again without the culprit."""
         if is_transient(broken.error):
@@ -239,6 +238,11 @@ class Batch:
 
     def settle(self, error: BaseException | None) -> None:
         """Give every ticket taken its outcome: its own, or the batch's ``error``."""
+        if isinstance(error, DBAPIError):  # not translated on its way out
+            translated_error = translate(
+                error, entity_type="Portfolio", entity_id=self.portfolio_id
+            )
+            error = error if translated_error is None else translated_error
         if error is not None and not isinstance(error, Exception):
             error = _leader_gone(error, self.committing, self.portfolio_id)
         for ticket in self.taken:

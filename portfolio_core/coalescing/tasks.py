@@ -18,8 +18,10 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from portfolio_core.async_unit_of_work import AsyncUnitOfWork
-from portfolio_core.coalescing.batch import Batch, BatchBroken, Ticket
+from portfolio_core.coalescing.batch import Batch, BatchBroken
+from portfolio_core.coalescing.grouped import Fallback
 from portfolio_core.coalescing.threads import queue_timeout
+from portfolio_core.coalescing.tickets import Ticket
 from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository
 from portfolio_core.units import Seconds
 
@@ -62,6 +64,10 @@ async def run_batch_async(batch: Batch, run_unit: AsyncUnitRunner) -> None:
             except BatchBroken as broken:
                 if not batch.drop_culprit(broken):
                     error = broken.error
+                    break
+            except Fallback as fallback:
+                if not batch.fall_back(fallback):
+                    error = fallback.__cause__ or fallback
                     break
     except BaseException as failure:
         error = failure

@@ -17,7 +17,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from uuid import UUID
 
-from portfolio_core.coalescing.batch import Batch, BatchBroken, Ticket
+from portfolio_core.coalescing.batch import Batch, BatchBroken
+from portfolio_core.coalescing.grouped import Fallback
+from portfolio_core.coalescing.tickets import Ticket
 from portfolio_core.errors import PessimisticLockException
 from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository
 from portfolio_core.unit_of_work import UnitOfWork
@@ -71,6 +73,10 @@ def run_batch(batch: Batch, run_unit: UnitRunner) -> None:
             except BatchBroken as broken:
                 if not batch.drop_culprit(broken):
                     error = broken.error
+                    break
+            except Fallback as fallback:
+                if not batch.fall_back(fallback):
+                    error = fallback.__cause__ or fallback
                     break
     except BaseException as failure:
         error = failure
