@@ -7,13 +7,15 @@ connection (``coalescing_tools.piled_up``), so each batch below is known.
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Callable
 from decimal import Decimal
 from functools import partial
 from uuid import UUID
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
 
 from portfolio_core import (
     InsufficientFundsError,
@@ -299,3 +301,40 @@ def test_listeners_see_one_call_and_one_attempt_per_coalesced_operation(
         "ok",
     ]
     assert {c.call.portfolio_ids for c in recorder.finished} == {(pid,)}
+
+
+def test_batches_are_bounded_by_coalesce_max_batch(
+    engine: Engine, service: ConcurrencyService
+) -> None:
+    small = PortfolioStore(engine, service, coalesce=True, coalesce_max_batch=2)
+    pid = small.create_portfolio("alpha", Decimal("100"))
+    outcomes = piled_up(
+        small, engine, pid, [partial(small.execute, pid, deposit("1")) for _ in range(5)]
+    )
+    assert [o.result for o in outcomes] == [Decimal(101 + n) for n in range(5)]
+    commits = Counter(occurred for _, _, occurred in event_rows(engine, pid)[1:])
+    assert sorted(commits.values()) == [1, 2, 2]  # the leader's batch, then two of two
+
+
+def test_the_event_trigger_admits_versions_up_to_the_one_this_transaction_wrote(
+    store: PortfolioStore, engine: Engine
+) -> None:
+    pid = store.create_portfolio("alpha", Decimal("100"))
+    event = text(
+        "INSERT INTO portfolio_events (portfolio_id, version, operations) VALUES (:p, :v, '[]')"
+    )
+    with engine.begin() as connection:
+        connection.execute(
+            text("UPDATE portfolios SET version = version + 2 WHERE id = :p"), {"p": pid}
+        )
+        connection.execute(event, {"p": pid, "v": 2})
+        connection.execute(event, {"p": pid, "v": 3})
+    with engine.connect() as connection, connection.begin():
+        connection.execute(
+            text("UPDATE portfolios SET version = version + 1 WHERE id = :p"), {"p": pid}
+        )
+        with pytest.raises(DBAPIError, match="pk_portfolio_events"):
+            connection.execute(event, {"p": pid, "v": 3})  # below, but it has its event
+    with pytest.raises(DBAPIError, match="did not bump"), engine.begin() as connection:
+        connection.execute(event, {"p": pid, "v": 2})  # a transaction that wrote nothing
+    assert [e.version for e in store.history(pid)] == [1, 2, 3]
