@@ -69,7 +69,9 @@ async def run_batch_async(batch: Batch, run_unit: AsyncUnitRunner) -> None:
                 if not batch.fall_back(fallback):
                     error = fallback.__cause__ or fallback
                     break
-    except BaseException as failure:
+    except Exception as failure:  # every ticket gets it (translated) from settle
+        error = failure
+    except BaseException as failure:  # cancelled, interrupted: the leader's own caller too
         error = failure
         raise
     finally:

@@ -78,7 +78,9 @@ def run_batch(batch: Batch, run_unit: UnitRunner) -> None:
                 if not batch.fall_back(fallback):
                     error = fallback.__cause__ or fallback
                     break
-    except BaseException as failure:
+    except Exception as failure:  # every ticket gets it (translated) from settle
+        error = failure
+    except BaseException as failure:  # cancelled, interrupted: the leader's own caller too
         error = failure
         raise
     finally:

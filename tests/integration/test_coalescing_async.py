@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from decimal import Decimal
 from functools import partial
 from typing import Any
@@ -58,7 +58,7 @@ async def piled_up(
     engine: Engine,
     pid: UUID,
     calls: list[Callable[[], Coroutine[Any, Any, Any]]],
-    before_release: Callable[[], object] = lambda: None,
+    before_release: Callable[[list[asyncio.Task[Any]]], Awaitable[None]] | None = None,
 ) -> list[Any]:
     """Start each call as a task, queued in list order behind a blocked leader; release."""
     tasks: list[asyncio.Task[Any]] = []
@@ -68,7 +68,8 @@ async def piled_up(
         for index, call in enumerate(calls[1:], start=1):
             tasks.append(asyncio.create_task(call()))
             await _until(partial(_queued, store, pid, index), f"task {index} queued")
-        before_release()
+        if before_release is not None:
+            await before_release(tasks)
     return list(await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 60))
 
 
@@ -159,8 +160,9 @@ async def test_a_cancelled_queued_task_leaves_the_queue_and_the_others_apply(
         victim.append(asyncio.current_task())  # type: ignore[arg-type]
         return await coalescing.execute(pid, deposit("1000"))
 
-    def cancel_the_victim() -> None:
+    async def cancel_the_victim(tasks: list[asyncio.Task[Any]]) -> None:
         victim[0].cancel()
+        await asyncio.wait([victim[0]])
 
     outcomes = await piled_up(
         coalescing,
@@ -209,3 +211,28 @@ async def test_many_tasks_on_one_hot_portfolio_lose_nothing(
     for index in range(8):
         mine = [version for key, _, version in applied if key.startswith(f"t{index}-")]
         assert mine == sorted(mine)  # each task's operations in its own order
+
+
+async def test_a_leader_cancelled_while_waiting_for_the_row_hands_the_lead_on(
+    coalescing: AsyncPortfolioStore, engine: Engine
+) -> None:
+    pid = await coalescing.create_portfolio("alpha", Decimal("100"))
+
+    async def cancel_the_leader(tasks: list[asyncio.Task[Any]]) -> None:
+        tasks[0].cancel()
+        await asyncio.wait([tasks[0]])
+
+    outcomes = await piled_up(
+        coalescing,
+        engine,
+        pid,
+        [
+            partial(coalescing.execute, pid, deposit(str(n)), idempotency_key=f"c{n}")
+            for n in (1, 2, 4)
+        ],
+        before_release=cancel_the_leader,
+    )
+    assert isinstance(outcomes[0], asyncio.CancelledError)
+    assert outcomes[1:] == [Decimal("102"), Decimal("106")]
+    assert committed_state(engine, pid) == (3, Decimal("106"), 3)
+    assert coalescing.coalescing_queue(pid) == 0
