@@ -14,16 +14,18 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
-from portfolio_core.async_unit_of_work import AsyncUnitOfWork
 from portfolio_core.coalescing.batch import Batch, BatchBroken
 from portfolio_core.coalescing.grouped import Fallback
 from portfolio_core.coalescing.threads import queue_timeout
 from portfolio_core.coalescing.tickets import Ticket
 from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository
 from portfolio_core.units import Seconds
+
+if TYPE_CHECKING:  # the sync API imports without the async extra (greenlet, asyncpg)
+    from portfolio_core.async_unit_of_work import AsyncUnitOfWork
 
 T = TypeVar("T")
 
