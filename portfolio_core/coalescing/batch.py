@@ -1,4 +1,4 @@
-"""What a coalescing leader does in one unit of work: the queued operations, one change each.
+"""What a coalescing leader does in one unit of work: the queued operations, in order.
 
 Shared by the thread coalescer (``threads``) and the asyncio one (``tasks``):
 they only decide who leads and hand :meth:`Batch.body` to a unit of work
@@ -6,22 +6,25 @@ they only decide who leads and hand :meth:`Batch.body` to a unit of work
 
 The leader locks the portfolio's row (FOR UPDATE, bounded by the lock
 timeout) and applies the tickets in arrival order, taking more from the
-queue while it works (up to the batch size). Each operation is its own
-change: after it the session is flushed and its audit event written at the
-version it produced (:func:`end_change`), so a batch of N changing
+queue while it works (up to the batch size). A batch of N changing
 operations advances the version by N with N events at consecutive versions,
-each with its own idempotency key, and replay(v) after each event is what
+each with its own idempotency key, so replay(v) after each event is what
 that caller saw. One COMMIT ends the batch.
 
-An operation that raises leaves no trace: the aggregate is dropped from the
-session and reloaded in the same transaction (row lock kept), where the
-database holds exactly the changes flushed before it. A failure that breaks
-the transaction (a database error of one operation's flush) ends the unit of
-work: the operation gets its error and the others run again in a fresh unit
-of work (operations are re-runnable: retries re-run them anyway); a
-transient failure (connection lost, lock timeout, deadlock, a failed or lost
-COMMIT) fails every ticket with the same classified error, and each caller's
-own retry policy (and commit outcome resolution) takes over.
+The fast way first (``grouped``): every operation applied in Python, then
+one UPDATE and one INSERT each for the events and the keys. If anything is
+unusual (an operation raises, a write fails) the unit of work is rolled
+back and the batch runs again the slow way, one change per operation: after
+each, the session is flushed and its event written (:func:`end_change`).
+There an operation that raises leaves no trace: the aggregate is dropped
+from the session and reloaded in the same transaction (row lock kept),
+where the database holds exactly the changes flushed before it. A failure
+that breaks the transaction (a database error of one operation's flush)
+ends the unit of work: the operation gets its error and the others run
+again in a fresh unit of work (operations are re-runnable: retries re-run
+them anyway). A transient failure (connection lost, lock timeout, deadlock,
+a failed or lost COMMIT) fails every ticket with the same classified error,
+and each caller's own retry policy (and commit outcome resolution) takes over.
 """
 
 from __future__ import annotations
