@@ -24,7 +24,7 @@ from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from portfolio_core import replicas, store_work
+from portfolio_core import coalescing, replicas, store_work
 from portfolio_core.async_unit_of_work import AsyncUnitOfWork, run_in_own_unit_of_work_async
 from portfolio_core.concurrency.reentrancy import unit_of_work_on
 from portfolio_core.concurrency.service import ConcurrencyService
@@ -43,6 +43,7 @@ from portfolio_core.persistence.read_routing import (
     ReadToken,
     as_read_token,
 )
+from portfolio_core.persistence.repository import as_portfolio_id
 from portfolio_core.store_work import LockMode, StoreCall, Versioned
 from portfolio_core.units import Seconds
 
@@ -55,7 +56,8 @@ class AsyncPortfolioStore:
     ``lock`` modes and ``isolation`` as in PortfolioStore. Share one store (and its engine's
     pool) between all the tasks of a service; tasks beyond the pool size wait
     for a connection. ``read_engines`` (AsyncEngines on hot standbys) and
-    ``read_token`` as in PortfolioStore.
+    ``read_token`` as in PortfolioStore. ``coalesce`` and ``coalesce_max_batch`` as in
+    PortfolioStore, for the tasks of one event loop (``portfolio_core.coalescing``).
     """
 
     def __init__(
@@ -66,8 +68,14 @@ class AsyncPortfolioStore:
         read_engines: Sequence[AsyncEngine] = (),
         read_policy: ReadPolicy | None = None,
         isolation: IsolationLevel | None = None,
+        coalesce: bool = False,
+        coalesce_max_batch: int = coalescing.DEFAULT_MAX_BATCH,
     ) -> None:
         self.engine = engine
+        self.coalesce = coalescing.wanted(coalesce, False, "auto")
+        self._coalescer = coalescing.TaskCoalescer(
+            self.unit_of_work, coalescing.checked_max_batch(coalesce_max_batch)
+        )
         self.reads = replicas.router_for(read_engines, AsyncEngine, read_policy)
         """The read engines' router (None without read engines); ``reads.metrics()``."""
         self.isolation = checked_isolation(isolation)
@@ -100,7 +108,9 @@ class AsyncPortfolioStore:
                 return token
         return await replicas.current_token_async(self.engine)
 
-    async def _run(self, call: StoreCall[T]) -> T:
+    async def _run(
+        self, call: StoreCall[T], coalesced: coalescing.CoalescedCall[T] | None = None
+    ) -> T:
         """Run ``call`` in an AsyncUnitOfWork, retried as a whole per the policy.
 
         With an idempotency key, a COMMIT whose outcome was lost is resolved
@@ -110,7 +120,7 @@ class AsyncPortfolioStore:
             if not call.commit:  # a read takes no lock: it can not wait on its caller
                 return await self._run_resolving(call)
             with unit_of_work_on(call.entity_id), replicas.noting_commit(self.reads):
-                result = await self._run_resolving(call)
+                result = await self._run_resolving(call, coalesced)
             if self.reads is not None:
                 await replicas.note_commit_token_async(self.reads, self.engine)
             return result
@@ -130,11 +140,22 @@ class AsyncPortfolioStore:
                 on_primary=lambda: self._run_resolving(call),
             )
 
-    async def _run_resolving(self, call: StoreCall[T]) -> T:
+    async def _run_resolving(
+        self, call: StoreCall[T], coalesced: coalescing.CoalescedCall[T] | None = None
+    ) -> T:
+        async def run() -> T:
+            if coalesced is None:
+                return await run_in_own_unit_of_work_async(
+                    self.engine, self.concurrency, call, self.isolation
+                )
+            wait = coalescing.queue_wait(coalesced)
+            return await self.concurrency.run_async(
+                lambda: self._coalescer.run(coalescing.Ticket(coalesced), wait),
+                entity_id=call.entity_id,
+            )
+
         return await run_resolving_outcome_async(
-            lambda: run_in_own_unit_of_work_async(
-                self.engine, self.concurrency, call, self.isolation
-            ),
+            run,
             engine=self.engine,
             policy=self.concurrency.policy,
             key=call.key,
@@ -164,13 +185,19 @@ class AsyncPortfolioStore:
         lock_timeout: Seconds | None = None,
         idempotency_key: str | None = None,
         expected_version: int | None = None,
+        coalesce: bool | None = None,
     ) -> T:
         """Run ``operation(portfolio)`` in a unit of work, commit, and return its result.
 
         ``operation`` is a sync function (domain calls); it runs where lazy
         loads may do I/O, and is called again on each retry.
-        ``idempotency_key`` and ``expected_version`` as in PortfolioStore.execute.
+        ``idempotency_key``, ``expected_version`` and ``coalesce`` as in PortfolioStore.execute.
         """
+        if coalescing.wanted(coalesce, self.coalesce, lock):
+            answer = await self._run_coalesced(
+                portfolio_id, operation, lock, lock_timeout, idempotency_key, expected_version
+            )
+            return answer.result
         call = store_work.execute(
             portfolio_id,
             operation,
@@ -191,8 +218,19 @@ class AsyncPortfolioStore:
         lock_timeout: Seconds | None = None,
         idempotency_key: str | None = None,
         expected_version: int | None = None,
+        coalesce: bool | None = None,
     ) -> Versioned[T]:
         """``execute``, answering the result together with the version committed (the new ETag)."""
+        if coalescing.wanted(coalesce, self.coalesce, lock):
+            return await self._run_coalesced(
+                portfolio_id,
+                operation,
+                lock,
+                lock_timeout,
+                idempotency_key,
+                expected_version,
+                "execute_versioned",
+            )
         call = store_work.execute(
             portfolio_id,
             operation,
@@ -205,6 +243,30 @@ class AsyncPortfolioStore:
         call.operation = "execute_versioned"
         result = await self._run(call)
         return Versioned(result, store_work.committed_version(call))
+
+    async def _run_coalesced(
+        self,
+        portfolio_id: PortfolioId,
+        operation: Callable[[Portfolio], T],
+        lock: LockMode,
+        lock_timeout: Seconds | None,
+        idempotency_key: str | None,
+        expected_version: int | None,
+        name: str = "execute",
+    ) -> Versioned[T]:
+        """A coalesced ``execute``: its result and the version right after its operation."""
+        request = coalescing.request(
+            portfolio_id,
+            operation,
+            lock,
+            lock_timeout,
+            idempotency_key,
+            expected_version,
+            self.concurrency.policy.wait_lock_timeout,
+        )
+        request.call.operation = name
+        result = await self._run(request.call, request)
+        return Versioned(result, coalescing.committed_version(request))
 
     async def transfer(
         self,
@@ -269,6 +331,10 @@ class AsyncPortfolioStore:
     async def batch_update(self, updates: Mapping[UUID, Callable[[Portfolio], T]]) -> dict[UUID, T]:
         """Apply one operation per portfolio in one unit of work: all commit or none."""
         return await self._run(store_work.batch(updates))
+
+    def coalescing_queue(self, portfolio_id: PortfolioId) -> int:
+        """How many coalesced calls of this loop's tasks on ``portfolio_id`` wait to be taken."""
+        return self._coalescer.queued(as_portfolio_id(portfolio_id))
 
     def metrics(self) -> dict[str, int]:
         """The concurrency service's counters (same keys as get_metrics()); no I/O, not awaited."""

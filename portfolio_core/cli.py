@@ -215,6 +215,7 @@ def _demo(arguments: argparse.Namespace) -> int:
         seed=arguments.seed,
         json_path=None if to_stdout else arguments.json_path,
         use_keys=arguments.use_keys,
+        coalesce=arguments.coalesce,
     )
     width = None if sys.stdout.isatty() else 110
     # With --json -, stdout carries the JSON alone: the tables and notes go to stderr.

@@ -170,6 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="no idempotency keys: a cut COMMIT stays unknown and the database settles it",
     )
     demo.add_argument(
+        "--coalesce",
+        action="store_true",
+        help="the workers' stores coalesce concurrent trades on one portfolio (group commit)",
+    )
+    demo.add_argument(
         "--json",
         metavar="FILE",
         type=Path,

@@ -27,7 +27,7 @@ from uuid import UUID
 
 from sqlalchemy import Engine
 
-from portfolio_core import replicas, store_work
+from portfolio_core import coalescing, replicas, store_work
 from portfolio_core.concurrency.reentrancy import unit_of_work_on
 from portfolio_core.concurrency.service import ConcurrencyService
 from portfolio_core.domain import money
@@ -39,6 +39,7 @@ from portfolio_core.observability.tracking import observed_call, observed_store_
 from portfolio_core.persistence import idempotency
 from portfolio_core.persistence.isolation import IsolationLevel, checked_isolation
 from portfolio_core.persistence.read_routing import ReadPolicy, ReadToken, as_read_token
+from portfolio_core.persistence.repository import as_portfolio_id
 from portfolio_core.store_work import LOCK_MODES, LockMode, StoreCall, Versioned
 from portfolio_core.unit_of_work import UnitOfWork, run_in_own_unit_of_work
 from portfolio_core.units import Seconds
@@ -73,6 +74,11 @@ class PortfolioStore:
     serialization failures (40001) are retried and counted as
     ``serialization_failures``. A VersionMismatchError (``expected_version``)
     is never retried, at any level.
+
+    ``coalesce=True`` makes ``execute`` coalesce by default: concurrent calls on
+    one portfolio from this process's threads are applied by one leader in
+    one transaction (at most ``coalesce_max_batch``), each with its own
+    version, event, key, result or error (``portfolio_core.coalescing``).
     """
 
     def __init__(
@@ -83,8 +89,14 @@ class PortfolioStore:
         read_engines: Sequence[Engine] = (),
         read_policy: ReadPolicy | None = None,
         isolation: IsolationLevel | None = None,
+        coalesce: bool = False,
+        coalesce_max_batch: int = coalescing.DEFAULT_MAX_BATCH,
     ):
         self.engine = engine
+        self.coalesce = coalescing.wanted(coalesce, False, "auto")
+        self._coalescer = coalescing.ThreadCoalescer(
+            self.unit_of_work, coalescing.checked_max_batch(coalesce_max_batch)
+        )
         self.isolation = checked_isolation(isolation)
         self.concurrency = concurrency_service or ConcurrencyService(engine)
         self.reads = replicas.router_for(read_engines, Engine, read_policy)
@@ -119,7 +131,7 @@ class PortfolioStore:
                 return token
         return replicas.current_token(self.engine)
 
-    def _run(self, call: StoreCall[T]) -> T:
+    def _run(self, call: StoreCall[T], coalesced: coalescing.CoalescedCall[T] | None = None) -> T:
         """Run ``call`` in a unit of work, retried as a whole per the policy.
 
         With an idempotency key, a COMMIT whose outcome was lost is resolved
@@ -129,7 +141,7 @@ class PortfolioStore:
             if not call.commit:  # a read takes no lock: it can not wait on its caller
                 return self._run_resolving(call)
             with unit_of_work_on(call.entity_id), replicas.noting_commit(self.reads):
-                result = self._run_resolving(call)
+                result = self._run_resolving(call, coalesced)
             if self.reads is not None:
                 replicas.note_commit_token(self.reads, self.engine)
             return result
@@ -149,9 +161,20 @@ class PortfolioStore:
                 on_primary=lambda: self._run_resolving(call),
             )
 
-    def _run_resolving(self, call: StoreCall[T]) -> T:
+    def _run_resolving(
+        self, call: StoreCall[T], coalesced: coalescing.CoalescedCall[T] | None = None
+    ) -> T:
+        def run() -> T:
+            if coalesced is None:
+                return run_in_own_unit_of_work(self.engine, self.concurrency, call, self.isolation)
+            wait = coalescing.queue_wait(coalesced)
+            return self.concurrency.run(
+                lambda: self._coalescer.run(coalescing.Ticket(coalesced), wait),
+                entity_id=call.entity_id,
+            )
+
         return run_resolving_outcome(
-            lambda: run_in_own_unit_of_work(self.engine, self.concurrency, call, self.isolation),
+            run,
             engine=self.engine,
             policy=self.concurrency.policy,
             key=call.key,
@@ -182,6 +205,7 @@ class PortfolioStore:
         lock_timeout: Seconds | None = None,
         idempotency_key: str | None = None,
         expected_version: int | None = None,
+        coalesce: bool | None = None,
     ) -> T:
         """Run ``operation(portfolio)`` in a unit of work, commit, and return its result.
 
@@ -196,7 +220,13 @@ class PortfolioStore:
         operations ``operation`` performs; a repeated key re-applies
         ``operation`` to the portfolio as it stood before the keyed change
         (replayed from the audit trail), compares, and changes nothing.
+        ``coalesce`` (None: the store's default) coalesces the call with
+        concurrent ones on the same portfolio (``portfolio_core.coalescing``).
         """
+        if coalescing.wanted(coalesce, self.coalesce, lock):
+            return self._run_coalesced(
+                portfolio_id, operation, lock, lock_timeout, idempotency_key, expected_version
+            ).result
         call = store_work.execute(
             portfolio_id,
             operation,
@@ -217,8 +247,19 @@ class PortfolioStore:
         lock_timeout: Seconds | None = None,
         idempotency_key: str | None = None,
         expected_version: int | None = None,
+        coalesce: bool | None = None,
     ) -> Versioned[T]:
         """``execute``, answering the result together with the version committed (the new ETag)."""
+        if coalescing.wanted(coalesce, self.coalesce, lock):
+            return self._run_coalesced(
+                portfolio_id,
+                operation,
+                lock,
+                lock_timeout,
+                idempotency_key,
+                expected_version,
+                "execute_versioned",
+            )
         call = store_work.execute(
             portfolio_id,
             operation,
@@ -231,6 +272,30 @@ class PortfolioStore:
         call.operation = "execute_versioned"
         result = self._run(call)
         return Versioned(result, store_work.committed_version(call))
+
+    def _run_coalesced(
+        self,
+        portfolio_id: PortfolioId,
+        operation: Callable[[Portfolio], T],
+        lock: LockMode,
+        lock_timeout: Seconds | None,
+        idempotency_key: str | None,
+        expected_version: int | None,
+        name: str = "execute",
+    ) -> Versioned[T]:
+        """A coalesced ``execute``: its result and the version right after its operation."""
+        request = coalescing.request(
+            portfolio_id,
+            operation,
+            lock,
+            lock_timeout,
+            idempotency_key,
+            expected_version,
+            self.concurrency.policy.wait_lock_timeout,
+        )
+        request.call.operation = name
+        result = self._run(request.call, request)
+        return Versioned(result, coalescing.committed_version(request))
 
     def transfer(
         self,
@@ -306,6 +371,10 @@ class PortfolioStore:
     def batch_update(self, updates: Mapping[UUID, Callable[[Portfolio], T]]) -> dict[UUID, T]:
         """Apply one operation per portfolio in one unit of work: all commit or none."""
         return self._run(store_work.batch(updates))
+
+    def coalescing_queue(self, portfolio_id: PortfolioId) -> int:
+        """How many coalesced calls on ``portfolio_id`` wait for a leader to take them now."""
+        return self._coalescer.queued(as_portfolio_id(portfolio_id))
 
     def metrics(self) -> dict[str, int]:
         """The concurrency service's counters (same keys as get_metrics())."""

@@ -40,6 +40,9 @@ class DemoConfig:
     """Seconds a trade in the "wait" lock mode waits for the row lock."""
     use_keys: bool = True
     """Send idempotency keys when the store takes them (False shows the keyless path)."""
+    coalesce: bool = False
+    """The workers' stores coalesce (``PortfolioStore(coalesce=True)``): their trades in
+    the "auto" and "wait" lock modes are batched per portfolio; the others run alone."""
 
     def __post_init__(self) -> None:
         if self.workers < 1:

@@ -49,7 +49,7 @@ def build_report(
     return {
         "database": database,
         "config": settings,
-        "features": {"idempotency_keys": config.use_keys},
+        "features": {"idempotency_keys": config.use_keys, "coalesce": config.coalesce},
         "elapsed_seconds": round(elapsed, 2),
         "operations": {
             "finished": stats.done,
@@ -111,7 +111,8 @@ def render(console: Console, report: dict[str, Any]) -> None:
         f"(hot share {config['hot_share']}), seed {config['seed']}, "
         f"{report['elapsed_seconds']} s\n{report['database']}"
         f"{', restarted once mid-run' if (report['faults'] or {}).get('server_restarts') else ''}"
-        f"; idempotency keys: {'yes' if report['features']['idempotency_keys'] else 'no'}",
+        f"; idempotency keys: {'yes' if report['features']['idempotency_keys'] else 'no'}"
+        f"{'; coalescing' if report['features'].get('coalesce') else ''}",
         highlight=False,
     )
     kinds = [(kind, n) for kind, n in ops["committed_by_kind"].items()]

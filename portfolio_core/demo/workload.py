@@ -219,7 +219,7 @@ def child_main(
         threads = config.threads_of(index)
         waits = [0]
         engine = demo_engine(url, application_name, threads + 1, waits)
-        store = PortfolioStore(engine, demo_service(engine))
+        store = PortfolioStore(engine, demo_service(engine), coalesce=config.coalesce)
         shared = _Shared(
             config,
             store,

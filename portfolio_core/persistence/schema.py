@@ -199,13 +199,17 @@ DECLARE
 BEGIN
     SELECT version, xmin INTO current_version, writer
     FROM portfolios WHERE id = NEW.portfolio_id;
-    IF current_version IS DISTINCT FROM NEW.version THEN
+    -- At the version this transaction gave the portfolio, or below it: a
+    -- coalesced batch writes one event per operation, at consecutive
+    -- versions up to the one written. Every older version already has its
+    -- event, so the primary key refuses a second one there.
+    IF current_version IS NULL OR NEW.version > current_version OR NEW.version < 1 THEN
         RAISE EXCEPTION USING
             MESSAGE = format('portfolio_events: version %s of portfolio %s refused: '
                              'the portfolio is at version %s',
                              NEW.version, NEW.portfolio_id, current_version),
             ERRCODE = 'P0001',
-            HINT = 'an event is written at the version its transaction gave the portfolio';
+            HINT = 'an event is written at a version its transaction gave the portfolio';
     END IF;
     -- The row version we see is uncommitted only if this transaction (or one
     -- of its savepoints) wrote it. Usually its xmin is our own xid; a
@@ -237,14 +241,15 @@ BEGIN
 END
 $$
 """
-"""The trigger function admitting an event only at the version its own transaction wrote."""
+"""The trigger function admitting an event only in the transaction that wrote the portfolio,
+at its version or below (a coalesced batch: one event per operation; pc0004)."""
 EVENT_VERSION_TRIGGER: Final = (
     "CREATE TRIGGER portfolio_events_at_current_version BEFORE INSERT "
     "ON portfolio_events FOR EACH ROW EXECUTE FUNCTION portfolio_events_at_current_version()"
 )
 
 # metadata.create_all() builds the same guarded table the migrations do (in the
-# default schema only: with schema= use migrate(), whose pc0003 qualifies the names).
+# default schema only: with schema= use migrate(), whose pc0003/pc0004 qualify the names).
 for _statement in (
     APPEND_ONLY_FUNCTION,
     *APPEND_ONLY_TRIGGERS,

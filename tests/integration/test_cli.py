@@ -166,8 +166,9 @@ def test_an_unreachable_server_is_one_line_and_exit_2(
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.parametrize("coalesce", [False, True])
 def test_short_demo_with_faults_keeps_every_invariant_and_leaves_nothing_behind(
-    tmp_path: Path,
+    tmp_path: Path, coalesce: bool
 ) -> None:
     report_path = tmp_path / "report.json"
     completed = subprocess.run(
@@ -186,6 +187,7 @@ def test_short_demo_with_faults_keeps_every_invariant_and_leaves_nothing_behind(
             "7",
             "--json",
             str(report_path),
+            *(["--coalesce"] if coalesce else []),
         ),
         capture_output=True,
         text=True,
@@ -210,6 +212,7 @@ def test_short_demo_with_faults_keeps_every_invariant_and_leaves_nothing_behind(
     } <= names
     assert "versions == events" in names
     assert report["features"]["idempotency_keys"] is True
+    assert report["features"]["coalesce"] is coalesce
     assert "every keyed op applied exactly once" in names
     assert all(check["holds"] for check in report["invariants"])
     assert report["operations"]["finished"] == 300
