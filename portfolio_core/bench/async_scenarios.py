@@ -16,7 +16,7 @@ from uuid import UUID
 
 from portfolio_core.async_store import AsyncPortfolioStore
 from portfolio_core.bench import raw_async
-from portfolio_core.bench.contenders import LIBRARY, NAIVE_ORM, RAW, Side
+from portfolio_core.bench.contenders import COALESCED, LIBRARY, NAIVE_ORM, RAW, Side
 from portfolio_core.bench.harness import AsyncOperation, Sample, run_tasks
 from portfolio_core.bench.naive_orm import AsyncNaiveOrm
 from portfolio_core.bench.scenarios import (
@@ -47,6 +47,7 @@ class AsyncDriver:
         self,
         loop: asyncio.AbstractEventLoop,
         store: AsyncPortfolioStore,
+        coalescing_store: AsyncPortfolioStore,
         connections: list[Any],
         naive: AsyncNaiveOrm,
     ) -> None:
@@ -57,6 +58,7 @@ class AsyncDriver:
         self.operations: Mapping[str, Callable[[Deposits], AsyncOperation]] = {
             RAW: self._raw,
             LIBRARY: lambda work: self._library(store, work),
+            COALESCED: lambda work: self._library(coalescing_store, work),
             NAIVE_ORM: lambda work: naive.operation(
                 work.ids, work.pick, AMOUNT, lock=work.lock == "wait"
             ),
@@ -109,11 +111,13 @@ def run_async_scenarios(url: str, bench: Bench, max_workers: int) -> dict[str, A
     loop = asyncio.new_event_loop()
     engine = create_async_engine(url, pool_size=max_workers + 2, max_overflow=4)
     store = AsyncPortfolioStore(engine, bench_service(engine))
+    coalescing_store = AsyncPortfolioStore(engine, store.concurrency, coalesce=True)
     try:
         connections = loop.run_until_complete(raw_async.connection_pool(engine.url, max_workers))
         naive = AsyncNaiveOrm(engine.url, max_workers + 2)
         try:
-            return run_scenarios(bench, AsyncDriver(loop, store, connections, naive))
+            driver = AsyncDriver(loop, store, coalescing_store, connections, naive)
+            return run_scenarios(bench, driver)
         finally:
             loop.run_until_complete(naive.close())
             loop.run_until_complete(raw_async.close_all(connections))

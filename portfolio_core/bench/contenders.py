@@ -2,12 +2,13 @@
 
 A contender is named by its report key (its ``Side``): ``raw`` (psycopg2 or
 asyncpg, the library's own SQL with nothing around it), ``library``
-(``PortfolioStore.execute``) and ``naive_orm`` (what a user would write
-instead: ``naive_orm``). Each driver maps a side to the operation that runs
-it; ``Bench.contend`` runs every contender of a scenario in round-robin rounds
-and checks each against the database. Adding one (say a store built with
-``coalesce=True``) is a new side here, one entry in each driver's table and
-one in the scenario's contenders: the ratios and the table follow.
+(``PortfolioStore.execute``), ``coalesced`` (the same calls on a store built
+with ``coalesce=True``: concurrent calls on one portfolio share a transaction)
+and ``naive_orm`` (what a user would write instead: ``naive_orm``). Each
+driver maps a side to the operation that runs it; ``Bench.contend`` runs
+every contender of a scenario in round-robin rounds and checks each against
+the database. Adding one is a new side here, one entry in each driver's table
+and one in the scenario's contenders: the ratios and the table follow.
 """
 
 from __future__ import annotations
@@ -17,17 +18,18 @@ from typing import Any, Final, Literal
 
 from portfolio_core.units import Ratio
 
-Side = Literal["raw", "library", "naive_orm"]
+Side = Literal["raw", "library", "coalesced", "naive_orm"]
 """A contender's report key (the hot scenario reports the library per lock mode)."""
 
 RAW: Final = "raw"
 LIBRARY: Final = "library"
 NAIVE_ORM: Final = "naive_orm"
+COALESCED: Final = "coalesced"
 
-COUNTED_BY_METRICS: Final[frozenset[str]] = frozenset({LIBRARY})
+COUNTED_BY_METRICS: Final[frozenset[str]] = frozenset({LIBRARY, COALESCED})
 """Sides whose failed attempts are counted from the library's metrics, not returned."""
 
-LABELS: Final[Mapping[str, str]] = {NAIVE_ORM: "naive ORM"}
+LABELS: Final[Mapping[str, str]] = {NAIVE_ORM: "naive ORM", COALESCED: "coalesced"}
 """How the table names a side other than raw and library (default: its key)."""
 
 

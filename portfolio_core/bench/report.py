@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from portfolio_core.bench.contenders import LABELS, LIBRARY, NAIVE_ORM, RAW
+from portfolio_core.bench.contenders import COALESCED, LABELS, LIBRARY, NAIVE_ORM, RAW
 from portfolio_core.bench.scenarios import SCENARIOS
 from portfolio_core.units import Ratio
 
@@ -15,9 +15,13 @@ TARGETS: Final[dict[str, Ratio]] = {
     "reprice_ratio": 0.8,
     "uncontended_vs_orm": 1.0,
     "uncontended_cpu_vs_orm": 1.1,
+    "hot_coalesced_vs_raw": 2.0,
+    "hot_auto_vs_best_explicit": 0.9,
 }
 """Library throughput as a fraction of raw psycopg2's (and the retry budget when hot);
-(a) against the naive ORM: throughput at least, CPU per op at most these multiples."""
+(a) against the naive ORM: throughput at least, CPU per op at most these multiples;
+hot: a coalescing store at least 2x raw FOR UPDATE with a p99 no worse than raw's,
+and the default "auto" at least 0.9x the best explicit lock mode."""
 
 _COLUMNS: Final = (
     ("scenario", 12),
@@ -54,6 +58,25 @@ def targets_met(scenarios: dict[str, Any]) -> dict[str, bool]:
         met[name] = (
             hot["ratio"] >= TARGETS["hot_ratio"]
             and hot["best_attempts_per_commit"] <= TARGETS["hot_attempts_per_commit"]
+        )
+        met.update(_hot_targets(name, hot))
+    return met
+
+
+def _hot_targets(name: str, hot: dict[str, Any]) -> dict[str, bool]:
+    """A hot scenario's coalescing target (if it ran) and auto's against the best explicit mode."""
+    met: dict[str, bool] = {}
+    coalesced = hot.get(COALESCED)
+    if coalesced is not None:
+        met[f"{name}_coalesced"] = (
+            coalesced["ratio"] >= TARGETS["hot_coalesced_vs_raw"]
+            and coalesced["p99_ms"] <= hot[RAW]["p99_ms"]
+        )
+    library = hot[LIBRARY]
+    explicit = [stats["ops_per_s"] for mode, stats in library.items() if mode != "auto"]
+    if "auto" in library and explicit and max(explicit):
+        met[f"{name}_auto"] = (
+            library["auto"]["ops_per_s"] / max(explicit) >= TARGETS["hot_auto_vs_best_explicit"]
         )
     return met
 

@@ -24,6 +24,7 @@ from sqlalchemy import Engine
 
 from portfolio_core.bench import raw
 from portfolio_core.bench.contenders import (
+    COALESCED,
     COUNTED_BY_METRICS,
     NAIVE_ORM,
     Side,
@@ -161,6 +162,7 @@ class Bench:
         self.sizes = sizes
         self.service = bench_service(engine)
         self.store = PortfolioStore(engine, self.service)
+        self.coalescing_store = PortfolioStore(engine, self.service, coalesce=True)
         self.admin = raw.connect(engine.url)
         self.admin.autocommit = True
         self.created: list[str] = []
@@ -273,6 +275,7 @@ class Bench:
             {
                 "raw": Deposits("raw", self.portfolios(portfolio_count), pick),
                 "library": Deposits("library", self.portfolios(portfolio_count), pick),
+                COALESCED: Deposits(COALESCED, self.portfolios(portfolio_count), pick, "auto"),
                 NAIVE_ORM: Deposits(NAIVE_ORM, self.portfolios(portfolio_count), pick),
             },
         )
@@ -288,6 +291,7 @@ class Bench:
         contenders = {"raw": Deposits("raw", self.portfolios(1), only, lock="wait")}
         for mode in LOCK_MODES:
             contenders[mode] = Deposits("library", self.portfolios(1), only, lock=mode)
+        contenders[COALESCED] = Deposits(COALESCED, self.portfolios(1), only, lock="auto")
         contenders[NAIVE_ORM] = Deposits(NAIVE_ORM, self.portfolios(1), only, lock="wait")
         reports = self.contend(driver, workers, per_round, contenders)
         return summarize_hot(workers, per_round * self.sizes.rounds, reports, LOCK_MODES)

@@ -12,7 +12,7 @@ from typing import Final
 from uuid import UUID
 
 from portfolio_core.bench import raw
-from portfolio_core.bench.contenders import LIBRARY, NAIVE_ORM, RAW, Side
+from portfolio_core.bench.contenders import COALESCED, LIBRARY, NAIVE_ORM, RAW, Side
 from portfolio_core.bench.harness import Operation, Sample, run_workers
 from portfolio_core.bench.naive_orm import NaiveOrm
 from portfolio_core.bench.scenarios import (
@@ -46,6 +46,7 @@ class ThreadDriver:
         self.operations: Mapping[str, Callable[[Deposits], Operation]] = {
             RAW: self._raw,
             LIBRARY: lambda work: self._library(bench.store, work),
+            COALESCED: lambda work: self._library(bench.coalescing_store, work),
             NAIVE_ORM: lambda work: self.naive.operation(
                 work.ids, work.pick, AMOUNT, lock=work.lock == "wait"
             ),

@@ -16,7 +16,12 @@ from sqlalchemy import Engine, text
 from portfolio_core.bench import main
 from portfolio_core.bench.scenarios import AMOUNT, QUICK
 from portfolio_core.store import LOCK_MODES
-from tests.integration.bench_naive_orm_checks import ORM_TARGETS, assert_naive_orm_column
+from tests.integration.bench_naive_orm_checks import (
+    HOT_TARGETS,
+    ORM_TARGETS,
+    assert_coalesced_column,
+    assert_naive_orm_column,
+)
 
 STATS_KEYS = {
     "workers",
@@ -57,8 +62,9 @@ def test_quick_benchmark_commits_exactly_what_it_reports(
     assert results["meta"]["quick"] is True
     scenarios = results["scenarios"]
     assert set(scenarios) == {"uncontended", "hot_8", "hot_32", "reprice"}
-    assert set(results["targets_met"]) == set(scenarios) | ORM_TARGETS
+    assert set(results["targets_met"]) == set(scenarios) | ORM_TARGETS | HOT_TARGETS
     assert_naive_orm_column(results)
+    assert_coalesced_column(results)
     repeat = results["keyed_repeat"]
     assert (repeat["short_events"], repeat["long_events"]) == (10, QUICK.repeat_history)
     assert repeat["ratio"] is not None
