@@ -128,11 +128,13 @@ class PortfolioStore:
         with observed_store_call(call, self.engine.url):
             if not call.commit:  # a read takes no lock: it can not wait on its caller
                 return self._run_resolving(call)
-            with unit_of_work_on(call.entity_id), replicas.noting_commit(self.reads):
-                result = self._run_resolving(call)
-            if self.reads is not None:
+            with unit_of_work_on(call.entity_id):
+                if self.reads is None:
+                    return self._run_resolving(call)
+                with replicas.noting_commit(self.reads):
+                    result = self._run_resolving(call)
                 replicas.note_commit_token(self.reads, self.engine)
-            return result
+                return result
 
     def _read(self, call: StoreCall[T], read_token: ReadToken | str | None) -> T:
         """Run the read ``call`` on a standby that has what it must see, else on the primary."""
@@ -150,6 +152,8 @@ class PortfolioStore:
             )
 
     def _run_resolving(self, call: StoreCall[T]) -> T:
+        if call.key is None:  # no key, nothing to resolve a lost COMMIT with
+            return run_in_own_unit_of_work(self.engine, self.concurrency, call, self.isolation)
         return run_resolving_outcome(
             lambda: run_in_own_unit_of_work(self.engine, self.concurrency, call, self.isolation),
             engine=self.engine,

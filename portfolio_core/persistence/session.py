@@ -43,6 +43,7 @@ from portfolio_core.errors import StaleDataException
 from portfolio_core.persistence import events
 from portfolio_core.persistence.errors import translated
 from portfolio_core.persistence.mapping import start_mappers
+from portfolio_core.persistence.row_flush import flush_portfolio_rows
 from portfolio_core.persistence.schema_option import in_schema
 from portfolio_core.persistence.write_guards import install_session_guard, refuse_unrecorded
 
@@ -216,8 +217,19 @@ class PortfolioSession(Session):
             super().commit()
 
     def flush(self, objects: Sequence[Any] | None = None) -> None:
-        """Flush; a version conflict rolls back and raises StaleDataException."""
+        """Flush; a version conflict rolls back and raises StaleDataException.
+
+        Changed portfolio columns alone are written without the ORM's unit of
+        work (``persistence.row_flush``); anything else goes through it.
+        """
         try:
+            if objects is None and not self._flushing:
+                self._flushing = True
+                try:
+                    if flush_portfolio_rows(self, _prepare_flush):
+                        return
+                finally:
+                    self._flushing = False
             super().flush(objects)
         except StaleDataError as error:
             state = current_state(self)
@@ -314,6 +326,11 @@ def _after_begin(session: Session, transaction: SessionTransaction, connection: 
 def _before_flush(
     session: Session, flush_context: UOWTransaction, instances: Iterable[Any] | None
 ) -> None:
+    _prepare_flush(session)
+
+
+def _prepare_flush(session: Session) -> None:
+    """What every flush does first: bump the touched aggregates, hold their operations."""
     state = transaction_state(session)
     _bump_aggregate_versions(session, state)
     for portfolio in _recording_portfolios(session):
