@@ -52,7 +52,10 @@ T = TypeVar("T")
 class AsyncPortfolioStore:
     """Create, read and change portfolios from asyncio code: PortfolioStore's API, awaitable.
 
-    ``lock`` modes and ``isolation`` as in PortfolioStore. Share one store (and its engine's
+    ``lock`` modes and ``isolation`` as in PortfolioStore: ``"auto"`` (the default)
+    is optimistic first, row-locked after a version conflict, and row-locked from
+    the first attempt while the portfolio is hot (``ConcurrencyService.hot_rows``,
+    shared with the service's other stores). Share one store (and its engine's
     pool) between all the tasks of a service; tasks beyond the pool size wait
     for a connection. ``read_engines`` (AsyncEngines on hot standbys) and
     ``read_token`` as in PortfolioStore.
@@ -179,6 +182,7 @@ class AsyncPortfolioStore:
             idempotency_key,
             expected_version,
             self.concurrency.policy.wait_lock_timeout,
+            self.concurrency.hot_rows,
         )
         return await self._run(call)
 
@@ -201,6 +205,7 @@ class AsyncPortfolioStore:
             idempotency_key,
             expected_version,
             self.concurrency.policy.wait_lock_timeout,
+            self.concurrency.hot_rows,
         )
         call.operation = "execute_versioned"
         result = await self._run(call)

@@ -54,7 +54,9 @@ class PortfolioStore:
     ``lock`` chooses how a change meets concurrent ones: ``"auto"`` (the
     default) reads without locking first and, if that attempt loses to a
     concurrent change (a version conflict), retries with the row locked
-    (FOR UPDATE, bounded like ``"wait"``); ``"optimistic"`` reads without
+    (FOR UPDATE, bounded like ``"wait"``), and while a portfolio is hot (a
+    call on it met a conflict lately; see ``ConcurrencyService.hot_rows``)
+    locks from the first attempt; ``"optimistic"`` reads without
     locking and relies on the version check on every attempt (best when
     conflicts are rare); ``"nowait"`` row-locks with FOR UPDATE NOWAIT and
     retries when the row is busy; ``"wait"`` row-locks and queues (best for a
@@ -209,6 +211,7 @@ class PortfolioStore:
             idempotency_key,
             expected_version,
             self.concurrency.policy.wait_lock_timeout,
+            self.concurrency.hot_rows,
         )
         return self._run(call)
 
@@ -231,6 +234,7 @@ class PortfolioStore:
             idempotency_key,
             expected_version,
             self.concurrency.policy.wait_lock_timeout,
+            self.concurrency.hot_rows,
         )
         call.operation = "execute_versioned"
         result = self._run(call)
