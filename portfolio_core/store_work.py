@@ -94,8 +94,8 @@ class StoreCall(Generic[T]):
             if self.hot_rows is not None:
                 self.hot_rows.note_conflict(self.entity_id)
             raise
-        if self.locked_first and self.hot_rows is not None:
-            self.hot_rows.note_locked_commit(self.entity_id)
+        if self.hot_rows is not None and self.lock_mode == "auto" and not self.conflicts:
+            self.hot_rows.note_commit(self.entity_id, locked=self.locked_first)
         return result
 
 
