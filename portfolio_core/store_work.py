@@ -156,9 +156,15 @@ def load_for_change(
     lock: LockMode,
     lock_timeout: Seconds | None,
 ) -> Portfolio:
-    """Load a portfolio to change it: plain read (optimistic, auto) or row-locked (nowait/wait)."""
+    """Load a portfolio to change it: plain read (optimistic, auto) or row-locked (nowait/wait).
+
+    A bounded ``"wait"`` sets its lock_timeout in the locking statement itself,
+    for the rest of the unit of work (its runner commits next).
+    """
     if lock in ("optimistic", "auto"):
         return repository.get(portfolio_id)
+    if lock == "wait" and lock_timeout is not None:
+        return repository.lock_for_change(portfolio_id, lock_timeout)
     return repository.get_portfolio_for_update(
         portfolio_id, nowait=lock == "nowait", lock_timeout=lock_timeout
     )
