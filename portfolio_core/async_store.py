@@ -112,11 +112,13 @@ class AsyncPortfolioStore:
         with observed_store_call(call, self.engine.url):
             if not call.commit:  # a read takes no lock: it can not wait on its caller
                 return await self._run_resolving(call)
-            with unit_of_work_on(call.entity_id), replicas.noting_commit(self.reads):
-                result = await self._run_resolving(call)
-            if self.reads is not None:
+            with unit_of_work_on(call.entity_id):
+                if self.reads is None:
+                    return await self._run_resolving(call)
+                with replicas.noting_commit(self.reads):
+                    result = await self._run_resolving(call)
                 await replicas.note_commit_token_async(self.reads, self.engine)
-            return result
+                return result
 
     async def _read(self, call: StoreCall[T], read_token: ReadToken | str | None) -> T:
         """Run the read ``call`` on a standby that has what it must see, else on the primary."""
