@@ -76,6 +76,7 @@ def _changed_rows(session: Session) -> list[InstanceState[Any]] | None:
             or state.key is None
             or state.expired_attributes
             or "_version" not in state.dict
+            or "id" in state.committed_state  # a changed key: the ORM knows the old one
             or not columns.keys() >= state.committed_state.keys()
         ):
             return None

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, event, text
 
-from portfolio_core import PortfolioStore, StaleDataException
+from portfolio_core import Portfolio, PortfolioStore, StaleDataException
 from portfolio_core.store_work import LockMode
 from tests.integration.helpers import commit_deposit_behind_the_back
 
@@ -106,3 +106,20 @@ def test_wait_keeps_its_lock_timeout_until_commit(store: PortfolioStore, engine:
     assert len(seen) == 1
     with engine.connect() as connection:  # a new transaction: back to the server's setting
         assert connection.execute(text("SHOW lock_timeout")).scalar_one() == "0"
+
+
+def test_a_listener_of_portfolio_updates_still_sees_each_one(store: PortfolioStore) -> None:
+    pid = store.create_portfolio("alpha", Decimal("100"))
+    seen: list[object] = []
+
+    def listener(mapper: Any, connection: Any, target: Portfolio) -> None:
+        seen.append(target.id)
+
+    event.listen(Portfolio, "before_update", listener)
+    try:
+        store.execute(pid, lambda p: p.deposit(Decimal("1")))
+    finally:
+        event.remove(Portfolio, "before_update", listener)
+
+    assert seen == [pid]
+    assert store.get(pid).cash_balance == Decimal("101")
