@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, TypeVar
 from uuid import UUID
 
-from sqlalchemy import Select, String, bindparam, func, select, text
+from sqlalchemy import Select, bindparam, select, text
 from sqlalchemy.orm import selectinload
 
 from portfolio_core.domain import money
@@ -36,7 +36,7 @@ from portfolio_core.persistence.events import load_history
 from portfolio_core.persistence.locking import (
     guarded_lock_attempt,
     local_lock_timeout,
-    lock_timeout_setting,
+    lock_for_change,
 )
 from portfolio_core.persistence.schema import portfolios
 from portfolio_core.persistence.schema_option import in_schema
@@ -76,22 +76,6 @@ _EXISTS: Final = text("SELECT EXISTS (SELECT FROM portfolios WHERE id = :pid)")
 # a one-row load (see portfolio_core.bench).
 _GET_PORTFOLIO: Final = select(Portfolio).where(portfolios.c.id == bindparam("pid"))
 _LOCK_STATEMENTS: Final[dict[tuple[bool, bool, bool], Select[Portfolio]]] = {}
-
-
-# FOR UPDATE with its lock_timeout set by the statement itself: the scan
-# evaluates the volatile filter before LockRows waits for the row, so the wait
-# is bounded by the new setting, which stays until the end of the transaction.
-_LOCK_WITHIN_TIMEOUT: Final = (
-    select(Portfolio)
-    .where(
-        portfolios.c.id == bindparam("pid"),
-        func.set_config("lock_timeout", bindparam("lock_timeout", type_=String()), True).is_not(
-            None
-        ),
-    )
-    .with_for_update(of=portfolios)
-    .execution_options(populate_existing=True)
-)
 
 
 def _lock_statement(single: bool, nowait: bool, skip_locked: bool) -> Select[Portfolio]:
@@ -252,17 +236,7 @@ class PostgreSQLPortfolioRepository:
         stores' own units of work (they COMMIT next); PessimisticLockException
         as :meth:`get_portfolio_for_update`.
         """
-        pid = as_portfolio_id(portfolio_id)
-        session = self.session
-        params = {"pid": pid, "lock_timeout": lock_timeout_setting(lock_timeout)}
-        with (
-            guarded_lock_attempt(session),
-            translated(entity_type="Portfolio", entity_id=pid, lock_timeout=lock_timeout),
-        ):
-            portfolio = session.scalars(_LOCK_WITHIN_TIMEOUT, params).one_or_none()
-        if portfolio is None:
-            raise PortfolioNotFoundError(pid)
-        return portfolio
+        return lock_for_change(self.session, as_portfolio_id(portfolio_id), lock_timeout)
 
     def _exists(self, pid: UUID) -> bool:
         with translated(entity_type="Portfolio", entity_id=pid):
