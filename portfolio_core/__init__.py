@@ -10,7 +10,12 @@ import logging as _logging
 from importlib import metadata as _metadata
 from typing import TYPE_CHECKING, Any
 
-from portfolio_core.concurrency import ConcurrencyMetrics, ConcurrencyService, RetryPolicy
+from portfolio_core.concurrency import (
+    ConcurrencyMetrics,
+    ConcurrencyService,
+    HotRows,
+    RetryPolicy,
+)
 from portfolio_core.domain import Portfolio, Position, PositionRequest
 from portfolio_core.domain.arguments import PortfolioId
 from portfolio_core.domain.events import PortfolioEvent, PortfolioOperation
@@ -100,6 +105,7 @@ __all__ = [
     "DatabaseConnectionError",
     "DeadlockException",
     "FixedPoint",
+    "HotRows",
     "IdempotencyConflictError",
     "InsufficientFundsError",
     "OptimisticLockException",

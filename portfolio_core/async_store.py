@@ -53,7 +53,10 @@ T = TypeVar("T")
 class AsyncPortfolioStore:
     """Create, read and change portfolios from asyncio code: PortfolioStore's API, awaitable.
 
-    ``lock`` modes and ``isolation`` as in PortfolioStore. Share one store (and its engine's
+    ``lock`` modes and ``isolation`` as in PortfolioStore: ``"auto"`` (the default)
+    is optimistic first, row-locked after a version conflict, and row-locked from
+    the first attempt while the portfolio is hot (``ConcurrencyService.hot_rows``,
+    shared with the service's other stores). Share one store (and its engine's
     pool) between all the tasks of a service; tasks beyond the pool size wait
     for a connection. ``read_engines`` (AsyncEngines on hot standbys) and
     ``read_token`` as in PortfolioStore. ``coalesce`` and ``coalesce_max_batch`` as in
@@ -119,11 +122,13 @@ class AsyncPortfolioStore:
         with observed_store_call(call, self.engine.url):
             if not call.commit:  # a read takes no lock: it can not wait on its caller
                 return await self._run_resolving(call)
-            with unit_of_work_on(call.entity_id), replicas.noting_commit(self.reads):
-                result = await self._run_resolving(call, coalesced)
-            if self.reads is not None:
+            with unit_of_work_on(call.entity_id):
+                if self.reads is None:
+                    return await self._run_resolving(call, coalesced)
+                with replicas.noting_commit(self.reads):
+                    result = await self._run_resolving(call, coalesced)
                 await replicas.note_commit_token_async(self.reads, self.engine)
-            return result
+                return result
 
     async def _read(self, call: StoreCall[T], read_token: ReadToken | str | None) -> T:
         """Run the read ``call`` on a standby that has what it must see, else on the primary."""
@@ -206,6 +211,7 @@ class AsyncPortfolioStore:
             idempotency_key,
             expected_version,
             self.concurrency.policy.wait_lock_timeout,
+            self.concurrency.hot_rows,
         )
         return await self._run(call)
 
@@ -239,6 +245,7 @@ class AsyncPortfolioStore:
             idempotency_key,
             expected_version,
             self.concurrency.policy.wait_lock_timeout,
+            self.concurrency.hot_rows,
         )
         call.operation = "execute_versioned"
         result = await self._run(call)

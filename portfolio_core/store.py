@@ -55,7 +55,9 @@ class PortfolioStore:
     ``lock`` chooses how a change meets concurrent ones: ``"auto"`` (the
     default) reads without locking first and, if that attempt loses to a
     concurrent change (a version conflict), retries with the row locked
-    (FOR UPDATE, bounded like ``"wait"``); ``"optimistic"`` reads without
+    (FOR UPDATE, bounded like ``"wait"``), and while a portfolio is hot (a
+    call on it met a conflict lately; see ``ConcurrencyService.hot_rows``)
+    locks from the first attempt; ``"optimistic"`` reads without
     locking and relies on the version check on every attempt (best when
     conflicts are rare); ``"nowait"`` row-locks with FOR UPDATE NOWAIT and
     retries when the row is busy; ``"wait"`` row-locks and queues (best for a
@@ -140,11 +142,13 @@ class PortfolioStore:
         with observed_store_call(call, self.engine.url):
             if not call.commit:  # a read takes no lock: it can not wait on its caller
                 return self._run_resolving(call)
-            with unit_of_work_on(call.entity_id), replicas.noting_commit(self.reads):
-                result = self._run_resolving(call, coalesced)
-            if self.reads is not None:
+            with unit_of_work_on(call.entity_id):
+                if self.reads is None:
+                    return self._run_resolving(call, coalesced)
+                with replicas.noting_commit(self.reads):
+                    result = self._run_resolving(call, coalesced)
                 replicas.note_commit_token(self.reads, self.engine)
-            return result
+                return result
 
     def _read(self, call: StoreCall[T], read_token: ReadToken | str | None) -> T:
         """Run the read ``call`` on a standby that has what it must see, else on the primary."""
@@ -173,6 +177,8 @@ class PortfolioStore:
                 entity_id=call.entity_id,
             )
 
+        if call.key is None:  # no key, nothing to resolve a lost COMMIT with
+            return run()
         return run_resolving_outcome(
             run,
             engine=self.engine,
@@ -235,6 +241,7 @@ class PortfolioStore:
             idempotency_key,
             expected_version,
             self.concurrency.policy.wait_lock_timeout,
+            self.concurrency.hot_rows,
         )
         return self._run(call)
 
@@ -268,6 +275,7 @@ class PortfolioStore:
             idempotency_key,
             expected_version,
             self.concurrency.policy.wait_lock_timeout,
+            self.concurrency.hot_rows,
         )
         call.operation = "execute_versioned"
         result = self._run(call)

@@ -22,6 +22,7 @@ from uuid import UUID
 
 from sqlalchemy import select
 
+from portfolio_core.concurrency.hot_rows import HotRows
 from portfolio_core.domain import arguments, money
 from portfolio_core.domain.arguments import PortfolioId
 from portfolio_core.domain.events import PortfolioEvent
@@ -45,7 +46,8 @@ T = TypeVar("T")
 
 LockMode = Literal["auto", "optimistic", "nowait", "wait"]
 LOCK_MODES: tuple[LockMode, ...] = ("auto", "optimistic", "nowait", "wait")
-"""``"auto"`` (the default of execute): optimistic first, row-locked after a version conflict."""
+"""``"auto"`` (the default of execute): optimistic first, row-locked after a version
+conflict, and row-locked first while the portfolio is hot (``concurrency.hot_rows``)."""
 
 Body = Callable[[PostgreSQLPortfolioRepository], T]
 """A unit of work's body: what it does with the unit of work's repository."""
@@ -74,6 +76,10 @@ class StoreCall(Generic[T]):
     conflicts: int = 0
     """Attempts ended by a version conflict or, at a stricter isolation level, a
     serialization failure (``lock="auto"`` takes the row lock after one)."""
+    hot_rows: HotRows | None = None
+    """``execute``: told of its conflicts, and asked whether ``"auto"`` locks first."""
+    locked_first: bool = False
+    """``lock="auto"`` on a hot portfolio: the current attempt locked without a conflict first."""
 
     def attempt(self, repository: PostgreSQLPortfolioRepository) -> T:
         """One attempt in a fresh unit of work: the body, then COMMIT (not for reads)."""
@@ -85,7 +91,11 @@ class StoreCall(Generic[T]):
             raise  # the caller's If-Match: never retried, so no lock is wanted
         except (StaleDataException, SerializationFailureException):
             self.conflicts += 1
+            if self.hot_rows is not None:
+                self.hot_rows.note_conflict(self.entity_id)
             raise
+        if self.hot_rows is not None and self.lock_mode == "auto" and not self.conflicts:
+            self.hot_rows.note_commit(self.entity_id, locked=self.locked_first)
         return result
 
 
@@ -146,9 +156,15 @@ def load_for_change(
     lock: LockMode,
     lock_timeout: Seconds | None,
 ) -> Portfolio:
-    """Load a portfolio to change it: plain read (optimistic, auto) or row-locked (nowait/wait)."""
+    """Load a portfolio to change it: plain read (optimistic, auto) or row-locked (nowait/wait).
+
+    A bounded ``"wait"`` sets its lock_timeout in the locking statement itself,
+    for the rest of the unit of work (its runner commits next).
+    """
     if lock in ("optimistic", "auto"):
         return repository.get(portfolio_id)
+    if lock == "wait" and lock_timeout is not None:
+        return repository.lock_for_change(portfolio_id, lock_timeout)
     return repository.get_portfolio_for_update(
         portfolio_id, nowait=lock == "nowait", lock_timeout=lock_timeout
     )
@@ -184,12 +200,15 @@ def execute(
     idempotency_key: str | None,
     expected_version: int | None = None,
     wait_lock_timeout: Seconds | None = None,
+    hot_rows: HotRows | None = None,
 ) -> StoreCall[T]:
     """``execute``: load per ``lock``, check ``expected_version``, call ``operation``.
 
     ``lock="wait"`` without a ``lock_timeout`` waits at most ``wait_lock_timeout``
     (the store passes its policy's). ``lock="auto"`` reads optimistically; an attempt
-    after a version conflict takes the row lock (FOR UPDATE, same bound).
+    after a version conflict takes the row lock (FOR UPDATE, same bound), and so
+    does the first attempt while ``hot_rows`` (told of every conflict) says the
+    portfolio is hot.
 
     The expected version is compared with the version loaded, so an
     optimistic attempt that loses a race is retried and then fails the check;
@@ -209,7 +228,11 @@ def execute(
     expected = checked_expected(expected_version)
 
     def body(repository: PostgreSQLPortfolioRepository) -> T:
-        attempt_mode: LockMode = "wait" if mode == "auto" and call.conflicts else mode
+        call.locked_first = (
+            mode == "auto" and not call.conflicts and hot_rows is not None and hot_rows.is_hot(pid)
+        )
+        locks = mode == "auto" and (call.conflicts > 0 or call.locked_first)
+        attempt_mode: LockMode = "wait" if locks else mode
         portfolio = call.portfolio = load_for_change(repository, pid, attempt_mode, lock_timeout)
 
         def check() -> None:
@@ -223,7 +246,7 @@ def execute(
         )
         return result
 
-    call = StoreCall(body, pid, key=key, operation="execute", lock_mode=mode)
+    call = StoreCall(body, pid, key=key, operation="execute", lock_mode=mode, hot_rows=hot_rows)
     return call
 
 

@@ -13,9 +13,8 @@ would wait on them just the same).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from contextlib import AbstractContextManager
+from contextvars import ContextVar, Token
 from typing import Final
 
 from portfolio_core.errors import ReentrantUnitOfWorkError
@@ -32,15 +31,26 @@ def entity_ids(entity_id: object) -> frozenset[object]:
     return frozenset() if entity_id is None else frozenset({entity_id})
 
 
-@contextmanager
-def unit_of_work_on(entity_id: object) -> Iterator[None]:
+class _Running:
+    """The context manager :func:`unit_of_work_on` returns (a class: every commit passes here)."""
+
+    __slots__ = ("_ids", "_token")
+
+    def __init__(self, ids: frozenset[object]) -> None:
+        self._ids = ids
+        self._token: Token[frozenset[object]] | None = None
+
+    def __enter__(self) -> None:
+        running = _RUNNING.get()
+        for busy in sorted(self._ids & running, key=str):
+            raise ReentrantUnitOfWorkError(busy)
+        self._token = _RUNNING.set(running | self._ids)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._token is not None:
+            _RUNNING.reset(self._token)
+
+
+def unit_of_work_on(entity_id: object) -> AbstractContextManager[None]:
     """Mark the portfolios of ``entity_id`` busy for the block; refuse those already busy."""
-    running = _RUNNING.get()
-    ids = entity_ids(entity_id)
-    for busy in sorted(ids & running, key=str):
-        raise ReentrantUnitOfWorkError(busy)
-    token = _RUNNING.set(running | ids)
-    try:
-        yield
-    finally:
-        _RUNNING.reset(token)
+    return _Running(entity_ids(entity_id))

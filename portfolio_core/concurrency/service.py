@@ -20,6 +20,7 @@ from portfolio_core.concurrency.entity_locks import (
     async_entity_lock_held,
     entity_lock_held,
 )
+from portfolio_core.concurrency.hot_rows import HotRows
 from portfolio_core.concurrency.metrics import ConcurrencyMetrics
 from portfolio_core.concurrency.retry import RetryPolicy, RetryPolicyFields
 from portfolio_core.concurrency.retrying import Retrier
@@ -52,7 +53,9 @@ class ConcurrencyService:
     ``backoff_factor``, ``jitter``, ``deadline``, ``retry_lock_not_available``,
     ``sleep``, ``async_sleep``; see RetryPolicyFields). Passing both is a
     mistake in the call and raises TypeError, as Python does for an argument
-    given twice.
+    given twice. ``hot_rows`` (a HotRows) is the per-portfolio memory of
+    version conflicts that makes ``lock="auto"`` take the row lock first on
+    a hot portfolio; by default one of the service's own.
     """
 
     def __init__(
@@ -62,6 +65,7 @@ class ConcurrencyService:
         policy: RetryPolicy | None = None,
         metrics: ConcurrencyMetrics | None = None,
         async_engine: AsyncEngine | None = None,
+        hot_rows: HotRows | None = None,
         **policy_fields: Unpack[RetryPolicyFields],
     ) -> None:
         if engine is not None and not isinstance(engine, Engine):  # an AsyncEngine
@@ -72,6 +76,8 @@ class ConcurrencyService:
         self.async_engine = async_engine
         self.policy = _chosen_policy(policy, policy_fields)
         self.metrics = metrics or ConcurrencyMetrics()
+        self.hot_rows = hot_rows or HotRows()
+        """The portfolios whose version conflicts make ``lock="auto"`` lock first (see HotRows)."""
         self._retrier = Retrier(self.policy, self.metrics)
 
     # -- retries ---------------------------------------------------------------

@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from typing import Protocol
 from uuid import UUID
@@ -200,10 +200,15 @@ def observed_call(
     call.finish(None)
 
 
+_UNOBSERVED_CALL: AbstractContextManager[None] = nullcontext()
+
+
 def observed_store_call(
     call: ObservedStoreCall, url: URLParts | None
 ) -> AbstractContextManager[None]:
     """:func:`observed_call` for a store call (``url``: its store's engine URL)."""
+    if not listeners():  # the common case: no generator context built per call
+        return _UNOBSERVED_CALL
     return observed_call(
         call.operation,
         call.entity_id,

@@ -45,8 +45,8 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
+from types import TracebackType
 from typing import Final
 
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -239,25 +239,52 @@ def translate(
     return None
 
 
-@contextmanager
+class _Translated:
+    """The context manager :func:`translated` returns (a class: it wraps every statement)."""
+
+    __slots__ = ("during_commit", "entity_id", "entity_type", "lock_timeout")
+
+    def __init__(
+        self,
+        entity_type: str | None,
+        entity_id: object,
+        during_commit: bool,
+        lock_timeout: Seconds | None,
+    ) -> None:
+        self.entity_type = entity_type
+        self.entity_id = entity_id
+        self.during_commit = during_commit
+        self.lock_timeout = lock_timeout
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if not isinstance(error, DBAPIError | PoolCheckoutTimeout):
+            return
+        mapped = translate(
+            error,
+            entity_type=self.entity_type,
+            entity_id=self.entity_id,
+            during_commit=self.during_commit,
+            lock_timeout=self.lock_timeout,
+        )
+        if mapped is None:
+            return
+        raise mapped from error
+
+
 def translated(
     *,
     entity_type: str | None = None,
     entity_id: object = None,
     during_commit: bool = False,
     lock_timeout: Seconds | None = None,
-) -> Iterator[None]:
+) -> AbstractContextManager[None]:
     """Run a block, re-raising classified driver errors as portfolio_core errors."""
-    try:
-        yield
-    except (DBAPIError, PoolCheckoutTimeout) as error:
-        mapped = translate(
-            error,
-            entity_type=entity_type,
-            entity_id=entity_id,
-            during_commit=during_commit,
-            lock_timeout=lock_timeout,
-        )
-        if mapped is None:
-            raise
-        raise mapped from error
+    return _Translated(entity_type, entity_id, during_commit, lock_timeout)

@@ -105,7 +105,8 @@ def _versions_now(
 
 def _insert_rows(session: Session, rows: list[dict[str, Any]]) -> None:
     try:
-        session.execute(_INSERT_EVENTS, rows)
+        # Core, on the session's connection: the ORM's execute path adds nothing to an INSERT.
+        session.connection().execute(_INSERT_EVENTS, rows)
     except IntegrityError as error:
         if EVENT_PRIMARY_KEY not in str(error.orig):
             raise

@@ -4,7 +4,8 @@ A failed lock attempt (NOWAIT, lock_timeout) aborts the PostgreSQL
 transaction it ran in. :func:`guarded_lock_attempt` keeps the caller's unit of
 work usable: a transaction that has done nothing yet is simply rolled back
 (nothing is lost, no savepoint round trips are paid); one that holds work gets
-a savepoint around the attempt.
+a savepoint around the attempt. :func:`lock_for_change` row-locks for a store's
+own unit of work in one statement that also sets its lock_timeout.
 """
 
 from __future__ import annotations
@@ -13,12 +14,16 @@ import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Final, Protocol
+from uuid import UUID
 
-from sqlalchemy import text
+from sqlalchemy import String, bindparam, func, select, text
 from sqlalchemy.orm import Session
 
 from portfolio_core.domain import arguments
-from portfolio_core.errors import PessimisticLockException, ValidationError
+from portfolio_core.domain.portfolio import Portfolio
+from portfolio_core.errors import PessimisticLockException, PortfolioNotFoundError, ValidationError
+from portfolio_core.persistence.errors import translated
+from portfolio_core.persistence.schema import portfolios
 from portfolio_core.persistence.session import PortfolioSession, holds_connection
 from portfolio_core.units import Seconds
 
@@ -76,6 +81,35 @@ def guarded_lock_attempt(session: Session) -> Iterator[None]:
         raise
     if savepoint is not None:
         savepoint.commit()
+
+
+# FOR UPDATE with its lock_timeout set by the statement itself: the scan
+# evaluates the volatile filter before LockRows waits for the row, so the wait
+# is bounded by the new setting, which stays until the end of the transaction.
+_LOCK_WITHIN_TIMEOUT: Final = (
+    select(Portfolio)
+    .where(
+        portfolios.c.id == bindparam("pid"),
+        func.set_config("lock_timeout", bindparam("lock_timeout", type_=String()), True).is_not(
+            None
+        ),
+    )
+    .with_for_update(of=portfolios)
+    .execution_options(populate_existing=True)
+)
+
+
+def lock_for_change(session: Session, pid: UUID, lock_timeout: Seconds) -> Portfolio:
+    """``PostgreSQLPortfolioRepository.lock_for_change``: one statement, lock_timeout kept."""
+    params = {"pid": pid, "lock_timeout": lock_timeout_setting(lock_timeout)}
+    with (
+        guarded_lock_attempt(session),
+        translated(entity_type="Portfolio", entity_id=pid, lock_timeout=lock_timeout),
+    ):
+        portfolio = session.scalars(_LOCK_WITHIN_TIMEOUT, params).one_or_none()
+    if portfolio is None:
+        raise PortfolioNotFoundError(pid)
+    return portfolio
 
 
 def advisory_key(entity_type: str, entity_id: object) -> int:

@@ -33,7 +33,11 @@ from portfolio_core.errors import (
 from portfolio_core.persistence import sql_updates
 from portfolio_core.persistence.errors import translated
 from portfolio_core.persistence.events import load_history
-from portfolio_core.persistence.locking import guarded_lock_attempt, local_lock_timeout
+from portfolio_core.persistence.locking import (
+    guarded_lock_attempt,
+    local_lock_timeout,
+    lock_for_change,
+)
 from portfolio_core.persistence.schema import portfolios
 from portfolio_core.persistence.schema_option import in_schema
 from portfolio_core.persistence.session import PortfolioSession
@@ -221,6 +225,18 @@ class PostgreSQLPortfolioRepository:
                 entity_id=pid,
             )
         return locked[0]
+
+    def lock_for_change(self, portfolio_id: UUID, lock_timeout: Seconds) -> Portfolio:
+        """Load and row-lock a portfolio for the rest of a unit of work that ends at COMMIT.
+
+        ``FOR UPDATE``, waiting at most ``lock_timeout`` seconds, in one round
+        trip: the statement sets ``lock_timeout`` itself (``set_config(...,
+        true)``) and leaves it set until the transaction ends, where
+        :meth:`get_portfolio_for_update` restores it with two more. For the
+        stores' own units of work (they COMMIT next); PessimisticLockException
+        as :meth:`get_portfolio_for_update`.
+        """
+        return lock_for_change(self.session, as_portfolio_id(portfolio_id), lock_timeout)
 
     def _exists(self, pid: UUID) -> bool:
         with translated(entity_type="Portfolio", entity_id=pid):

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from uuid import UUID
 
-from sqlalchemy import event, text
+from sqlalchemy import event
 from sqlalchemy.orm import Session, SessionTransaction, UOWTransaction
 from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.orm.util import identity_key
@@ -39,11 +39,11 @@ from sqlalchemy.orm.util import identity_key
 from portfolio_core.domain.events import PortfolioOperation
 from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.domain.position import Position, utcnow
-from portfolio_core.errors import StaleDataException
 from portfolio_core.persistence import events
 from portfolio_core.persistence.errors import translated
 from portfolio_core.persistence.mapping import start_mappers
-from portfolio_core.persistence.schema_option import in_schema
+from portfolio_core.persistence.row_flush import flush_portfolio_rows
+from portfolio_core.persistence.stale_versions import stale_conflict
 from portfolio_core.persistence.write_guards import install_session_guard, refuse_unrecorded
 
 start_mappers()
@@ -187,13 +187,6 @@ def write_events(session: Session) -> list[tuple[UUID, int]]:
     return written
 
 
-# Each pinned to the portfolio (the Citus distribution key: docs/scaling.md).
-_VERSION_QUERIES: Final = {
-    "Portfolio": text("SELECT version FROM portfolios WHERE id = :pid"),
-    "Position": text("SELECT version FROM positions WHERE portfolio_id = :pid AND id = :id"),
-}
-
-
 class PortfolioSession(Session):
     """The Session used by units of work: aggregate versioning and audit hooks attached.
 
@@ -216,38 +209,25 @@ class PortfolioSession(Session):
             super().commit()
 
     def flush(self, objects: Sequence[Any] | None = None) -> None:
-        """Flush; a version conflict rolls back and raises StaleDataException."""
+        """Flush; a version conflict rolls back and raises StaleDataException.
+
+        Changed portfolio columns alone are written without the ORM's unit of
+        work (``persistence.row_flush``); anything else goes through it.
+        """
         try:
+            if objects is None and not self._flushing:
+                self._flushing = True
+                try:
+                    if flush_portfolio_rows(self, _prepare_flush):
+                        return
+                finally:
+                    self._flushing = False
             super().flush(objects)
         except StaleDataError as error:
             state = current_state(self)
             flushed = state.flushed_versions if state is not None else []
             self.rollback()
-            raise _stale_conflict(self, flushed) from error
-
-
-def _stale_conflict(
-    session: Session, flushed: list[tuple[str, object, int, object]]
-) -> StaleDataException:
-    """Re-read the versions of the rows just flushed; name the first that moved on.
-
-    Runs in a fresh transaction of ``session`` (the failed one was rolled back)
-    and rolls that back too, leaving the session clean.
-    """
-    try:
-        for entity_type, entity_id, expected, portfolio_id in flushed:
-            actual = session.execute(
-                in_schema(_VERSION_QUERIES[entity_type], session),
-                {"id": entity_id, "pid": portfolio_id},
-            ).scalar_one_or_none()
-            if actual != expected:
-                return StaleDataException(entity_type, entity_id, expected, actual)
-    finally:
-        session.rollback()
-    if not flushed:
-        return StaleDataException("Portfolio", None, None, None)
-    entity_type, entity_id, expected, _ = flushed[0]
-    return StaleDataException(entity_type, entity_id, expected, expected)
+            raise stale_conflict(self, flushed) from error
 
 
 def _owning_portfolio(session: Session, position: Position) -> Portfolio | None:
@@ -314,6 +294,11 @@ def _after_begin(session: Session, transaction: SessionTransaction, connection: 
 def _before_flush(
     session: Session, flush_context: UOWTransaction, instances: Iterable[Any] | None
 ) -> None:
+    _prepare_flush(session)
+
+
+def _prepare_flush(session: Session) -> None:
+    """What every flush does first: bump the touched aggregates, hold their operations."""
     state = transaction_state(session)
     _bump_aggregate_versions(session, state)
     for portfolio in _recording_portfolios(session):

@@ -259,5 +259,6 @@ def _attribute(column: str) -> str:
 
 def loaded_portfolio(session: Session, pid: UUID) -> Portfolio | None:
     """The portfolio ``pid`` if it is in ``session``'s identity map (no I/O)."""
-    found = session.identity_map.get(identity_key(Portfolio, (pid,)))
+    # The key identity_key(Portfolio, (pid,)) builds, without its mapper lookups.
+    found = session.identity_map.get((Portfolio, (pid,), None))
     return found if isinstance(found, Portfolio) else None

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import Engine, TextClause
 
 from portfolio_core import ValidationError, create_async_engine, create_engine
-from portfolio_core.persistence import repository, session, sql_updates
+from portfolio_core.persistence import repository, sql_updates, stale_versions
 from portfolio_core.persistence.schema_option import (
     in_schema,
     qualified_name,
@@ -26,7 +26,7 @@ LIBRARY_TEXT_SQL: list[TextClause] = [
     sql_updates._REPRICE_ROWS,
     sql_updates._REPRICE_SYMBOLS,
     repository._EXISTS,
-    *session._VERSION_QUERIES.values(),
+    *stale_versions._VERSION_QUERIES.values(),
 ]
 UNQUALIFIED = re.compile(r"(?<![.\w])(portfolios|positions|portfolio_events|idempotency_keys)\b")
 
