@@ -8,8 +8,9 @@ here too so that a stale install can not drop it) gives ``postgres_server_url``,
 Unit tests request none of them and never start a server.
 
 This file adds what only this project's tests need: a ConcurrencyService that
-never really sleeps, a ``store`` built on it (overriding the kit's), and the
-package's wheel, built once per session.
+never really sleeps, a ``store`` built on it (overriding the kit's), and two
+costly things done once per session and checked by several tests: the
+package's wheel, and a quick run of the benchmark.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,7 @@ from sqlalchemy import Engine
 from portfolio_core import PortfolioStore
 from portfolio_core.concurrency import ConcurrencyService
 from portfolio_core.units import Seconds
+from tests.integration.quick_bench import QuickBench, quick_bench_run
 
 pytest_plugins = ["portfolio_core.testing"]
 
@@ -85,3 +88,17 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert result.returncode == 0, f"build failed:\n{result.stdout}\n{result.stderr}"
     [built] = (work / "dist").glob("portfolio_core-*.whl")
     return built
+
+
+@pytest.fixture(scope="session")
+def quick_bench(
+    postgres_server_url: str, template_database: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[QuickBench]:
+    """The benchmark in quick mode, run once per session on a fresh database of its own.
+
+    Shared by the bench smoke test and the test of the bench's async column.
+    """
+    with quick_bench_run(
+        postgres_server_url, template_database, tmp_path_factory.mktemp("bench")
+    ) as run:
+        yield run
