@@ -7,10 +7,13 @@ here too so that a stale install can not drop it) gives ``postgres_server_url``,
 (or $PORTFOLIO_CORE_DATABASE_URL), a migrated template, a fresh copy per test.
 Unit tests request none of them and never start a server.
 
-This file adds what only this project's tests need: a ConcurrencyService that
-never really sleeps, a ``store`` built on it (overriding the kit's), and two
-costly things done once per session and checked by several tests: the
-package's wheel, and a quick run of the benchmark.
+This file adds what only this project's tests need: ``database_url``
+overriding the kit's (the same fresh copy of the template per test, dropped
+after it, but copied while the previous test runs: tests/database_supply.py),
+a ConcurrencyService that never really sleeps, a ``store`` built on it
+(overriding the kit's), and two costly things done once per session and
+checked by several tests: the package's wheel, and a quick run of the
+benchmark.
 """
 
 from __future__ import annotations
@@ -26,10 +29,29 @@ from sqlalchemy import Engine
 
 from portfolio_core import PortfolioStore
 from portfolio_core.concurrency import ConcurrencyService
+from portfolio_core.testing import databases
 from portfolio_core.units import Seconds
+from tests.database_supply import DatabaseSupply
 from tests.integration.quick_bench import QuickBench, quick_bench_run
 
 pytest_plugins = ["portfolio_core.testing"]
+
+
+@pytest.fixture(scope="session")
+def database_supply(postgres_server_url: str, template_database: str) -> Iterator[DatabaseSupply]:
+    """Copies of this session's template, the next one made while a test runs."""
+    with DatabaseSupply(postgres_server_url, template_database) as supply:
+        yield supply
+
+
+@pytest.fixture
+def database_url(postgres_server_url: str, database_supply: DatabaseSupply) -> Iterator[str]:
+    """URL of a fresh, migrated database of this test's own (dropped after the test)."""
+    name = database_supply.take()
+    try:
+        yield databases.database_url(postgres_server_url, name)
+    finally:
+        database_supply.drop(name)
 
 
 @pytest.fixture
