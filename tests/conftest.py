@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,7 @@ pytest_plugins = ["portfolio_core.testing"]
 @pytest.fixture(scope="session")
 def database_supply(postgres_server_url: str, template_database: str) -> Iterator[DatabaseSupply]:
     """Copies of this session's template, the next one made while a test runs."""
-    with DatabaseSupply(postgres_server_url, template_database) as supply:
+    with closing(DatabaseSupply(postgres_server_url, template_database)) as supply:
         yield supply
 
 

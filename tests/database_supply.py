@@ -14,7 +14,6 @@ database of its own, which no test connects to before taking it.
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
-from types import TracebackType
 
 from portfolio_core.testing import databases
 
@@ -56,14 +55,3 @@ class DatabaseSupply:
             self._executor.shutdown()
             self._creator.dispose()
             self._dropper.dispose()
-
-    def __enter__(self) -> DatabaseSupply:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
