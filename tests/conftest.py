@@ -7,9 +7,13 @@ here too so that a stale install can not drop it) gives ``postgres_server_url``,
 (or $PORTFOLIO_CORE_DATABASE_URL), a migrated template, a fresh copy per test.
 Unit tests request none of them and never start a server.
 
-This file adds what only this project's tests need: a ConcurrencyService that
-never really sleeps, a ``store`` built on it (overriding the kit's), and the
-package's wheel, built once per session.
+This file adds what only this project's tests need: ``database_url``
+overriding the kit's (the same fresh copy of the template per test, dropped
+after it, but copied while the previous test runs: tests/database_supply.py),
+a ConcurrencyService that never really sleeps, a ``store`` built on it
+(overriding the kit's), and two costly things done once per session and
+checked by several tests: the package's wheel, and a quick run of the
+benchmark.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -24,9 +30,29 @@ from sqlalchemy import Engine
 
 from portfolio_core import PortfolioStore
 from portfolio_core.concurrency import ConcurrencyService
+from portfolio_core.testing import databases
 from portfolio_core.units import Seconds
+from tests.database_supply import DatabaseSupply
+from tests.integration.quick_bench import QuickBench, quick_bench_run
 
 pytest_plugins = ["portfolio_core.testing"]
+
+
+@pytest.fixture(scope="session")
+def database_supply(postgres_server_url: str, template_database: str) -> Iterator[DatabaseSupply]:
+    """Copies of this session's template, the next one made while a test runs."""
+    with closing(DatabaseSupply(postgres_server_url, template_database)) as supply:
+        yield supply
+
+
+@pytest.fixture
+def database_url(postgres_server_url: str, database_supply: DatabaseSupply) -> Iterator[str]:
+    """URL of a fresh, migrated database of this test's own (dropped after the test)."""
+    name = database_supply.take()
+    try:
+        yield databases.database_url(postgres_server_url, name)
+    finally:
+        database_supply.drop(name)
 
 
 @pytest.fixture
@@ -85,3 +111,17 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert result.returncode == 0, f"build failed:\n{result.stdout}\n{result.stderr}"
     [built] = (work / "dist").glob("portfolio_core-*.whl")
     return built
+
+
+@pytest.fixture(scope="session")
+def quick_bench(
+    postgres_server_url: str, template_database: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[QuickBench]:
+    """The benchmark in quick mode, run once per session on a fresh database of its own.
+
+    Shared by the bench smoke test and the test of the bench's async column.
+    """
+    with quick_bench_run(
+        postgres_server_url, template_database, tmp_path_factory.mktemp("bench")
+    ) as run:
+        yield run

@@ -5,14 +5,13 @@ Only counts and structure are asserted here, never speed.
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import text
 
+from portfolio_core import create_engine
 from portfolio_core.bench import main
 from portfolio_core.bench.scenarios import AMOUNT, QUICK
 from portfolio_core.store import LOCK_MODES
@@ -22,6 +21,7 @@ from tests.integration.bench_naive_orm_checks import (
     assert_coalesced_column,
     assert_naive_orm_column,
 )
+from tests.integration.quick_bench import QuickBench
 
 STATS_KEYS = {
     "workers",
@@ -47,17 +47,10 @@ def _assert_committed(stats: dict[str, Any], expected_commits: int) -> None:
     assert Decimal(verified["expected_cash_delta"]) == AMOUNT * expected_commits
 
 
-def _run_quick(database_url: str, tmp_path: Path) -> dict[str, Any]:
-    out = tmp_path / "bench.json"
-    assert main(["--url", database_url, "--quick", "--json", str(out)]) == 0
-    results: dict[str, Any] = json.loads(out.read_text())
-    return results
-
-
-def test_quick_benchmark_commits_exactly_what_it_reports(
-    database_url: str, engine: Engine, tmp_path: Path
-) -> None:
-    results = _run_quick(database_url, tmp_path)
+def test_quick_benchmark_commits_exactly_what_it_reports(quick_bench: QuickBench) -> None:
+    # The run (once per session, tests/conftest.py) is shared with test_bench_async.py.
+    assert quick_bench.exit_code == 0
+    results = quick_bench.results
 
     assert results["meta"]["quick"] is True
     scenarios = results["scenarios"]
@@ -110,9 +103,13 @@ def test_quick_benchmark_commits_exactly_what_it_reports(
             assert set(results["async"][name]) == set(scenario)
 
     # The run cleans up after itself.
-    with engine.connect() as connection:
-        assert connection.execute(text("SELECT count(*) FROM portfolios")).scalar_one() == 0
-        assert connection.execute(text("SELECT count(*) FROM positions")).scalar_one() == 0
+    engine = create_engine(quick_bench.database_url)
+    try:
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT count(*) FROM portfolios")).scalar_one() == 0
+            assert connection.execute(text("SELECT count(*) FROM positions")).scalar_one() == 0
+    finally:
+        engine.dispose()
 
 
 def test_bench_rejects_an_unknown_option() -> None:

@@ -9,9 +9,9 @@ server (started and stopped by the plugin) and the strategies, and passes.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
+
+from tests.integration.venvs import new_venv, run
 
 SERVICE_TESTS = """
 from decimal import Decimal
@@ -59,27 +59,16 @@ def test_drawn_operations_apply_through_the_store(store, cash, steps) -> None:
 """
 
 
-def _run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None) -> str:
-    result = subprocess.run(
-        [str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, f"{args} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
-
-
 def test_a_service_tests_itself_with_only_the_testing_extra_installed(
     wheel: Path, tmp_path: Path
 ) -> None:
-    venv = tmp_path / "venv"
-    _run(sys.executable, "-m", "venv", venv, cwd=tmp_path)
-    python = venv / "bin" / "python"
-    _run(python, "-m", "pip", "install", "--quiet", f"{wheel}[testing]", cwd=tmp_path)
+    python = new_venv(tmp_path / "venv", f"{wheel}[testing]")
     service = tmp_path / "service"
     service.mkdir()
     (service / "test_service.py").write_text(SERVICE_TESTS)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "PORTFOLIO_CORE"))}
 
-    output = _run(python, "-m", "pytest", "-q", "-p", "no:cacheprovider", cwd=service, env=env)
+    output = run(python, "-m", "pytest", "-q", "-p", "no:cacheprovider", cwd=service, env=env)
 
     # No database URL in the environment: the plugin ran its own embedded server.
     assert "5 passed" in output

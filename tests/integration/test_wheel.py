@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.helpers import empty_database, table_names
+from tests.integration.venvs import new_venv, run
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 # The `wheel` fixture (built once per session, shared with the testing kit's
@@ -36,14 +35,6 @@ print(json.dumps({
     "version": portfolio_core.__version__,
 }))
 """
-
-
-def _run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None) -> str:
-    result = subprocess.run(
-        [str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, f"{args} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
 
 
 @pytest.fixture
@@ -70,21 +61,10 @@ def test_installed_wheel_migrates_a_fresh_database_without_the_checkout(
     wheel: Path, empty_url: str, tmp_path: Path
 ) -> None:
     venv = tmp_path / "venv"
-    _run(sys.executable, "-m", "venv", venv, cwd=tmp_path)
-    python = venv / "bin" / "python"
-    _run(
-        python,
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        wheel,
-        cwd=tmp_path,
-    )
+    python = new_venv(venv, str(wheel))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "PORTFOLIO_CORE"))}
 
-    output = _run(python, "-c", CHECK_INSTALLED, empty_url, cwd=tmp_path, env=env)
+    output = run(python, "-c", CHECK_INSTALLED, empty_url, cwd=tmp_path, env=env)
 
     report = json.loads(output.strip().splitlines()[-1])
     site = venv.resolve()

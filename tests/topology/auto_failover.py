@@ -27,14 +27,14 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
+from typing import Self
 from urllib.parse import quote, urlsplit
 
 import psycopg2
 
 from portfolio_core.embedded import SYSTEM_USER
 from portfolio_core.units import Seconds
-from tests.topology.servers import _private_dir, free_port, require_binary
+from tests.topology.servers import Started, _private_dir, free_port, require_binary
 
 PG_BINDIR = Path("/usr/lib/postgresql/15/bin")
 """Debian's PostgreSQL 15, the one the pgautofailover extension is built for."""
@@ -75,7 +75,7 @@ def _alive_in_groups(groups: set[int]) -> list[str]:
     return alive
 
 
-class AutoFailoverFormation:
+class AutoFailoverFormation(Started):
     """``pg_autoctl``'s monitor and two nodes (``node1`` primary, ``node2`` its standby)."""
 
     def __init__(self, database: str = "postgres") -> None:
@@ -239,7 +239,7 @@ class AutoFailoverFormation:
 
     # -- life cycle ----------------------------------------------------------
 
-    def start(self) -> AutoFailoverFormation:
+    def start(self) -> Self:
         """Monitor (tuned health checks), ``node1`` (primary), then ``node2`` cloned from it."""
         self.pg_autoctl = require_binary(
             shutil.which("pg_autoctl") or "/usr/bin/pg_autoctl", "pg_autoctl", PACKAGES
@@ -343,14 +343,3 @@ class AutoFailoverFormation:
             self.folder = None
         if left:
             raise RuntimeError(f"processes left behind: {left}")
-
-    def __enter__(self) -> AutoFailoverFormation:
-        return self.start()
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

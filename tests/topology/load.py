@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from uuid import UUID
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portfolio_core import (
@@ -153,3 +153,63 @@ def run_tasks_in_a_thread(load: Load, url: str, pids: dict[str, UUID]) -> thread
     thread = threading.Thread(target=asyncio.run, args=(main(),))
     thread.start()
     return thread
+
+
+def under_load(
+    store: PortfolioStore,
+    libpq_url: str,
+    writers: tuple[dict[str, UUID], dict[str, UUID]],
+    action: Callable[[], None],
+    *,
+    before: int,
+    after: int,
+) -> Load:
+    """Keyed writes into each portfolio of ``writers`` (threads', tasks'), ``action`` amid them.
+
+    A thread per portfolio of the first mapping (through ``store``), an asyncio
+    task per portfolio of the second (asyncpg on ``libpq_url``). ``action``
+    runs once ``before`` writes are acknowledged; the writers stop once
+    ``after`` more are. Returns the finished load (failures not checked yet).
+    """
+    thread_pids, task_pids = writers
+    load = Load()
+    running = [
+        threading.Thread(target=load.thread_writer(store, pid, name))
+        for name, pid in thread_pids.items()
+    ]
+    for writer in running:
+        writer.start()
+    running.append(run_tasks_in_a_thread(load, libpq_url, task_pids))
+    try:
+        load.wait_for(before)
+        action()
+        load.wait_for(len(load.acknowledged) + after)
+    finally:
+        load.stop.set()
+        for writer in running:
+            writer.join(timeout=120)
+    return load
+
+
+def assert_applied_exactly_once(
+    load: Load, store: PortfolioStore, pids: dict[str, UUID], key_like: str = "%"
+) -> None:
+    """No writer failed; each acknowledged key (``LIKE key_like``) applied once, none other.
+
+    And each portfolio of ``pids`` holds exactly the deposits acknowledged for it.
+    """
+    assert load.failures == []
+    with store.engine.connect() as connection:
+        applied: dict[str, int] = dict(
+            connection.execute(
+                text(
+                    "SELECT idempotency_key, count(*) FROM portfolio_events "
+                    "WHERE idempotency_key LIKE :like GROUP BY idempotency_key"
+                ),
+                {"like": key_like},
+            ).all()
+        )
+    assert applied == dict.fromkeys(load.acknowledged, 1)
+    for name, pid in pids.items():
+        written = sum(1 for key in load.acknowledged if key.startswith(f"{name}-"))
+        assert store.get(pid).total_deposits == written

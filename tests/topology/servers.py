@@ -18,6 +18,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 from urllib.parse import quote
 
 import psycopg2
@@ -38,6 +39,29 @@ def require_binary(path: str | None, what: str, packages: str = PGBOUNCER) -> st
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(message)
     pytest.skip(message)
+
+
+class Started:
+    """Something with ``start()`` and ``stop()``: ``with`` starts it and always stops it."""
+
+    def start(self) -> Self:
+        """Start; return self."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop, whatever state it is in."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
 
 
 def free_port() -> int:
@@ -70,7 +94,7 @@ def _private_dir(prefix: str) -> Path:
     return folder
 
 
-class PgBouncer:
+class PgBouncer(Started):
     """A PgBouncer in front of one PostgreSQL server, every database (``*``) pooled.
 
     With a password in ``server_url`` clients authenticate with it
@@ -119,7 +143,7 @@ class PgBouncer:
                 path.chmod(0o600)
         return config
 
-    def start(self) -> PgBouncer:
+    def start(self) -> Self:
         """Start it in the foreground (its own process, stopped by :meth:`stop`)."""
         binary = require_binary(shutil.which(PGBOUNCER) or "/usr/sbin/pgbouncer", "PgBouncer")
         if os.geteuid() == 0:
@@ -157,17 +181,6 @@ class PgBouncer:
             shutil.rmtree(self.folder, ignore_errors=True)
             self.folder = None
 
-    def __enter__(self) -> PgBouncer:
-        return self.start()
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
 
 def _replication_settings(synchronous: bool) -> dict[str, str]:
     settings = dict(FAST_SETTINGS)
@@ -177,7 +190,7 @@ def _replication_settings(synchronous: bool) -> dict[str, str]:
     return settings
 
 
-class ReplicatedPair:
+class ReplicatedPair(Started):
     """A primary and a streaming hot standby (``pg_basebackup -R -X stream -c fast``).
 
     ``synchronous=True`` makes the primary wait for the standby before it
@@ -196,7 +209,7 @@ class ReplicatedPair:
         self.standby: EmbeddedPostgres | None = None
         self._standby_dir: Path | None = None
 
-    def start(self) -> ReplicatedPair:
+    def start(self) -> Self:
         """Start the primary, clone it, start the standby streaming from it."""
         try:
             self.primary.start()
@@ -310,17 +323,6 @@ class ReplicatedPair:
             self.primary.stop(remove=True)
             if self._standby_dir is not None:
                 shutil.rmtree(self._standby_dir, ignore_errors=True)
-
-    def __enter__(self) -> ReplicatedPair:
-        return self.start()
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def backend_pid_through(url: str) -> tuple[int, int]:

@@ -14,19 +14,17 @@ The longest gap between two acknowledged writes is printed and recorded
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
-from uuid import UUID
 
 import psycopg2
 import pytest
-from sqlalchemy import text
 
 from portfolio_core import PortfolioStore, create_engine, migrate
+from portfolio_core.units import Seconds
 from tests.topology.auto_failover import AutoFailoverFormation
-from tests.topology.load import Load, patient_service, run_tasks_in_a_thread
+from tests.topology.load import assert_applied_exactly_once, patient_service, under_load
 
 THREADS = 3
 TASKS = 3
@@ -58,24 +56,22 @@ def _under_load(
     store = PortfolioStore(engine, patient_service(engine))
     thread_pids = {f"{label}-thread{i}": store.create_portfolio(f"t{i}") for i in range(THREADS)}
     task_pids = {f"{label}-task{i}": store.create_portfolio(f"a{i}") for i in range(TASKS)}
-    load = Load()
-    writers = [
-        threading.Thread(target=load.thread_writer(store, pid, name))
-        for name, pid in thread_pids.items()
-    ]
-    for writer in writers:
-        writer.start()
-    writers.append(run_tasks_in_a_thread(load, formation.libpq_url(), task_pids))
-    try:
-        load.wait_for(WRITES_BEFORE)
+    timed: list[Seconds] = []
+
+    def timed_action() -> None:
         started = time.monotonic()
         action()
-        action_s = time.monotonic() - started
-        load.wait_for(len(load.acknowledged) + WRITES_AFTER)
-    finally:
-        load.stop.set()
-        for writer in writers:
-            writer.join(timeout=120)
+        timed.append(time.monotonic() - started)
+
+    load = under_load(
+        store,
+        formation.libpq_url(),
+        (thread_pids, task_pids),
+        timed_action,
+        before=WRITES_BEFORE,
+        after=WRITES_AFTER,
+    )
+    [action_s] = timed
 
     gaps = {
         "threads": load.longest_gap(f"{label}-thread"),
@@ -91,22 +87,7 @@ def _under_load(
     for name, value in summary.items():
         record(f"{label}_{name}", value)
 
-    assert load.failures == []
-    with engine.connect() as connection:
-        applied: dict[str, int] = dict(
-            connection.execute(
-                text(
-                    "SELECT idempotency_key, count(*) FROM portfolio_events "
-                    "WHERE idempotency_key LIKE :label GROUP BY idempotency_key"
-                ),
-                {"label": f"{label}-%"},
-            ).all()
-        )
-    assert applied == dict.fromkeys(load.acknowledged, 1)
-    all_pids: dict[str, UUID] = {**thread_pids, **task_pids}
-    for name, pid in all_pids.items():
-        written = sum(1 for key in load.acknowledged if key.startswith(f"{name}-"))
-        assert store.get(pid).total_deposits == written
+    assert_applied_exactly_once(load, store, {**thread_pids, **task_pids}, f"{label}-%")
     engine.dispose()
 
 

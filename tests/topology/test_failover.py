@@ -12,13 +12,11 @@ writes is printed and recorded (not asserted: no timing assertions).
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Iterator
 from typing import Any
-from uuid import UUID
 
 import pytest
-from sqlalchemy import Engine, event, text
+from sqlalchemy import event, text
 
 from portfolio_core import (
     AsyncPortfolioStore,
@@ -32,7 +30,7 @@ from portfolio_core import (
 )
 from portfolio_core.persistence.errors import sqlstate_of
 from portfolio_core.units import Seconds
-from tests.topology.load import Load, patient_service, run_tasks_in_a_thread
+from tests.topology.load import assert_applied_exactly_once, patient_service, under_load
 from tests.topology.servers import ReplicatedPair
 
 THREADS = 3
@@ -55,18 +53,6 @@ def failing_pair() -> Iterator[ReplicatedPair]:
     with ReplicatedPair(synchronous=False) as started:
         migrate(started.url())
         yield started
-
-
-def _keys_applied(engine: Engine) -> dict[str, int]:
-    with engine.connect() as connection:
-        return dict(
-            connection.execute(
-                text(
-                    "SELECT idempotency_key, count(*) FROM portfolio_events "
-                    "WHERE idempotency_key IS NOT NULL GROUP BY idempotency_key"
-                )
-            ).all()
-        )
 
 
 @pytest.mark.parametrize("standby_first", [False, True])
@@ -147,23 +133,19 @@ def test_failover_applies_every_keyed_write_exactly_once(
     store = PortfolioStore(engine, patient_service(engine))
     thread_pids = {f"thread{i}": store.create_portfolio(f"thread{i}") for i in range(THREADS)}
     task_pids = {f"task{i}": store.create_portfolio(f"task{i}") for i in range(TASKS)}
-    load = Load()
-    writers = [
-        threading.Thread(target=load.thread_writer(store, pid, name))
-        for name, pid in thread_pids.items()
-    ]
-    for writer in writers:
-        writer.start()
-    writers.append(run_tasks_in_a_thread(load, pair.libpq_url(), task_pids))
-    try:
-        load.wait_for(WRITES_BEFORE)
+
+    def failover() -> None:
         pair.stop_primary()
         pair.promote_standby()
-        load.wait_for(len(load.acknowledged) + WRITES_AFTER)
-    finally:
-        load.stop.set()
-        for writer in writers:
-            writer.join(timeout=120)
+
+    load = under_load(
+        store,
+        pair.libpq_url(),
+        (thread_pids, task_pids),
+        failover,
+        before=WRITES_BEFORE,
+        after=WRITES_AFTER,
+    )
 
     gaps = {"threads": load.longest_gap("thread"), "tasks": load.longest_gap("task")}
     summary = {
@@ -175,11 +157,5 @@ def test_failover_applies_every_keyed_write_exactly_once(
     for name, value in summary.items():
         record_property(name, value)
 
-    assert load.failures == []
-    applied = _keys_applied(engine)
-    assert applied == dict.fromkeys(load.acknowledged, 1)
-    all_pids: dict[str, UUID] = {**thread_pids, **task_pids}
-    for name, pid in all_pids.items():
-        written = sum(1 for key in load.acknowledged if key.startswith(f"{name}-"))
-        assert store.get(pid).total_deposits == written
+    assert_applied_exactly_once(load, store, {**thread_pids, **task_pids})
     engine.dispose()
