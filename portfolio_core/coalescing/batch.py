@@ -249,7 +249,9 @@ class Batch:
         if error is not None and not isinstance(error, Exception):
             error = _leader_gone(error, self.committing, self.portfolio_id)
         for ticket in self.taken:
-            if error is not None and not ticket.final:
+            # An operation that already got its own error left no trace (rolled
+            # back, or never written): the batch's error does not replace it.
+            if error is not None and not ticket.final and ticket.error is None:
                 ticket.error = error
             elif ticket.error is None and ticket.version is None:
                 ticket.error = PortfolioCoreError("the coalescing leader did not reach it")
