@@ -37,6 +37,7 @@ from uuid import UUID
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
+from portfolio_core.coalescing.detached import detached_copy
 from portfolio_core.coalescing.grouped import Fallback, Grouped
 from portfolio_core.coalescing.tickets import Ticket
 from portfolio_core.domain.portfolio import Portfolio
@@ -194,6 +195,7 @@ class Batch:
                         session, request.call.key, pid, portfolio, request.operation, check
                     )
                 end_change(session, portfolio)
+                result = detached_copy(result)  # later operations change the live objects
         except Exception as error:
             ticket.error = error
             return self._discard(repository, portfolio, ticket, transaction, error)

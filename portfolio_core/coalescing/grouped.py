@@ -28,6 +28,7 @@ from sqlalchemy import insert as plain_insert
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 
+from portfolio_core.coalescing.detached import detached_copy
 from portfolio_core.coalescing.tickets import Ticket
 from portfolio_core.domain import snapshot
 from portfolio_core.domain.events import PortfolioOperation
@@ -136,7 +137,8 @@ class Grouped:
         self._done(ticket, result)
 
     def _done(self, ticket: Ticket[Any], result: object) -> None:
-        ticket.result, ticket.version = result, self.portfolio.version
+        # A copy: the operations after this one go on changing the live objects.
+        ticket.result, ticket.version = detached_copy(result), self.portfolio.version
         ticket.request.version = ticket.version
 
     def write(self) -> None:

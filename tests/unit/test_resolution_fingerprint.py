@@ -7,10 +7,10 @@ from decimal import Decimal
 
 import pytest
 
+from portfolio_core.concurrency.retry import RetryPolicy
 from portfolio_core.errors import CommitOutcomeUnknownException, IdempotencyConflictError
 from portfolio_core.exactly_once import _Resolution
 from portfolio_core.persistence.idempotency import StoredKey
-from portfolio_core.concurrency.retry import RetryPolicy
 
 STORED = StoredKey("K", "stored-fp", (), Decimal("101"), datetime.now(UTC), None)
 LOST = CommitOutcomeUnknownException("lost")
