@@ -59,6 +59,10 @@ from portfolio_core.units import Seconds
 T = TypeVar("T")
 
 
+class Withdrawn(Exception):
+    """A ticket's caller left before the COMMIT point: roll back, run the others again."""
+
+
 class BatchBroken(Exception):
     """The transaction can not go on: ``culprit``'s operation failed with ``error``."""
 
@@ -147,7 +151,15 @@ class Batch:
             grouped.look_up(self.pending)  # the keys: one SELECT, and one per extension
             self._each(grouped.apply, portfolio, grouped.look_up)
             grouped.write()
+        # The COMMIT point: a caller gone before it (a cancelled task) is left
+        # out (rare: the batch runs again); one gone after it is owed an
+        # outcome that may be committed. No await lies between the check and
+        # the flags, so a task cancelled meanwhile sees one or the other.
+        if any(ticket.withdrawn for ticket in self.pending):
+            raise Withdrawn
         self.committing = True  # what follows is the unit of work's COMMIT
+        for ticket in self.pending:
+            ticket.committing = True
 
     def _each(
         self,
@@ -232,6 +244,21 @@ class Batch:
             return False
         self.per_operation = True
         return True
+
+    def drop_withdrawn(self) -> None:
+        """After :class:`Withdrawn`: run again without the tickets whose callers left."""
+        self.pending = [ticket for ticket in self.pending if not ticket.withdrawn]
+
+    def fits(self, ticket: Ticket[Any]) -> bool:
+        """Whether ``ticket`` may join: its lock timeout is at least the batch's.
+
+        A follower never waits on the row longer than it asked (None: no bound,
+        so a leader without one takes only followers without one).
+        """
+        own = ticket.request.lock_timeout
+        if own is None:
+            return True
+        return self.lock_timeout is not None and own >= self.lock_timeout
 
     def drop_culprit(self, broken: BatchBroken) -> bool:
         """After a broken unit of work: True to run the others again without the culprit."""

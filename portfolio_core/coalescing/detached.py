@@ -11,7 +11,7 @@ no ORM state is deep-copied. Other values are handed over as they are.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import inspect
 from sqlalchemy.orm import class_mapper, make_transient_to_detached
@@ -19,8 +19,6 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.domain.position import Position
-
-Mapped = TypeVar("Mapped", Portfolio, Position)
 
 
 def detached_copy(result: Any) -> Any:
@@ -34,7 +32,7 @@ def detached_copy(result: Any) -> Any:
     return result
 
 
-def _copy(original: Mapped) -> Mapped:
+def _copy(original: Portfolio | Position) -> Any:
     state = inspect(original)
     mapper = class_mapper(type(original))
     values: dict[str, Any] = {}
@@ -43,7 +41,7 @@ def _copy(original: Mapped) -> Mapped:
             values[prop.key] = original.__dict__[prop.key]
         elif state.persistent:  # expired by a flush (a server default): read in the batch
             values[prop.key] = getattr(original, prop.key)
-    copy: Mapped = mapper.class_manager.new_instance()
+    copy = mapper.class_manager.new_instance()
     copy.__dict__.update(values)
     session = state.session
     if (

@@ -7,6 +7,12 @@ it is done hands the lead to the first caller still queued. A queued caller
 waits at most ``wait`` seconds (its lock timeout and a margin) to be taken,
 then leaves the queue with PessimisticLockException (retryable, like a lock
 timeout); once taken, the leader owes it an outcome, given in a ``finally``.
+
+A leader takes only callers whose lock timeout is at least its batch's
+(:meth:`Batch.fits`; the others stay queued, in order), so no follower
+waits on the row longer than it asked. A taken caller waits for its outcome
+at most ``wait`` seconds more, then gets CommitOutcomeUnknownException: its
+operation may still commit, so it is never told to retry.
 """
 
 from __future__ import annotations
@@ -17,10 +23,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from uuid import UUID
 
-from portfolio_core.coalescing.batch import Batch, BatchBroken
+from portfolio_core.coalescing.batch import Batch, BatchBroken, Withdrawn
 from portfolio_core.coalescing.grouped import Fallback
 from portfolio_core.coalescing.tickets import Ticket
-from portfolio_core.errors import PessimisticLockException
+from portfolio_core.errors import CommitOutcomeUnknownException, PessimisticLockException
 from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository
 from portfolio_core.unit_of_work import UnitOfWork
 from portfolio_core.units import Seconds
@@ -62,6 +68,28 @@ def queue_timeout(ticket: Ticket[Any], waited: Seconds | None) -> PessimisticLoc
     )
 
 
+def outcome_overdue(ticket: Ticket[Any], waited: Seconds | None) -> CommitOutcomeUnknownException:
+    """The error of a caller taken into a batch that gave no outcome within ``waited`` more s."""
+    return CommitOutcomeUnknownException(
+        f"taken into a coalesced batch of portfolio {ticket.request.portfolio_id}, "
+        f"no outcome within {waited} s: it may still commit",
+        entity_type="Portfolio",
+        entity_id=ticket.request.portfolio_id,
+    )
+
+
+def take(queue: deque[Ticket[Any]], room: int, batch: Batch) -> list[Ticket[Any]]:
+    """Up to ``room`` tickets from ``queue`` that ``batch.fits``, in order; the others stay."""
+    taken: list[Ticket[Any]] = []
+    for ticket in list(queue):
+        if len(taken) >= room:
+            break
+        if batch.fits(ticket):
+            queue.remove(ticket)
+            taken.append(ticket)
+    return taken
+
+
 def run_batch(batch: Batch, run_unit: UnitRunner) -> None:
     """Run ``batch`` in units of work (again without a culprit), then settle every ticket."""
     error: BaseException | None = None
@@ -70,6 +98,8 @@ def run_batch(batch: Batch, run_unit: UnitRunner) -> None:
             try:
                 run_unit(batch.body)
                 break
+            except Withdrawn:
+                batch.drop_withdrawn()
             except BatchBroken as broken:
                 if not batch.drop_culprit(broken):
                     error = broken.error
@@ -122,25 +152,23 @@ class ThreadCoalescer:
                         lane.queue.remove(ticket)
                         del lane.signals[id(ticket)]
                         raise queue_timeout(ticket, wait)
-                signal.wait()  # taken or promoted meanwhile: an outcome is owed
+                # Taken or promoted meanwhile: an outcome is owed, within ``wait`` more.
+                if not signal.wait(wait):
+                    raise outcome_overdue(ticket, wait)
             if not ticket.promoted:
                 return ticket.outcome()
         self._lead(pid, lane, ticket)
         return ticket.outcome()
 
-    def _take(self, lane: _Lane, room: int) -> list[Ticket[Any]]:
+    def _take(self, lane: _Lane, room: int, batch: Batch) -> list[Ticket[Any]]:
         with self._lock:
-            return [lane.queue.popleft() for _ in range(min(room, len(lane.queue)))]
+            return take(lane.queue, room, batch)
 
     def _lead(self, pid: UUID, lane: _Lane, first: Ticket[Any]) -> None:
-        batch = Batch(
-            pid,
-            first.request.lock_timeout,
-            self._max_batch,
-            lambda room: self._take(lane, room),
-        )
+        batch = Batch(pid, first.request.lock_timeout, self._max_batch, lambda room: [])
+        batch.more = lambda room: self._take(lane, room, batch)
         try:
-            batch.add([first, *self._take(lane, self._max_batch - 1)])
+            batch.add([first, *self._take(lane, self._max_batch - 1, batch)])
             run_batch(batch, self._run_unit)
         finally:
             with self._lock:

@@ -11,7 +11,7 @@ from sqlalchemy import Engine, inspect
 
 from portfolio_core import Portfolio, PortfolioStore, Position, PositionRequest
 from portfolio_core.concurrency import ConcurrencyService
-from tests.integration.coalescing_tools import piled_up
+from tests.integration.coalescing_tools import Call, piled_up
 
 
 def buy(quantity: str) -> Callable[[Portfolio], Position]:
@@ -37,7 +37,10 @@ def test_each_caller_gets_a_detached_copy_of_its_own_position(
     pid = store.create_portfolio("alpha", Decimal("1000"))
     alone = store.execute(pid, buy("1"))  # uncoalesced: the state after its own change
     assert (alone.quantity, alone.version) == (Decimal("1"), 1)
-    calls = [partial(coalescing.execute, pid, buy("1")), partial(coalescing.execute, pid, buy("2"))]
+    calls: list[Call] = [
+        partial(coalescing.execute, pid, buy("1")),
+        partial(coalescing.execute, pid, buy("2")),
+    ]
     if slow_way:  # an operation that raises sends the batch one change per operation
         calls.insert(1, partial(coalescing.execute, pid, fail))
     calls.append(partial(coalescing.execute, pid, whole))
