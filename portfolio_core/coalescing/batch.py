@@ -30,6 +30,7 @@ and each caller's own retry policy (and commit outcome resolution) takes over.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from uuid import UUID
@@ -128,6 +129,8 @@ class Batch:
     per_operation: bool = False
     """One flush and event per operation (after the fast way fell back)."""
     _portfolio: Any = None
+    guard: AbstractContextManager[Any] = field(default_factory=nullcontext)
+    """Held at the COMMIT point (the thread coalescer's lock: callers withdraw under it)."""
 
     def add(self, tickets: list[Ticket[Any]]) -> None:
         """Owe ``tickets`` an outcome and apply them in this batch."""
@@ -155,11 +158,12 @@ class Batch:
         # out (rare: the batch runs again); one gone after it is owed an
         # outcome that may be committed. No await lies between the check and
         # the flags, so a task cancelled meanwhile sees one or the other.
-        if any(ticket.withdrawn for ticket in self.pending):
-            raise Withdrawn
-        self.committing = True  # what follows is the unit of work's COMMIT
-        for ticket in self.pending:
-            ticket.committing = True
+        with self.guard:
+            if any(ticket.withdrawn for ticket in self.pending):
+                raise Withdrawn
+            self.committing = True  # what follows is the unit of work's COMMIT
+            for ticket in self.pending:
+                ticket.committing = True
 
     def _each(
         self,

@@ -13,6 +13,10 @@ A leader takes only callers whose lock timeout is at least its batch's
 waits on the row longer than it asked. A taken caller waits for its outcome
 at most ``wait`` seconds more, then gets CommitOutcomeUnknownException: its
 operation may still commit, so it is never told to retry.
+
+A caller interrupted while it waits (KeyboardInterrupt) leaves nothing
+behind: it leaves the queue, passes on a lead it was handed, or, taken
+before its batch's COMMIT point, is withdrawn (checked under the lock).
 """
 
 from __future__ import annotations
@@ -56,6 +60,10 @@ class _Lane:
     def __init__(self) -> None:
         self.queue: deque[Ticket[Any]] = deque()
         self.signals: dict[int, threading.Event] = {}
+
+
+new_signal: Callable[[], threading.Event] = threading.Event
+"""How a queued caller's wake-up signal is made (tests replace it to interrupt a waiter)."""
 
 
 def queue_timeout(ticket: Ticket[Any], waited: Seconds | None) -> PessimisticLockException:
@@ -135,7 +143,7 @@ class ThreadCoalescer:
     def run(self, ticket: Ticket[T], wait: Seconds | None) -> T:
         """The ticket's outcome: applied in a batch this thread leads or another does."""
         pid = ticket.request.portfolio_id
-        signal = threading.Event()
+        signal = new_signal()
         with self._lock:
             lane = self._lanes.get(pid)
             if lane is None:
@@ -146,19 +154,58 @@ class ThreadCoalescer:
                 lane.signals[id(ticket)] = signal
                 lead = False
         if not lead:
-            if not signal.wait(wait):
-                with self._lock:
-                    if ticket in lane.queue:
-                        lane.queue.remove(ticket)
-                        del lane.signals[id(ticket)]
-                        raise queue_timeout(ticket, wait)
-                # Taken or promoted meanwhile: an outcome is owed, within ``wait`` more.
-                if not signal.wait(wait):
-                    raise outcome_overdue(ticket, wait)
+            try:
+                self._wait(lane, ticket, signal, wait)
+            except BaseException as error:
+                if not isinstance(error, Exception):  # interrupted: leave, passing a lead on
+                    self._leave(pid, lane, ticket)
+                raise
             if not ticket.promoted:
                 return ticket.outcome()
         self._lead(pid, lane, ticket)
         return ticket.outcome()
+
+    def _wait(
+        self, lane: _Lane, ticket: Ticket[Any], signal: threading.Event, wait: Seconds | None
+    ) -> None:
+        if signal.wait(wait):
+            return
+        with self._lock:
+            if ticket in lane.queue:
+                lane.queue.remove(ticket)
+                del lane.signals[id(ticket)]
+                raise queue_timeout(ticket, wait)
+        # Taken or promoted meanwhile: an outcome is owed, within ``wait`` more.
+        if not signal.wait(wait):
+            raise outcome_overdue(ticket, wait)
+
+    def _leave(self, pid: UUID, lane: _Lane, ticket: Ticket[Any]) -> None:
+        """A waiting caller interrupted (KeyboardInterrupt): its ticket must not stay behind.
+
+        Queued: it leaves the queue. Promoted: the lead passes on (or the lane
+        closes), else nobody would lead. Taken, before its batch's COMMIT
+        point: withdrawn (the leader runs the batch again without it).
+        """
+        signals: list[threading.Event] = []
+        with self._lock:
+            if ticket in lane.queue:
+                lane.queue.remove(ticket)
+                lane.signals.pop(id(ticket), None)
+            elif ticket.promoted:
+                signals = self._promote_next(pid, lane)
+            elif not ticket.committing:
+                ticket.withdrawn = True
+        for signal in signals:
+            signal.set()
+
+    def _promote_next(self, pid: UUID, lane: _Lane) -> list[threading.Event]:
+        """Under the lock: hand the lead to the first caller queued, or close the lane."""
+        if lane.queue:
+            successor = lane.queue.popleft()
+            successor.promoted = True
+            return [lane.signals.pop(id(successor))]
+        del self._lanes[pid]
+        return []
 
     def _take(self, lane: _Lane, room: int, batch: Batch) -> list[Ticket[Any]]:
         with self._lock:
@@ -166,6 +213,7 @@ class ThreadCoalescer:
 
     def _lead(self, pid: UUID, lane: _Lane, first: Ticket[Any]) -> None:
         batch = Batch(pid, first.request.lock_timeout, self._max_batch, lambda room: [])
+        batch.guard = self._lock  # its COMMIT point and a caller withdrawing: one at a time
         batch.more = lambda room: self._take(lane, room, batch)
         try:
             batch.add([first, *self._take(lane, self._max_batch - 1, batch)])
@@ -173,11 +221,6 @@ class ThreadCoalescer:
         finally:
             with self._lock:
                 signals = [lane.signals.pop(id(t)) for t in batch.taken if id(t) in lane.signals]
-                if lane.queue:
-                    successor = lane.queue.popleft()
-                    successor.promoted = True
-                    signals.append(lane.signals.pop(id(successor)))
-                else:
-                    del self._lanes[pid]
+                signals.extend(self._promote_next(pid, lane))
             for signal in signals:
                 signal.set()

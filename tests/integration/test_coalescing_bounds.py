@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+import pytest
 from sqlalchemy import Engine, text
 
 from portfolio_core import (
@@ -22,7 +23,9 @@ from portfolio_core import (
     Portfolio,
     PortfolioStore,
 )
+from portfolio_core.coalescing import threads
 from portfolio_core.concurrency import ConcurrencyService
+from portfolio_core.units import Seconds
 from tests.integration.coalescing_tools import committed_state, wait_for
 from tests.integration.helpers import wait_until_blocked
 
@@ -114,4 +117,58 @@ def test_a_taken_caller_gets_an_unknown_outcome_past_its_bound(engine: Engine) -
     leader.join(30)
     assert leader.error is None
     # Unknown, not refused: the batch went on and committed it.
+    assert committed_state(engine, pid) == (3, Decimal("102"), 3)
+
+
+class _Interrupting(threading.Event):
+    """The signal of a caller whose wait is interrupted (Ctrl-C) once ``interrupt`` is set."""
+
+    def __init__(self, interrupt: threading.Event) -> None:
+        super().__init__()
+        self.interrupt = interrupt
+
+    def wait(self, timeout: Seconds | None = None) -> bool:
+        if self.interrupt.wait(30):
+            raise KeyboardInterrupt
+        return super().wait(timeout)
+
+
+@pytest.mark.parametrize("promoted", [True, False])
+def test_an_interrupted_waiter_leaves_no_stuck_queue_behind(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, promoted: bool
+) -> None:
+    service = ConcurrencyService(engine, max_retries=0)
+    store = PortfolioStore(engine, service, coalesce=True, coalesce_max_batch=1)
+    pid = store.create_portfolio("alpha", Decimal("100"))
+    inside, go, interrupt = threading.Event(), threading.Event(), threading.Event()
+
+    def signal() -> threading.Event:
+        name = threading.current_thread().name
+        return _Interrupting(interrupt) if name == "interrupted" else threading.Event()
+
+    monkeypatch.setattr(threads, "new_signal", signal)
+    leader = _Caller(lambda: store.execute(pid, _blocking(inside, go)))
+    leader.start()
+    assert inside.wait(30)
+    waiter = _Caller(lambda: store.execute(pid, _one))
+    waiter.name = "interrupted"
+    waiter.start()
+    wait_for(lambda: store.coalescing_queue(pid) == 1, "the waiter queued")
+    last = _Caller(lambda: store.execute(pid, _one))
+    last.start()
+    wait_for(lambda: store.coalescing_queue(pid) == 2, "the last caller queued")
+    if promoted:  # the leader (a batch of one) hands the lead to the waiter, then it is interrupted
+        go.set()
+        leader.join(30)
+        wait_for(lambda: store.coalescing_queue(pid) == 1, "the waiter promoted")
+        interrupt.set()
+    else:  # interrupted while queued, then the leader finishes
+        interrupt.set()
+        wait_for(lambda: store.coalescing_queue(pid) == 1, "the waiter left the queue")
+        go.set()
+    for thread in (waiter, leader, last):
+        thread.join(30)
+        assert not thread.is_alive()
+    assert isinstance(waiter.error, KeyboardInterrupt)
+    assert [leader.error, last.error] == [None, None]
     assert committed_state(engine, pid) == (3, Decimal("102"), 3)
