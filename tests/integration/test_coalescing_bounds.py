@@ -47,7 +47,9 @@ def _blocking(inside: threading.Event, go: threading.Event) -> Callable[[Portfol
 class _Caller(threading.Thread):
     def __init__(self, run: Callable[[], Any]) -> None:
         super().__init__(daemon=True)
-        self.run_call, self.result, self.error = run, None, None
+        self.run_call = run
+        self.result: Any = None
+        self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
