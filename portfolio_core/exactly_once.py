@@ -146,7 +146,13 @@ class _Resolution:
         )
         if stored is not None:
             ours = self.request_fingerprint()
-            if ours is not None and ours != stored.fingerprint:
+            if ours is None:  # no attempt stored this request with the key: another one did
+                raise IdempotencyConflictError(
+                    self.key,
+                    stored_fingerprint=stored.fingerprint,
+                    reason="a request this call never stored with it",
+                ) from lost
+            if ours != stored.fingerprint:
                 raise IdempotencyConflictError(
                     self.key, stored_fingerprint=stored.fingerprint, request_fingerprint=ours
                 ) from lost

@@ -3,15 +3,17 @@
 Revision ID: pc0004_coalesced_events
 Revises: pc0003_write_path_guards
 
-``portfolio_events_at_current_version`` now admits an event at any version
-from 1 up to the portfolio's current version, still only in the transaction
-that wrote the portfolio's row (its xmin is still in progress). A coalesced
-batch (``portfolio_core.coalescing``) bumps the version once per operation
-and writes one event per operation at consecutive versions with one UPDATE
-and one multi-row INSERT. Every version below the one a transaction started
-from already has its event, so the (portfolio_id, version) primary key keeps
-refusing a second event there; a forged event above the current version, or
-in a transaction that did not write the row, is refused as before.
+``portfolio_events_at_current_version`` now also admits an event below the
+portfolio's current version when it continues the newest event (the newest
+is at NEW.version - 1), still only in the transaction that wrote the
+portfolio's row (its xmin is still in progress). A coalesced batch
+(``portfolio_core.coalescing``) bumps the version once per operation and
+writes one event per operation at consecutive versions, ascending, with one
+UPDATE and one multi-row INSERT (a row trigger sees the rows its statement
+inserted before). No gap below the newest event can be filled, and a
+portfolio without events (from before pc0002) gets none backdated; an event
+above the current version, or in a transaction that did not write the row,
+is refused as before.
 
 The trigger SQL is written out here rather than imported from the package, so
 that this revision keeps doing what it did when later code changes.
@@ -38,13 +40,12 @@ DECLARE
     low bigint;
     writer_id bigint;
     status text;
+    newest integer;
 BEGIN
     SELECT version, xmin INTO current_version, writer
     FROM {portfolios} WHERE id = NEW.portfolio_id;
-    -- At the version this transaction gave the portfolio, or below it: a
-    -- coalesced batch writes one event per operation, at consecutive
-    -- versions up to the one written. Every older version already has its
-    -- event, so the primary key refuses a second one there.
+    -- At the version this transaction gave the portfolio, or below it as a
+    -- contiguous append (checked last, below).
     IF current_version IS NULL OR NEW.version > current_version OR NEW.version < 1 THEN
         RAISE EXCEPTION USING
             MESSAGE = format('portfolio_events: version %s of portfolio %s refused: '
@@ -77,6 +78,22 @@ BEGIN
                                  NEW.version, NEW.portfolio_id),
                 ERRCODE = 'P0001',
                 HINT = 'an event is written in the transaction that bumped the version';
+        END IF;
+    END IF;
+    -- Below the current version: a coalesced batch writes one event per
+    -- operation at consecutive versions up to the one written, ascending (a
+    -- row trigger sees the rows its statement inserted before). The newest
+    -- event must be at NEW.version - 1: no gap filled, nothing backdated.
+    IF NEW.version < current_version THEN
+        SELECT max(version) INTO newest
+        FROM {events} WHERE portfolio_id = NEW.portfolio_id;
+        IF newest IS DISTINCT FROM NEW.version - 1 THEN
+            RAISE EXCEPTION USING
+                MESSAGE = format('portfolio_events: version %s of portfolio %s refused: '
+                                 'its newest event is at version %s',
+                                 NEW.version, NEW.portfolio_id, newest),
+                ERRCODE = 'P0001',
+                HINT = 'an event below the current version continues the newest one';
         END IF;
     END IF;
     RETURN NEW;
@@ -137,20 +154,25 @@ $$
 """
 
 
-def _portfolios_table() -> str:
-    """``portfolios``, schema-qualified under the library's ``schema=`` option (as pc0003)."""
+def _table(name: str) -> str:
+    """``name``, schema-qualified under the library's ``schema=`` option (as pc0003)."""
     context = op.get_context()
     bind = context.connection
     if bind is None or context.as_sql:  # offline (--sql): no connection, no option
-        return "portfolios"
+        return name
     schema = (bind.get_execution_options().get("schema_translate_map") or {}).get(None)
     if schema is None:
-        return "portfolios"
-    return f"{bind.dialect.identifier_preparer.quote_schema(schema)}.portfolios"
+        return name
+    return f"{bind.dialect.identifier_preparer.quote_schema(schema)}.{name}"
+
+
+def _portfolios_table() -> str:
+    return _table("portfolios")
 
 
 def upgrade() -> None:
-    op.execute(_EVENT_VERSION_FUNCTION.replace("{portfolios}", _portfolios_table()))
+    function = _EVENT_VERSION_FUNCTION.replace("{portfolios}", _portfolios_table())
+    op.execute(function.replace("{events}", _table("portfolio_events")))
 
 
 def downgrade() -> None:

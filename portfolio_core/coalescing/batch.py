@@ -30,6 +30,7 @@ and each caller's own retry policy (and commit outcome resolution) takes over.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from uuid import UUID
@@ -37,6 +38,7 @@ from uuid import UUID
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
+from portfolio_core.coalescing.detached import detached_copy
 from portfolio_core.coalescing.grouped import Fallback, Grouped
 from portfolio_core.coalescing.tickets import Ticket
 from portfolio_core.domain.portfolio import Portfolio
@@ -56,6 +58,10 @@ from portfolio_core.store_work import check_version
 from portfolio_core.units import Seconds
 
 T = TypeVar("T")
+
+
+class Withdrawn(Exception):
+    """A ticket's caller left before the COMMIT point: roll back, run the others again."""
 
 
 class BatchBroken(Exception):
@@ -123,6 +129,8 @@ class Batch:
     per_operation: bool = False
     """One flush and event per operation (after the fast way fell back)."""
     _portfolio: Any = None
+    guard: AbstractContextManager[Any] = field(default_factory=nullcontext)
+    """Held at the COMMIT point (the thread coalescer's lock: callers withdraw under it)."""
 
     def add(self, tickets: list[Ticket[Any]]) -> None:
         """Owe ``tickets`` an outcome and apply them in this batch."""
@@ -146,7 +154,16 @@ class Batch:
             grouped.look_up(self.pending)  # the keys: one SELECT, and one per extension
             self._each(grouped.apply, portfolio, grouped.look_up)
             grouped.write()
-        self.committing = True  # what follows is the unit of work's COMMIT
+        # The COMMIT point: a caller gone before it (a cancelled task) is left
+        # out (rare: the batch runs again); one gone after it is owed an
+        # outcome that may be committed. No await lies between the check and
+        # the flags, so a task cancelled meanwhile sees one or the other.
+        with self.guard:
+            if any(ticket.withdrawn for ticket in self.pending):
+                raise Withdrawn
+            self.committing = True  # what follows is the unit of work's COMMIT
+            for ticket in self.pending:
+                ticket.committing = True
 
     def _each(
         self,
@@ -194,6 +211,7 @@ class Batch:
                         session, request.call.key, pid, portfolio, request.operation, check
                     )
                 end_change(session, portfolio)
+                result = detached_copy(result)  # later operations change the live objects
         except Exception as error:
             ticket.error = error
             return self._discard(repository, portfolio, ticket, transaction, error)
@@ -231,6 +249,21 @@ class Batch:
         self.per_operation = True
         return True
 
+    def drop_withdrawn(self) -> None:
+        """After :class:`Withdrawn`: run again without the tickets whose callers left."""
+        self.pending = [ticket for ticket in self.pending if not ticket.withdrawn]
+
+    def fits(self, ticket: Ticket[Any]) -> bool:
+        """Whether ``ticket`` may join: its lock timeout is at least the batch's.
+
+        A follower never waits on the row longer than it asked (None: no bound,
+        so a leader without one takes only followers without one).
+        """
+        own = ticket.request.lock_timeout
+        if own is None:
+            return True
+        return self.lock_timeout is not None and own >= self.lock_timeout
+
     def drop_culprit(self, broken: BatchBroken) -> bool:
         """After a broken unit of work: True to run the others again without the culprit."""
         if is_transient(broken.error):
@@ -249,7 +282,9 @@ class Batch:
         if error is not None and not isinstance(error, Exception):
             error = _leader_gone(error, self.committing, self.portfolio_id)
         for ticket in self.taken:
-            if error is not None and not ticket.final:
+            # An operation that already got its own error left no trace (rolled
+            # back, or never written): the batch's error does not replace it.
+            if error is not None and not ticket.final and ticket.error is None:
                 ticket.error = error
             elif ticket.error is None and ticket.version is None:
                 ticket.error = PortfolioCoreError("the coalescing leader did not reach it")

@@ -4,9 +4,11 @@
 without flushing and keeps, per changing operation, what it performed; then
 one UPDATE takes the portfolio from version v to v + N (the session's own
 bump is told the row already moved), one multi-row INSERT writes the N
-events at v + 1 .. v + N (each with its own key; migration pc0004 admits
-events below the version the transaction wrote) and one multi-row INSERT
-claims the keys. The keys of the batch are looked up with one SELECT.
+events at v + 1 .. v + N, ascending (each with its own key; migration
+pc0004 admits events below the version the transaction wrote when each
+continues the newest one, so a portfolio whose version v has no event, one
+from before pc0002, falls back) and one multi-row INSERT claims the keys.
+The keys of the batch are looked up with one SELECT.
 
 Anything unusual ends the fast way with :class:`Fallback` (the unit of work
 is rolled back and the batch runs again flushing per operation, which
@@ -28,6 +30,7 @@ from sqlalchemy import insert as plain_insert
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 
+from portfolio_core.coalescing.detached import detached_copy
 from portfolio_core.coalescing.tickets import Ticket
 from portfolio_core.domain import snapshot
 from portfolio_core.domain.events import PortfolioOperation
@@ -136,7 +139,8 @@ class Grouped:
         self._done(ticket, result)
 
     def _done(self, ticket: Ticket[Any], result: object) -> None:
-        ticket.result, ticket.version = result, self.portfolio.version
+        # A copy: the operations after this one go on changing the live objects.
+        ticket.result, ticket.version = detached_copy(result), self.portfolio.version
         ticket.request.version = ticket.version
 
     def write(self) -> None:

@@ -5,21 +5,29 @@ The leader task runs :meth:`Batch.body` on an AsyncUnitOfWork's sync side
 while the leader awaits the database) queue and are taken into the batch
 from the sync side, on the loop's own thread, so no lock is needed. A queued
 task that is cancelled leaves the queue; a promoted one that is cancelled
-passes the lead on. A leader cancelled mid-batch still settles every ticket
-taken (``Batch.settle``: nothing committed, or outcome unknown during COMMIT).
+passes the lead on. A taken one that is cancelled before its batch's COMMIT
+point is withdrawn: the leader, right before COMMIT, rolls back and runs the
+batch again without it (``Batch.body`` raises Withdrawn), so nothing of it
+commits. One cancelled after that point waits (shielded, at most ``wait``
+seconds) for the outcome, then raises CancelledError like an uncoalesced call
+cancelled while its COMMIT was in flight (the outcome may be committed). A
+leader cancelled mid-batch still settles every ticket taken
+(``Batch.settle``: nothing committed, or outcome unknown during COMMIT).
+Taking, and a taken task's wait for its outcome, are bounded as in ``threads``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
-from portfolio_core.coalescing.batch import Batch, BatchBroken
+from portfolio_core.coalescing.batch import Batch, BatchBroken, Withdrawn
 from portfolio_core.coalescing.grouped import Fallback
-from portfolio_core.coalescing.threads import queue_timeout
+from portfolio_core.coalescing.threads import outcome_overdue, queue_timeout, take
 from portfolio_core.coalescing.tickets import Ticket
 from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository
 from portfolio_core.units import Seconds
@@ -63,6 +71,8 @@ async def run_batch_async(batch: Batch, run_unit: AsyncUnitRunner) -> None:
             try:
                 await run_unit(batch.body)
                 break
+            except Withdrawn:
+                batch.drop_withdrawn()
             except BatchBroken as broken:
                 if not batch.drop_culprit(broken):
                     error = broken.error
@@ -110,6 +120,10 @@ class TaskCoalescer:
                     del lane.signals[id(ticket)]
                 elif ticket.promoted:
                     self._release(key, lane, [])  # pass the lead on
+                elif ticket.committing:  # past the COMMIT point: learn how it ended first
+                    await _outcome_shielded(signal, wait)
+                else:
+                    ticket.withdrawn = True  # the leader leaves it out before COMMIT
                 raise
             if not ticket.promoted:
                 return ticket.outcome()
@@ -126,17 +140,17 @@ class TaskCoalescer:
                 lane.queue.remove(ticket)
                 del lane.signals[id(ticket)]
                 raise queue_timeout(ticket, wait) from None
-            await signal.wait()  # taken or promoted meanwhile: an outcome is owed
-
-    def _take(self, lane: _Lane, room: int) -> list[Ticket[Any]]:
-        return [lane.queue.popleft() for _ in range(min(room, len(lane.queue)))]
+            # Taken or promoted meanwhile: an outcome is owed, within ``wait`` more.
+            try:
+                await asyncio.wait_for(signal.wait(), wait)
+            except TimeoutError:
+                raise outcome_overdue(ticket, wait) from None
 
     async def _lead(self, key: _LaneKey, lane: _Lane, first: Ticket[Any]) -> None:
-        batch = Batch(
-            key[1], first.request.lock_timeout, self._max_batch, lambda n: self._take(lane, n)
-        )
+        batch = Batch(key[1], first.request.lock_timeout, self._max_batch, lambda n: [])
+        batch.more = lambda n: take(lane.queue, n, batch)
         try:
-            batch.add([first, *self._take(lane, self._max_batch - 1)])
+            batch.add([first, *take(lane.queue, self._max_batch - 1, batch)])
             await run_batch_async(batch, self._run_unit)
         finally:
             self._release(key, lane, batch.taken)
@@ -152,3 +166,22 @@ class TaskCoalescer:
             del self._lanes[key]
         for signal in signals:
             signal.set()
+
+
+_COMMIT_WAIT: Seconds = 5.0
+"""How long a cancelled task without a lock timeout waits for its batch's COMMIT, at most."""
+
+
+async def _outcome_shielded(signal: asyncio.Event, wait: Seconds | None) -> None:
+    """Wait (a cancelled task: further cancels too) at most ``wait`` s for the batch's outcome."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + (_COMMIT_WAIT if wait is None else wait)
+    waiting = asyncio.ensure_future(signal.wait())
+    try:
+        while not waiting.done() and loop.time() < deadline:
+            # asyncio.wait never cancels ``waiting``; a further cancel of this
+            # task only ends one round: the deadline still bounds the wait.
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait({waiting}, timeout=deadline - loop.time())
+    finally:
+        waiting.cancel()

@@ -40,9 +40,14 @@ class Ticket(Generic[T]):
     version: int | None = None
     promoted: bool = False
     """Set when a finishing leader hands it the lead instead of an outcome."""
+    withdrawn: bool = False
+    """Its caller left (a cancelled task) before the COMMIT point: the batch runs without it."""
+    committing: bool = False
+    """Its batch passed the COMMIT point with it: it may commit whatever its caller does."""
 
     def reset(self) -> None:
         """Forget what a unit of work that did not commit decided (unless final)."""
+        self.committing = False
         if not self.final:
             self.result, self.error, self.version = None, None, None
 

@@ -196,13 +196,12 @@ DECLARE
     low bigint;
     writer_id bigint;
     status text;
+    newest integer;
 BEGIN
     SELECT version, xmin INTO current_version, writer
     FROM portfolios WHERE id = NEW.portfolio_id;
-    -- At the version this transaction gave the portfolio, or below it: a
-    -- coalesced batch writes one event per operation, at consecutive
-    -- versions up to the one written. Every older version already has its
-    -- event, so the primary key refuses a second one there.
+    -- At the version this transaction gave the portfolio, or below it as a
+    -- contiguous append (checked last, below).
     IF current_version IS NULL OR NEW.version > current_version OR NEW.version < 1 THEN
         RAISE EXCEPTION USING
             MESSAGE = format('portfolio_events: version %s of portfolio %s refused: '
@@ -235,6 +234,22 @@ BEGIN
                                  NEW.version, NEW.portfolio_id),
                 ERRCODE = 'P0001',
                 HINT = 'an event is written in the transaction that bumped the version';
+        END IF;
+    END IF;
+    -- Below the current version: a coalesced batch writes one event per
+    -- operation at consecutive versions up to the one written, ascending (a
+    -- row trigger sees the rows its statement inserted before). The newest
+    -- event must be at NEW.version - 1: no gap filled, nothing backdated.
+    IF NEW.version < current_version THEN
+        SELECT max(version) INTO newest
+        FROM portfolio_events WHERE portfolio_id = NEW.portfolio_id;
+        IF newest IS DISTINCT FROM NEW.version - 1 THEN
+            RAISE EXCEPTION USING
+                MESSAGE = format('portfolio_events: version %s of portfolio %s refused: '
+                                 'its newest event is at version %s',
+                                 NEW.version, NEW.portfolio_id, newest),
+                ERRCODE = 'P0001',
+                HINT = 'an event below the current version continues the newest one';
         END IF;
     END IF;
     RETURN NEW;

@@ -14,7 +14,13 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
-from portfolio_core import CommitOutcomeUnknownException, Portfolio, PortfolioStore, create_engine
+from portfolio_core import (
+    CommitOutcomeUnknownException,
+    IdempotencyConflictError,
+    Portfolio,
+    PortfolioStore,
+    create_engine,
+)
 from portfolio_core.concurrency import ConcurrencyService
 from portfolio_core.units import Seconds
 from tests.integration.coalescing_tools import committed_state, key_count, piled_up, wait_for
@@ -131,3 +137,41 @@ def test_a_lost_commit_reply_is_resolved_per_key_and_keyless_callers_learn_it_is
     assert isinstance(outcomes[2].error, CommitOutcomeUnknownException)
     assert committed_state(engine, pid) == (5, Decimal("115"), 5)
     assert [key_count(engine, key) for key in ("k1", "k2", "k4")] == [1, 1, 1]
+
+
+def test_a_key_reused_for_another_request_stays_a_conflict_when_the_batch_commit_is_lost(
+    engine: Engine,
+    database_url: str,
+    proxy: CommitLosingProxy,
+    no_sleep: list[Seconds],
+    store: PortfolioStore,
+) -> None:
+    """The conflicting caller left no trace: another caller's lost COMMIT neither
+    turns its IdempotencyConflictError into an unknown outcome nor resolves it to
+    the result the key stored for the other request."""
+    pid = store.create_portfolio("alpha", Decimal("100"))
+    assert store.execute(pid, deposit("1"), idempotency_key="K") == Decimal("101")
+    with pytest.raises(IdempotencyConflictError):  # uncoalesced: refused
+        store.execute(pid, deposit("50"), idempotency_key="K")
+    url = make_url(database_url).set(host="127.0.0.1", port=proxy.port)
+    proxied_engine = create_engine(url, pool_size=2, max_overflow=2)
+    service = ConcurrencyService(proxied_engine, max_retries=3, sleep=no_sleep.append)
+    coalescing = PortfolioStore(proxied_engine, service, coalesce=True)
+    try:
+        outcomes = piled_up(
+            coalescing,
+            engine,
+            pid,
+            [
+                partial(coalescing.execute, pid, deposit("8"), idempotency_key="other"),
+                partial(coalescing.execute, pid, deposit("50"), idempotency_key="K"),
+            ],
+            before_release=proxy.arm,
+        )
+    finally:
+        proxied_engine.dispose()
+    assert proxy.commit_lost.is_set()
+    assert outcomes[0].result == Decimal("109")
+    assert outcomes[1].result is None
+    assert isinstance(outcomes[1].error, IdempotencyConflictError)
+    assert committed_state(engine, pid) == (3, Decimal("109"), 3)
