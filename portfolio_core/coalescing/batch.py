@@ -54,7 +54,7 @@ from portfolio_core.exactly_once import execute_with_key
 from portfolio_core.persistence.errors import translate, translated
 from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository
 from portfolio_core.persistence.session import transaction_state, write_events
-from portfolio_core.store_work import check_version
+from portfolio_core.store_work import check_version, load_for_change
 from portfolio_core.units import Seconds
 
 T = TypeVar("T")
@@ -144,9 +144,8 @@ class Batch:
         """
         for ticket in self.pending:
             ticket.reset()
-        portfolio = repository.get_portfolio_for_update(
-            self.portfolio_id, nowait=False, lock_timeout=self.lock_timeout
-        )
+        # One statement, its lock timeout kept until COMMIT (as a lone "wait" call).
+        portfolio = load_for_change(repository, self.portfolio_id, "wait", self.lock_timeout)
         if self.per_operation:
             self._each(lambda ticket: self._apply_flushed(repository, ticket), portfolio)
         else:

@@ -78,6 +78,19 @@ def test_a_deposit_is_a_load_one_update_and_its_event(
     assert store.get(pid).version == 2
 
 
+def test_a_lone_coalesced_deposit_costs_what_a_wait_deposit_does(
+    store: PortfolioStore, engine: Engine
+) -> None:
+    pid = store.create_portfolio("alpha", Decimal("100"))
+
+    with statements(engine) as sent:
+        store.execute(pid, lambda p: p.deposit(Decimal("1")), coalesce=True)
+
+    assert _shapes(sent) == ["SELECT portfolios FOR UPDATE set_config", *_WRITES]
+    assert store.get(pid).cash_balance == Decimal("101")
+    assert store.get(pid).version == 2
+
+
 def test_the_lean_update_still_refuses_a_stale_version(
     store: PortfolioStore, engine: Engine
 ) -> None:
