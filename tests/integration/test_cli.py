@@ -7,6 +7,7 @@ folder) can be checked after they exit.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -58,6 +59,12 @@ def _read_until(stream: IO[str], marker: str) -> list[str]:
         if marker in line:
             return lines
     raise AssertionError(f"{marker!r} never printed; got {lines}")
+
+
+def _kill(processes: list[psutil.Process]) -> None:
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
 
 
 def _data_dir(lines: list[str]) -> Path:
@@ -223,15 +230,16 @@ def test_short_demo_with_faults_keeps_every_invariant_and_leaves_nothing_behind(
     assert _processes_using(data_dir) == []
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(240)
 def test_ctrl_c_stops_the_demo_its_server_and_removes_its_folder() -> None:
     demo = subprocess.Popen(
         _command("demo", "--duration", "120", "--faults", "--workers", "2", "--processes", "2"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=_environment(),
+        env={**_environment(), "PYTHONFAULTHANDLER": "1"},
     )
+    children: list[psutil.Process] = []
     try:
         assert demo.stdout is not None
         lines = _read_until(demo.stdout, "processes started")
@@ -240,10 +248,17 @@ def test_ctrl_c_stops_the_demo_its_server_and_removes_its_folder() -> None:
         children = psutil.Process(demo.pid).children(recursive=True)
 
         demo.send_signal(signal.SIGINT)
-        _, err = demo.communicate(timeout=90)
+        try:
+            _, err = demo.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            demo.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
+            _, err = demo.communicate(timeout=30)
+            _kill(children)  # never leave a worker behind
+            pytest.fail(f"the demo still ran 90 s after Ctrl-C; its stacks:\n{err[-8000:]}")
     finally:
         if demo.poll() is None:
             demo.kill()
+            _kill(children)
 
     assert demo.returncode == 130, err
     assert "interrupted" in err
