@@ -132,7 +132,6 @@ def _run_workers(
         )
         for i in range(config.processes)
     ]
-    stack.callback(_stop_processes, processes)
     collector = _Collector(config.processes)
     started = time.monotonic()
 
@@ -141,9 +140,12 @@ def _run_workers(
             return (time.monotonic() - started) / config.duration
         return collector.total("done") / (config.ops or 1)
 
+    # The injector first, so that unwinding the stack (Ctrl-C included) stops
+    # the workers before anything else: nothing else can delay their stop.
+    start_faults(application_name, lambda: share_done() >= RESTART_AT, restarted)
+    stack.callback(_stop_processes, processes)
     for process in processes:
         process.start()
-    start_faults(application_name, lambda: share_done() >= RESTART_AT, restarted)
     announce(f"demo: {config.workers} workers in {config.processes} processes started")
     total = config.ops if config.ops is not None else config.duration
     with _progress_bar(console) as progress:

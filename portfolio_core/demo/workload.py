@@ -8,6 +8,8 @@ quarter second, and sends its merged :class:`WorkerStats` when done.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import random
 import signal
 import threading
@@ -42,6 +44,8 @@ TRADE_DEADLINE: Final[Seconds] = 60.0
 RECONNECT_DEADLINE: Final[Seconds] = 30.0
 """How long a new connection waits for the server."""
 PROGRESS_EVERY: Final[Seconds] = 0.25
+ORPHANED: Final = 70
+"""Exit status of a demo process whose parent died before telling it to stop."""
 
 DOMAIN_OUTCOMES: Final = (InsufficientFundsError, PositionNotFoundError)
 """Refusals by the domain: a correct, final answer (nothing was changed)."""
@@ -193,6 +197,18 @@ def _progress(workers: Sequence[Worker], counter: EventCounter) -> dict[str, int
     }
 
 
+def _exit_with_parent() -> None:
+    """End this process as soon as its parent is gone (killed, crashed).
+
+    Nobody would read this process's results or ever set ``stop``; its open
+    transactions are rolled back by the server when its connections drop.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        parent.join()  # returns when the parent's end of the sentinel pipe closes
+        os._exit(ORPHANED)
+
+
 def child_main(
     index: int,
     config: DemoConfig,
@@ -213,6 +229,7 @@ def child_main(
     """
     # The parent handles Ctrl-C for the whole run and tells us through ``stop``.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, name="demo-parent-watch", daemon=True).start()
     try:
         counter = EventCounter()
         counter.install()

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -292,3 +293,38 @@ def test_db_serves_a_migrated_database_until_sigterm_then_removes_its_folder() -
     assert "stopped" in out
     assert not data_dir.exists()
     assert _processes_using(data_dir) == []
+
+
+@pytest.mark.timeout(180)
+def test_the_demo_worker_processes_exit_when_the_demo_is_killed() -> None:
+    demo = subprocess.Popen(
+        _command("demo", "--duration", "120", "--workers", "2", "--processes", "2"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=_environment(),
+    )
+    data_dir: Path | None = None
+    workers: list[psutil.Process] = []
+    try:
+        assert demo.stdout is not None
+        data_dir = _data_dir(_read_until(demo.stdout, "processes started"))
+        workers = [
+            child
+            for child in psutil.Process(demo.pid).children(recursive=True)
+            if "spawn_main" in " ".join(child.cmdline())
+        ]
+        assert len(workers) == 2
+
+        demo.kill()  # no Ctrl-C, no cleanup: nobody will ever tell the workers to stop
+        demo.wait(timeout=30)
+        _, alive = psutil.wait_procs(workers, timeout=60)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+        _kill(workers)
+        if data_dir is not None:  # the killed demo could not stop its server
+            _kill(_processes_using(data_dir))
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+    assert alive == [], "worker processes outlived the demo"
