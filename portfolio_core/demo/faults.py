@@ -75,8 +75,14 @@ class FaultInjector(threading.Thread):
         self.interval = interval
         self.counts = FaultCounts()
         self.halt = threading.Event()
+        # Bounded: stop() waits for this thread, so no statement of it may hang.
         self.engine = create_engine(
-            url, isolation_level="AUTOCOMMIT", pool_size=1, max_overflow=0, pool_pre_ping=True
+            url,
+            isolation_level="AUTOCOMMIT",
+            pool_size=1,
+            max_overflow=0,
+            pool_pre_ping=True,
+            connect_args={"connect_timeout": 5, "options": "-c statement_timeout=5s"},
         )
 
     def run(self) -> None:

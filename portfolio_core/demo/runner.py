@@ -1,18 +1,22 @@
 """Runs the demo: a database, portfolios, worker processes, faults, progress, report.
 
 Everything started here is stopped here, in reverse order, whatever happens
-(an ExitStack): worker processes, the fault injector, engines, and the
-embedded server, whose temporary folder is removed (also on Ctrl-C).
+(an ExitStack): worker processes first, then the fault injector, engines,
+and the embedded server, whose temporary folder is removed (also on Ctrl-C).
+Worker processes also end by themselves if this process dies.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import queue as queue_module
+import signal
+import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from types import FrameType
 from typing import Any, Final
 from uuid import UUID
 
@@ -36,6 +40,8 @@ RESTART_AT: Final[Ratio] = 0.4
 """The embedded server restarts once this share of the run is behind."""
 GATE_AT: Final[Ratio] = 0.6
 """In an --ops run with faults, trades past this share wait for the restart."""
+INTERRUPTS: Final = (signal.SIGINT, signal.SIGTERM)
+"""What stops the run early (the command line turns them into exit status 130)."""
 
 
 class DemoFailedError(PortfolioCoreError):
@@ -64,6 +70,32 @@ def _progress_bar(console: Console) -> Progress:
         console=console,
         transient=False,
     )
+
+
+@contextmanager
+def _interrupts_as_flag() -> Iterator[threading.Event]:
+    """While the workers run, Ctrl-C and SIGTERM set a flag the loop checks.
+
+    Raised asynchronously, the KeyboardInterrupt could land inside rich's or
+    multiprocessing's internals (and, say, leave a lock held that the cleanup
+    then waits for); the loop raises it itself between two reads of the queue,
+    which return within a tenth of a second. Only the main thread can take
+    signals: elsewhere the flag stays unset and nothing changes.
+    """
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted
+        return
+
+    def handler(number: int, frame: FrameType | None) -> None:
+        interrupted.set()
+
+    previous = {number: signal.signal(number, handler) for number in INTERRUPTS}
+    try:
+        yield interrupted
+    finally:
+        for number, old in previous.items():
+            signal.signal(number, old)
 
 
 class _Collector:
@@ -148,9 +180,11 @@ def _run_workers(
         process.start()
     announce(f"demo: {config.workers} workers in {config.processes} processes started")
     total = config.ops if config.ops is not None else config.duration
-    with _progress_bar(console) as progress:
+    with _interrupts_as_flag() as interrupted, _progress_bar(console) as progress:
         task = progress.add_task("trading", total=total, committed=0, conflicts=0, retries=0)
         while not collector.complete:
+            if interrupted.is_set():
+                raise KeyboardInterrupt
             try:
                 collector.handle(messages.get(timeout=0.1))
             except queue_module.Empty:
