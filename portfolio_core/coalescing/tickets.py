@@ -118,15 +118,15 @@ class Lane(Generic[S]):
         """The signals to wake for ``taken`` and for the successor; whether the lane closes.
 
         The first caller still queued is handed the lead (``promoted``); with
-        none queued, the lane closes (its owner drops it).
+        none queued, the lane closes (its owner drops it). The successor's
+        signal comes first: the next batch starts while the others wake.
         """
-        signals = [self.signals.pop(id(t)) for t in taken if id(t) in self.signals]
+        settled = [self.signals.pop(id(t)) for t in taken if id(t) in self.signals]
         if not self.queue:
-            return signals, True
+            return settled, True
         successor = self.queue.popleft()
         successor.promoted = True
-        signals.append(self.signals.pop(id(successor)))
-        return signals, False
+        return [self.signals.pop(id(successor)), *settled], False
 
 
 def queue_timeout(ticket: Ticket[Any], waited: Seconds | None) -> PessimisticLockException:
