@@ -5,8 +5,9 @@ operation can not hang inside the batch here (it would block the loop), so
 the batch stalls on the database instead, after taking the follower: another
 transaction holds the leader's idempotency key uncommitted, and the batch's
 key INSERT waits for it (bounded by the leader's lock timeout, 30 s). The
-queue's bounds are made short (``queue_wait``) so that the test waits about
-4 s, not the 70 s of the default 30 s lock timeout.
+queue's bounds are made short (``queue_wait``: 5 s to be taken, a wide margin
+for a loaded machine, then 5 s for the outcome), not the 35 s + 35 s of the
+default 30 s lock timeout.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from tests.integration.helpers import row_locked, wait_until_blocked
 
 pytestmark = pytest.mark.asyncio
 
-_BOUND: Seconds = 2.0
+_BOUND: Seconds = 5.0
 _POLLS = 2000
 
 _CLAIM_KEY = text(
