@@ -8,7 +8,8 @@ audit event each, and COMMITs once; each caller gets its own result or its
 own exception, and its own retry policy handles a batch that failed.
 
 * ``batch``: what the leader does in one unit of work (shared by both);
-* ``threads``: the queue and hand-over for threads;
+* ``tickets``: a caller's request and attempt, and a portfolio's queue (shared);
+* ``threads``: who leads and the hand-over for threads;
 * ``tasks``: the same for asyncio tasks.
 
 A coalesced call always row-locks: ``lock`` must be ``"auto"`` (the default)

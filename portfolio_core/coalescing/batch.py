@@ -239,6 +239,22 @@ class Batch:
         except Exception as reload_error:  # the operation's SQL aborted the transaction
             raise BatchBroken(ticket, error) from reload_error
 
+    def recovered(self, failure: Exception) -> BaseException | None:
+        """After a unit of work raised ``failure``: None to run it again, else the batch's error.
+
+        Withdrawn callers are left out, a culprit that broke the transaction
+        gets its own error, a failed fast way falls back to one change per
+        operation; anything else (or a second time) ends the batch.
+        """
+        if isinstance(failure, Withdrawn):
+            self.drop_withdrawn()
+            return None
+        if isinstance(failure, BatchBroken):
+            return None if self.drop_culprit(failure) else failure.error
+        if isinstance(failure, Fallback):
+            return None if self.fall_back(failure) else (failure.__cause__ or failure)
+        return failure
+
     def fall_back(self, fallback: Fallback) -> bool:
         """After the fast way failed: True to run again one change per operation."""
         # Whatever the cause: the slow way attributes an operation's failure to

@@ -3,8 +3,8 @@
 :class:`Grouped` applies the batch's operations to the loaded aggregate
 without flushing and keeps, per changing operation, what it performed; then
 one UPDATE takes the portfolio from version v to v + N (the session's own
-bump is told the row already moved), one multi-row INSERT writes the N
-events at v + 1 .. v + N, ascending (each with its own key; migration
+bump is told the row already moved), one INSERT (of three unnested arrays)
+writes the N events at v + 1 .. v + N, ascending (each with its own key; migration
 pc0004 admits events below the version the transaction wrote when each
 continues the newest one, so a portfolio whose version v has no event, one
 from before pc0002, falls back) and one multi-row INSERT claims the keys.
@@ -21,14 +21,15 @@ caller's result comes from the unit of work that committed.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+from sqlalchemy import ARRAY, Integer, Text, Uuid, bindparam, cast, column, func, select
 from sqlalchemy import insert as plain_insert
-from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import JSONB, insert
 
 from portfolio_core.coalescing.detached import detached_copy
 from portfolio_core.coalescing.tickets import Ticket
@@ -44,7 +45,26 @@ from portfolio_core.persistence.schema import idempotency_keys, portfolio_events
 from portfolio_core.persistence.session import transaction_state
 from portfolio_core.store_work import check_version
 
-_INSERT_EVENTS = plain_insert(portfolio_events)
+# The batch's N events in one statement of fixed text (compiled once, whatever
+# N): three arrays unnested in order, each operations list sent as JSON text.
+_EVENT_ROWS = (
+    func.unnest(
+        cast(bindparam("versions", type_=ARRAY(Integer)), ARRAY(Integer)),
+        cast(bindparam("operations", type_=ARRAY(Text)), ARRAY(Text)),
+        cast(bindparam("keys", type_=ARRAY(Text)), ARRAY(Text)),
+    )
+    .table_valued(column("version", Integer), column("operations", Text), column("key", Text))
+    .render_derived()
+)
+_INSERT_EVENTS = plain_insert(portfolio_events).from_select(
+    ["portfolio_id", "version", "operations", "idempotency_key"],
+    select(
+        cast(bindparam("pid", type_=Uuid(as_uuid=True)), Uuid(as_uuid=True)),
+        _EVENT_ROWS.c.version,
+        cast(_EVENT_ROWS.c.operations, JSONB),
+        _EVENT_ROWS.c.key,
+    ),
+)
 
 
 class Fallback(Exception):
@@ -155,16 +175,17 @@ class Grouped:
                     # told it already happened.
                     state.start_versions[pid] = self.base_version
                     session.flush()
-                    rows = [
-                        {
-                            "portfolio_id": pid,
-                            "version": self.base_version + index,
-                            "operations": [op.to_json() for op in operations],
-                            "idempotency_key": key,
-                        }
-                        for index, (operations, key) in enumerate(self.changes, start=1)
-                    ]
-                    session.execute(_INSERT_EVENTS, rows)
+                    first = self.base_version + 1
+                    events = {
+                        "pid": pid,
+                        "versions": list(range(first, first + len(self.changes))),
+                        "operations": [
+                            json.dumps([op.to_json() for op in operations])
+                            for operations, _ in self.changes
+                        ],
+                        "keys": [key for _, key in self.changes],
+                    }
+                    session.connection().execute(_INSERT_EVENTS, events)
                 state.events_written = True  # written above: COMMIT adds none
                 if self.claims:
                     self._claim_keys()

@@ -14,21 +14,21 @@ cancelled while its COMMIT was in flight (the outcome may be committed). A
 leader cancelled mid-batch still settles every ticket taken
 (``Batch.settle``: nothing committed, or outcome unknown during COMMIT).
 Taking, and a taken task's wait for its outcome, are bounded as in ``threads``.
+
+A queued task waits on a plain Future of its loop (``asyncio.wait``: no task
+is made per wait), which the leader resolves.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
-from portfolio_core.coalescing.batch import Batch, BatchBroken, Withdrawn
-from portfolio_core.coalescing.grouped import Fallback
-from portfolio_core.coalescing.threads import outcome_overdue, queue_timeout, take
-from portfolio_core.coalescing.tickets import Ticket
+from portfolio_core.coalescing.batch import Batch
+from portfolio_core.coalescing.tickets import Lane, Ticket, outcome_overdue, queue_timeout
 from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository
 from portfolio_core.units import Seconds
 
@@ -39,6 +39,9 @@ T = TypeVar("T")
 
 AsyncUnitRunner = Callable[[Callable[[PostgreSQLPortfolioRepository], None]], Awaitable[None]]
 """Runs a sync body in a fresh AsyncUnitOfWork of the store (``run_sync``) and commits it."""
+
+_Signal = asyncio.Future[None]
+_LaneKey = tuple[asyncio.AbstractEventLoop, UUID]
 
 
 def unit_runner(unit_of_work: Callable[[], AsyncUnitOfWork]) -> AsyncUnitRunner:
@@ -52,17 +55,6 @@ def unit_runner(unit_of_work: Callable[[], AsyncUnitOfWork]) -> AsyncUnitRunner:
     return run
 
 
-_LaneKey = tuple[asyncio.AbstractEventLoop, UUID]
-
-
-class _Lane:
-    __slots__ = ("queue", "signals")
-
-    def __init__(self) -> None:
-        self.queue: deque[Ticket[Any]] = deque()
-        self.signals: dict[int, asyncio.Event] = {}
-
-
 async def run_batch_async(batch: Batch, run_unit: AsyncUnitRunner) -> None:
     """``threads.run_batch`` awaited: the same Batch, settled in a ``finally``."""
     error: BaseException | None = None
@@ -71,23 +63,27 @@ async def run_batch_async(batch: Batch, run_unit: AsyncUnitRunner) -> None:
             try:
                 await run_unit(batch.body)
                 break
-            except Withdrawn:
-                batch.drop_withdrawn()
-            except BatchBroken as broken:
-                if not batch.drop_culprit(broken):
-                    error = broken.error
+            except Exception as failure:  # every ticket gets it (translated) from settle
+                error = batch.recovered(failure)
+                if error is not None:
                     break
-            except Fallback as fallback:
-                if not batch.fall_back(fallback):
-                    error = fallback.__cause__ or fallback
-                    break
-    except Exception as failure:  # every ticket gets it (translated) from settle
-        error = failure
     except BaseException as failure:  # cancelled, interrupted: the leader's own caller too
         error = failure
         raise
     finally:
         batch.settle(error)
+
+
+def _wake(signals: list[_Signal]) -> None:
+    for signal in signals:
+        if not signal.done():
+            signal.set_result(None)
+
+
+async def _waited(signal: _Signal, wait: Seconds | None) -> bool:
+    """Whether ``signal`` was set within ``wait`` seconds (the signal is never cancelled)."""
+    await asyncio.wait((signal,), timeout=wait)
+    return signal.done()
 
 
 class TaskCoalescer:
@@ -96,7 +92,7 @@ class TaskCoalescer:
     def __init__(self, unit_of_work: Callable[[], AsyncUnitOfWork], max_batch: int) -> None:
         self._run_unit = unit_runner(unit_of_work)
         self._max_batch = max_batch
-        self._lanes: dict[_LaneKey, _Lane] = {}
+        self._lanes: dict[_LaneKey, Lane[_Signal]] = {}
 
     def queued(self, portfolio_id: UUID) -> int:
         """How many tasks of the running loop wait in ``portfolio_id``'s queue now."""
@@ -105,20 +101,20 @@ class TaskCoalescer:
 
     async def run(self, ticket: Ticket[T], wait: Seconds | None) -> T:
         """The ticket's outcome: applied in a batch this task leads or another does."""
-        key = (asyncio.get_running_loop(), ticket.request.portfolio_id)
+        loop = asyncio.get_running_loop()
+        key = (loop, ticket.request.portfolio_id)
         lane = self._lanes.get(key)
         if lane is None:
-            self._lanes[key] = lane = _Lane()
+            self._lanes[key] = lane = Lane()
         else:
-            signal = lane.signals[id(ticket)] = asyncio.Event()
-            lane.queue.append(ticket)
+            signal: _Signal = loop.create_future()
+            lane.enqueue(ticket, signal)
             try:
                 await self._wait(lane, ticket, signal, wait)
             except asyncio.CancelledError:
-                if ticket in lane.queue:
-                    lane.queue.remove(ticket)
-                    del lane.signals[id(ticket)]
-                elif ticket.promoted:
+                if lane.leave(ticket):
+                    raise
+                if ticket.promoted:
                     self._release(key, lane, [])  # pass the lead on
                 elif ticket.committing:  # past the COMMIT point: learn how it ended first
                     await _outcome_shielded(signal, wait)
@@ -131,57 +127,43 @@ class TaskCoalescer:
         return ticket.outcome()
 
     async def _wait(
-        self, lane: _Lane, ticket: Ticket[Any], signal: asyncio.Event, wait: Seconds | None
+        self, lane: Lane[_Signal], ticket: Ticket[Any], signal: _Signal, wait: Seconds | None
     ) -> None:
-        try:
-            await asyncio.wait_for(signal.wait(), wait)
-        except TimeoutError:
-            if ticket in lane.queue:
-                lane.queue.remove(ticket)
-                del lane.signals[id(ticket)]
-                raise queue_timeout(ticket, wait) from None
-            # Taken or promoted meanwhile: an outcome is owed, within ``wait`` more.
-            try:
-                await asyncio.wait_for(signal.wait(), wait)
-            except TimeoutError:
-                raise outcome_overdue(ticket, wait) from None
+        if await _waited(signal, wait):
+            return
+        if lane.leave(ticket):
+            raise queue_timeout(ticket, wait)
+        # Taken or promoted meanwhile: an outcome is owed, within ``wait`` more.
+        if not await _waited(signal, wait):
+            raise outcome_overdue(ticket, wait)
 
-    async def _lead(self, key: _LaneKey, lane: _Lane, first: Ticket[Any]) -> None:
+    async def _lead(self, key: _LaneKey, lane: Lane[_Signal], first: Ticket[Any]) -> None:
         batch = Batch(key[1], first.request.lock_timeout, self._max_batch, lambda n: [])
-        batch.more = lambda n: take(lane.queue, n, batch)
+        batch.more = lambda n: lane.take(n, batch.fits)
         try:
-            batch.add([first, *take(lane.queue, self._max_batch - 1, batch)])
+            batch.add([first, *lane.take(self._max_batch - 1, batch.fits)])
             await run_batch_async(batch, self._run_unit)
         finally:
             self._release(key, lane, batch.taken)
 
-    def _release(self, key: _LaneKey, lane: _Lane, taken: list[Ticket[Any]]) -> None:
+    def _release(self, key: _LaneKey, lane: Lane[_Signal], taken: list[Ticket[Any]]) -> None:
         """Wake the tickets ``taken``; hand the lead to the first one queued, or close the lane."""
-        signals = [lane.signals.pop(id(t)) for t in taken if id(t) in lane.signals]
-        if lane.queue:
-            successor = lane.queue.popleft()
-            successor.promoted = True
-            signals.append(lane.signals.pop(id(successor)))
-        else:
+        signals, closed = lane.release(taken)
+        if closed:
             del self._lanes[key]
-        for signal in signals:
-            signal.set()
+        _wake(signals)
 
 
 _COMMIT_WAIT: Seconds = 5.0
 """How long a cancelled task without a lock timeout waits for its batch's COMMIT, at most."""
 
 
-async def _outcome_shielded(signal: asyncio.Event, wait: Seconds | None) -> None:
+async def _outcome_shielded(signal: _Signal, wait: Seconds | None) -> None:
     """Wait (a cancelled task: further cancels too) at most ``wait`` s for the batch's outcome."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + (_COMMIT_WAIT if wait is None else wait)
-    waiting = asyncio.ensure_future(signal.wait())
-    try:
-        while not waiting.done() and loop.time() < deadline:
-            # asyncio.wait never cancels ``waiting``; a further cancel of this
-            # task only ends one round: the deadline still bounds the wait.
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait({waiting}, timeout=deadline - loop.time())
-    finally:
-        waiting.cancel()
+    while not signal.done() and loop.time() < deadline:
+        # asyncio.wait never cancels ``signal``; a further cancel of this task
+        # only ends one round: the deadline still bounds the wait.
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait((signal,), timeout=deadline - loop.time())

@@ -1,13 +1,19 @@
-"""A coalesced call (:class:`CoalescedCall`) and each of its attempts (:class:`Ticket`)."""
+"""A coalesced call (:class:`CoalescedCall`), each of its attempts (:class:`Ticket`), the queue.
+
+The queue of one portfolio (:class:`Lane`) and the errors of a caller whose
+wait ran out are shared by the thread and the task coalescers.
+"""
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 from portfolio_core.domain.portfolio import Portfolio
+from portfolio_core.errors import CommitOutcomeUnknownException, PessimisticLockException
 from portfolio_core.store_work import StoreCall
 from portfolio_core.units import Seconds
 
@@ -57,3 +63,87 @@ class Ticket(Generic[T]):
             raise self.error
         result: T = self.result
         return result
+
+
+S = TypeVar("S")
+"""What wakes one queued caller: a ``threading.Event``, or a Future of its event loop."""
+
+Take = Callable[[Ticket[Any]], bool]
+"""Whether a queued ticket may join the batch (``Batch.fits``)."""
+
+
+class Lane(Generic[S]):
+    """One portfolio's queue, shared by both coalescers: callers waiting, and their signals.
+
+    The lane exists while a leader is at work; each queued caller has one
+    signal, which its owner sets when the caller's batch settled it or when
+    it is handed the lead.
+    The thread coalescer calls these under its lock; the task one on its
+    loop's thread.
+    """
+
+    __slots__ = ("queue", "signals")
+
+    def __init__(self) -> None:
+        self.queue: deque[Ticket[Any]] = deque()
+        self.signals: dict[int, S] = {}
+
+    def enqueue(self, ticket: Ticket[Any], signal: S) -> None:
+        """Queue ``ticket`` (arrival order) with the signal that will wake it."""
+        self.queue.append(ticket)
+        self.signals[id(ticket)] = signal
+
+    def leave(self, ticket: Ticket[Any]) -> bool:
+        """Take ``ticket`` out of the queue if it is still there (True), its signal dropped."""
+        if ticket not in self.queue:
+            return False
+        self.queue.remove(ticket)
+        del self.signals[id(ticket)]
+        return True
+
+    def take(self, room: int, fits: Take) -> list[Ticket[Any]]:
+        """Up to ``room`` queued tickets that ``fits``, in order; the others stay queued."""
+        taken: list[Ticket[Any]] = []
+        if room <= 0:
+            return taken
+        for ticket in list(self.queue):
+            if fits(ticket):
+                self.queue.remove(ticket)
+                taken.append(ticket)
+                if len(taken) >= room:
+                    break
+        return taken
+
+    def release(self, taken: list[Ticket[Any]]) -> tuple[list[S], bool]:
+        """The signals to wake for ``taken`` and for the successor; whether the lane closes.
+
+        The first caller still queued is handed the lead (``promoted``); with
+        none queued, the lane closes (its owner drops it). The successor's
+        signal comes first: the next batch starts while the others wake.
+        """
+        settled = [self.signals.pop(id(t)) for t in taken if id(t) in self.signals]
+        if not self.queue:
+            return settled, True
+        successor = self.queue.popleft()
+        successor.promoted = True
+        return [self.signals.pop(id(successor)), *settled], False
+
+
+def queue_timeout(ticket: Ticket[Any], waited: Seconds | None) -> PessimisticLockException:
+    """The error of a caller that was not taken into a batch within ``waited`` seconds."""
+    return PessimisticLockException(
+        f"waited {waited} s in the coalescing queue of portfolio {ticket.request.portfolio_id}",
+        entity_type="Portfolio",
+        entity_id=ticket.request.portfolio_id,
+        timeout=waited,
+    )
+
+
+def outcome_overdue(ticket: Ticket[Any], waited: Seconds | None) -> CommitOutcomeUnknownException:
+    """The error of a caller taken into a batch that gave no outcome within ``waited`` more s."""
+    return CommitOutcomeUnknownException(
+        f"taken into a coalesced batch of portfolio {ticket.request.portfolio_id}, "
+        f"no outcome within {waited} s: it may still commit",
+        entity_type="Portfolio",
+        entity_id=ticket.request.portfolio_id,
+    )
