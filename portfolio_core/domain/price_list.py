@@ -5,8 +5,8 @@ symbol and price through ``money.validate_symbol``/``money.non_negative``
 costs about 2 µs a pair; :func:`validated_prices` instead checks the common
 case (str symbols, plain Decimal prices already in canonical form) with one
 regular expression over all symbols and one over all prices, each joined by
-spaces, and keeps those two texts: the SQL array parameters and the audit
-event's compact form (:func:`compact`) are built from them. Anything the fast
+spaces, and keeps those two texts: they are the SQL statement's parameters
+(split into arrays by the server) and the audit event's compact form. Anything the fast
 check does not accept takes the per-pair checks, which raise the same
 ValidationError (same field, same first offending pair) as before.
 """
@@ -14,7 +14,7 @@ ValidationError (same field, same first offending pair) as before.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
 from decimal import Decimal
 from typing import Any, Final, cast
 
@@ -51,6 +51,16 @@ class ValidatedPrices(Mapping[str, Decimal]):
     def __len__(self) -> int:
         return len(self._prices)
 
+    # The dict's own views: Mapping's would call __getitem__ once per symbol.
+    def keys(self) -> KeysView[str]:
+        return self._prices.keys()
+
+    def values(self) -> ValuesView[Decimal]:
+        return self._prices.values()
+
+    def items(self) -> ItemsView[str, Decimal]:
+        return self._prices.items()
+
     def __repr__(self) -> str:
         return f"ValidatedPrices({self._prices!r})"
 
@@ -59,16 +69,6 @@ class ValidatedPrices(Mapping[str, Decimal]):
         if self._texts is None:
             self._texts = compact(self._prices)
         return self._texts
-
-    def array_literals(self) -> tuple[str, str]:
-        """PostgreSQL array literals of the symbols (varchar[]) and prices (numeric[]).
-
-        Every symbol is double-quoted (so ``NULL`` stays a string); neither a
-        valid symbol nor a price's ``str()`` contains a quote, backslash,
-        brace or comma, so nothing needs escaping.
-        """
-        symbols, prices = self.texts()
-        return '{"' + symbols.replace(" ", '","') + '"}', "{" + prices.replace(" ", ",") + "}"
 
 
 def validated_prices(prices: Mapping[Any, object]) -> ValidatedPrices:
