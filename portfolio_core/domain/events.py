@@ -61,10 +61,6 @@ COMPACT_PRICES_ABOVE: Final = 64
 """A price map of more entries is stored in the compact shape (see the module doc)."""
 
 
-def _compact(name: str, value: Mapping[str, Decimal]) -> bool:
-    return name in PRICE_MAP_ARGUMENTS and len(value) > COMPACT_PRICES_ABOVE
-
-
 @dataclass(frozen=True, slots=True)
 class PortfolioOperation:
     """One domain command as it was applied: ``kind`` and its ``arguments``."""

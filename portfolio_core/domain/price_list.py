@@ -6,9 +6,9 @@ costs about 2 µs a pair; :func:`validated_prices` instead checks the common
 case (str symbols, plain Decimal prices already in canonical form) with one
 regular expression over all symbols and one over all prices, each joined by
 spaces, and keeps those two texts: they are the SQL statement's parameters
-(split into arrays by the server) and the audit event's compact form. Anything the fast
-check does not accept takes the per-pair checks, which raise the same
-ValidationError (same field, same first offending pair) as before.
+(split into arrays by the server) and the audit event's compact form.
+Anything the fast check does not accept takes the per-pair checks, which
+raise the same ValidationError (same field, same first offending pair).
 """
 
 from __future__ import annotations
@@ -31,9 +31,10 @@ _PRICES_RE: Final = re.compile(f"{_PRICE}(?: {_PRICE})*")
 class ValidatedPrices(Mapping[str, Decimal]):
     """Prices that passed validation: valid symbols, finite non-negative NUMERIC(24, 8) Decimals.
 
-    Read-only; keeps insertion order. ``symbols_text``/``prices_text`` are the
-    symbols and ``str()`` of the prices, each joined by single spaces (neither
-    a valid symbol nor a price's ``str()`` contains a space).
+    Made by :func:`validated_prices` only. Read-only; keeps the caller's
+    order. :meth:`texts` gives the symbols and the ``str()`` of the prices,
+    each joined by single spaces (neither a valid symbol nor a price's
+    ``str()`` contains a space).
     """
 
     __slots__ = ("_prices", "_texts")

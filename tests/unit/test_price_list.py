@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from decimal import Decimal
 
 import pytest
@@ -90,10 +91,12 @@ def test_invalid_pairs_raise_what_the_per_pair_checks_raise(symbol: object, pric
     )
 
 
-def test_validated_prices_are_read_only_and_validated_once() -> None:
+def test_validated_prices_are_read_only_validated_once_and_picklable() -> None:
     validated = validated_prices(_many())
 
     assert validated_prices(validated) is validated
+    copied = pickle.loads(pickle.dumps(validated))
+    assert (dict(copied), copied.texts()) == (dict(validated), validated.texts())
     assert isinstance(validated, ValidatedPrices)
     with pytest.raises(TypeError):
         validated["S0001"] = Decimal(1)  # type: ignore[index]
