@@ -299,10 +299,9 @@ class Bench:
     def reprice(self, driver: Driver) -> dict[str, Any]:
         """(c) update_all_prices on every position vs one raw UPDATE ... FROM the price list.
 
-        The sides take turns, round by round, the first of a round alternating:
-        their portfolios share one positions table, whose dead row versions
-        (10,000 per call) slow every later call until vacuumed, so a side run
-        after the other's rounds would pay for them.
+        The sides take turns (who goes first alternates), as in the other
+        scenarios: the shared positions table (10,000 dead rows per call until
+        vacuumed) and the machine's load drift during the run.
         """
         count, rounds = self.sizes.reprice_positions, self.sizes.reprice_rounds
         # What a caller would pass is built before any timing, for both sides.
@@ -339,7 +338,7 @@ class Bench:
             report["version_bumps"] = bumps[side]
             report["positions_repriced_per_call"] = count
             result[side] = report
-        # From the exact times: ops_per_s is rounded to 0.1, coarse at about 3 calls/s.
+        # Exact times: ops_per_s is rounded to 0.1, coarse at about 3 calls/s.
         result["ratio"] = round(sum(latencies["raw"]) / sum(latencies["library"]), 3)
         return result
 
