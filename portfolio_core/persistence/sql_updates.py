@@ -191,6 +191,9 @@ def update_all_prices(session: Session, pid: UUID, prices: Mapping[str, money.Am
         bumped = None
         if needs_bump(session, pid, version):
             bumped = session.execute(in_schema(_BUMP_VERSION, session), {"pid": pid}).one()
+            # The row stays locked at this version until COMMIT: the event is
+            # written at it without reading it back (TransactionState.written_versions).
+            transaction_state(session).written_versions[pid] = bumped.version
     record_sql_operation(session, pid, PortfolioOperation("update_all_prices", {"prices": applied}))
     _sync_repriced(session, pid, validated, changed, version, bumped)
     return int(count)

@@ -10,7 +10,7 @@ from uuid import UUID
 import pytest
 from sqlalchemy import Engine, text
 
-from portfolio_core import Portfolio, PortfolioStore, PositionRequest, ValidationError
+from portfolio_core import Portfolio, PortfolioStore, PositionRequest, UnitOfWork, ValidationError
 from portfolio_core.async_store import AsyncPortfolioStore
 from portfolio_core.domain import events
 from portfolio_core.domain.events import COMPACT_PRICES_ABOVE
@@ -139,3 +139,21 @@ async def test_the_async_store_writes_the_same_compact_event(
     (operation,) = (await async_store.history(pid))[-1].operations
     assert operation.arguments["prices"] == _prices(3)
     assert _state(await async_store.replay(pid)) == _state(await async_store.get(pid))
+
+
+def test_repricing_then_a_domain_change_in_one_unit_of_work_write_one_event(
+    store: PortfolioStore,
+) -> None:
+    pid = store.create_portfolio("mixed", Decimal("100000"))
+    store.execute(pid, _open_all)
+    version = store.get(pid).version
+    with UnitOfWork(store.engine) as uow:
+        # The SQL path bumps the version; the flush after it must not bump again.
+        assert uow.portfolios.update_all_prices(pid, _prices(4)) == HELD
+        uow.portfolios.get(pid).deposit(Decimal("5"))
+        uow.commit()
+
+    history = store.history(pid)
+    assert store.get(pid).version == version + 1 == history[-1].version == len(history)
+    assert [op.kind for op in history[-1].operations] == ["update_all_prices", "deposit"]
+    assert _state(store.replay(pid)) == _state(store.get(pid))
