@@ -28,6 +28,7 @@ from portfolio_core.domain.arguments import PortfolioId
 from portfolio_core.domain.events import PortfolioEvent
 from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.domain.position import Position, PositionRequest
+from portfolio_core.domain.price_list import validated_prices
 from portfolio_core.errors import (
     PortfolioCoreError,
     SerializationFailureException,
@@ -317,13 +318,9 @@ def transfer(
 
 def reprice_request(portfolio_id: PortfolioId, prices: Mapping[str, money.AmountLike]) -> str:
     """The fingerprint an idempotency key of ``update_all_prices`` is stored with."""
-    arguments.mapping(prices, "prices")
-    validated = {
-        money.validate_symbol(symbol): money.non_negative(price, f"prices[{symbol!r}]")
-        for symbol, price in prices.items()
-    }
+    validated = validated_prices(arguments.mapping(prices, "prices"))
     return idempotency.fingerprint(
-        {"request": "update_all_prices", "portfolio_id": portfolio_id, "prices": validated}
+        {"request": "update_all_prices", "portfolio_id": portfolio_id, "prices": dict(validated)}
     )
 
 
@@ -335,13 +332,14 @@ def update_all_prices(
 ) -> StoreCall[int]:
     """``update_all_prices`` (a repeated key returns the stored count).
 
-    With ``expected_version`` the row is locked and its version checked first.
+    The prices are validated once, here, before any SQL. With
+    ``expected_version`` the row is locked and its version checked first.
     """
     pid = as_portfolio_id(portfolio_id)
     key = checked_key(idempotency_key)
     expected = checked_expected(expected_version)
-    request = "" if key is None else reprice_request(pid, prices)
-    arguments.mapping(prices, "prices")
+    validated = validated_prices(arguments.mapping(prices, "prices"))
+    request = "" if key is None else reprice_request(pid, validated)
 
     def body(repository: PostgreSQLPortfolioRepository) -> int:
         if key is not None:
@@ -352,7 +350,7 @@ def update_all_prices(
             actual = locked_version(repository, pid)
             if actual is not None:  # a missing portfolio is reported by the update
                 check_version(pid, expected, actual)
-        updated = repository.update_all_prices(pid, prices)
+        updated = repository.update_all_prices(pid, validated)
         if key is not None:
             idempotency.claim_key(repository.session, key, request, updated, [pid])
         return updated

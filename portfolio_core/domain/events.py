@@ -22,6 +22,14 @@ set_cash_balance       cash_balance (update_portfolio_atomic: booked as a
                        deposit or withdrawal of the difference)
 ====================== ==================================================
 
+Stored JSON (:meth:`PortfolioOperation.to_json`): Decimals as their ``str``
+(exact). An ``update_all_prices`` of more than COMPACT_PRICES_ABOVE prices is
+stored compactly, as two texts in the same order, each joined by single
+spaces: ``{"symbols": "AAPL MSFT ...", "prices": "155 410.5 ..."}`` (one JSON
+string each: an object of 10,000 prices cost the client and the server's
+JSONB parser several times more). Both shapes read back to the same
+operation, so events written before the compact shape still replay.
+
 :func:`replay` rebuilds a portfolio from its events alone by calling the same
 domain methods on a fresh Portfolio; only generated position ids and
 wall-clock timestamps differ from the stored aggregate (the replayed
@@ -40,6 +48,7 @@ from typing import Any, Final
 from uuid import UUID
 
 from portfolio_core.domain.money import fixed
+from portfolio_core.domain.price_list import ValidatedPrices, compact, from_compact
 
 Argument = Decimal | str | None | Mapping[str, Decimal]
 """An operation argument: an amount, a symbol/name/id, None, or symbol -> price."""
@@ -48,6 +57,8 @@ DECIMAL_ARGUMENTS: Final = frozenset(
     {"amount", "cash_balance", "quantity", "entry_price", "exit_price", "price"}
 )
 PRICE_MAP_ARGUMENTS: Final = frozenset({"prices"})
+COMPACT_PRICES_ABOVE: Final = 64
+"""A price map of more entries is stored in the compact shape (see the module doc)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +78,15 @@ class PortfolioOperation:
         for name, value in self.arguments.items():
             if isinstance(value, Decimal):
                 arguments[name] = str(value)
+            elif (
+                name in PRICE_MAP_ARGUMENTS
+                and isinstance(value, Mapping)
+                and len(value) > COMPACT_PRICES_ABOVE
+            ):
+                symbols, prices = (
+                    value.texts() if isinstance(value, ValidatedPrices) else compact(value)
+                )
+                arguments["symbols"], arguments[name] = symbols, prices
             elif isinstance(value, Mapping):
                 arguments[name] = {symbol: str(price) for symbol, price in value.items()}
             else:
@@ -77,8 +97,13 @@ class PortfolioOperation:
     def from_json(cls, data: Mapping[str, Any]) -> PortfolioOperation:
         """The inverse of :meth:`to_json`."""
         arguments: dict[str, Argument] = {}
-        for name, value in dict(data["arguments"]).items():
-            if value is not None and name in DECIMAL_ARGUMENTS:
+        stored = dict(data["arguments"])
+        for name, value in stored.items():
+            if name == "symbols" and isinstance(stored.get("prices"), str):
+                continue  # the compact shape: read with its prices
+            if isinstance(value, str) and name in PRICE_MAP_ARGUMENTS:
+                arguments[name] = from_compact(str(stored["symbols"]), value)
+            elif value is not None and name in DECIMAL_ARGUMENTS:
                 arguments[name] = fixed(Decimal(value))
             elif value is not None and name in PRICE_MAP_ARGUMENTS:
                 arguments[name] = {symbol: fixed(Decimal(p)) for symbol, p in value.items()}

@@ -31,6 +31,7 @@ from portfolio_core.domain.events import Argument, PortfolioOperation
 from portfolio_core.domain.guarded import DomainField
 from portfolio_core.domain.position import Position, PositionRequest, Versioned, utcnow
 from portfolio_core.domain.position_book import PositionBook, PositionSource
+from portfolio_core.domain.price_list import validated_prices
 from portfolio_core.errors import (
     InsufficientFundsError,
     PositionNotFoundError,
@@ -212,10 +213,7 @@ class Portfolio(Versioned):
         All prices are validated before any is applied. Symbols the portfolio
         does not hold are ignored (a price feed usually covers more).
         """
-        validated = {
-            money.validate_symbol(symbol): money.non_negative(price, f"prices[{symbol!r}]")
-            for symbol, price in prices.items()
-        }
+        validated = validated_prices(prices)
         applied: dict[str, Decimal] = {}
         for position in self._all_positions():
             if position.is_open and position.symbol in validated:

@@ -1,4 +1,4 @@
-"""update_all_prices sends prices as array literals and reads rows back only when needed."""
+"""update_all_prices sends prices as two texts and reads rows back only when needed."""
 
 from __future__ import annotations
 
