@@ -108,15 +108,20 @@ def _insert_rows(session: Session, rows: list[dict[str, Any]]) -> None:
         # Core, on the session's connection: the ORM's execute path adds nothing to an INSERT.
         session.connection().execute(_INSERT_EVENTS, rows)
     except IntegrityError as error:
-        if EVENT_PRIMARY_KEY not in str(error.orig):
-            raise
         first = rows[0]
-        raise StaleDataException(
-            "Portfolio",
-            first["portfolio_id"],
-            first["version"] - 1,
-            _committed_version(session, first["portfolio_id"]),
-        ) from error
+        raise version_taken(session, error, first["portfolio_id"], first["version"]) from error
+
+
+def version_taken(
+    session: Session, error: IntegrityError, portfolio_id: UUID, version: int
+) -> StaleDataException:
+    """The conflict an event's primary-key clash at ``version`` means (``error`` re-raised
+    if it is another integrity error): another transaction already wrote that version."""
+    if EVENT_PRIMARY_KEY not in str(error.orig):
+        raise error
+    return StaleDataException(
+        "Portfolio", portfolio_id, version - 1, _committed_version(session, portfolio_id)
+    )
 
 
 def _committed_version(session: Session, portfolio_id: UUID) -> int | None:

@@ -187,6 +187,38 @@ def write_events(session: Session) -> list[tuple[UUID, int]]:
     return written
 
 
+def _events_with_rows(
+    session: Session, portfolio_ids: list[UUID]
+) -> dict[UUID, dict[str, Any]] | None:
+    """The events of a transaction whose one write is bumping ``portfolio_ids``, else None.
+
+    For ``row_flush``'s statement that writes a row and its event together:
+    only when each of these portfolios moves from its start version to the
+    next in this flush (nothing of it was written earlier in the
+    transaction), records operations and was not created here, and no other
+    portfolio has an operation (an SQL path's, a new one's "created"). The
+    events are then marked written: :func:`write_events` adds nothing.
+    """
+    state = transaction_state(session)
+    if state.events_written or state.sql_operations:
+        return None
+    operations = pending_operations(session)
+    if operations.keys() != set(portfolio_ids):
+        return None
+    rows: dict[UUID, dict[str, Any]] = {}
+    for pid in portfolio_ids:
+        ops = operations[pid]
+        start, written = state.start_versions.get(pid), state.written_versions.get(pid)
+        if start is None or written != start + 1 or ops[0].kind == "created":
+            return None
+        rows[pid] = {
+            "operations": [op.to_json() for op in ops],
+            "idempotency_key": state.idempotency_key,
+        }
+    state.events_written = True
+    return rows
+
+
 class PortfolioSession(Session):
     """The Session used by units of work: aggregate versioning and audit hooks attached.
 
@@ -203,8 +235,8 @@ class PortfolioSession(Session):
         connection lost while COMMIT is in flight is CommitOutcomeUnknownException.
         """
         with translated():
-            self.flush()
-            write_events(self)
+            self._flush_checked(None, with_events=True)
+            write_events(self)  # unless the flush wrote them with the rows
         with translated(during_commit=True):
             super().commit()
 
@@ -214,11 +246,16 @@ class PortfolioSession(Session):
         Changed portfolio columns alone are written without the ORM's unit of
         work (``persistence.row_flush``); anything else goes through it.
         """
+        self._flush_checked(objects, with_events=False)
+
+    def _flush_checked(self, objects: Sequence[Any] | None, *, with_events: bool) -> None:
+        """:meth:`flush`; ``with_events`` (COMMIT's last flush): the events may go with the rows."""
         try:
             if objects is None and not self._flushing:
                 self._flushing = True
                 try:
-                    if flush_portfolio_rows(self, _prepare_flush):
+                    rows = _events_with_rows if with_events else None
+                    if flush_portfolio_rows(self, _prepare_flush, rows):
                         return
                 finally:
                     self._flushing = False

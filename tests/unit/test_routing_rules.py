@@ -20,6 +20,10 @@ from tests.integration.routing_rules import unroutable
         "ON positions.portfolio_id = p_1.id WHERE p_1.id IN ($1::UUID)",
         "SELECT pg_try_advisory_xact_lock($1)",
         "SAVEPOINT sa_savepoint_1",
+        "WITH bumped AS (UPDATE portfolios SET version=$3::INTEGER WHERE portfolios.id = "
+        "$1::UUID AND portfolios.version = $2::INTEGER RETURNING portfolios.id, "
+        "portfolios.version) INSERT INTO portfolio_events (portfolio_id, version, operations) "
+        "SELECT bumped.id, bumped.version, $4::JSONB FROM bumped",
     ],
 )
 def test_single_key_statements_route(sql: str) -> None:
@@ -36,6 +40,9 @@ def test_single_key_statements_route(sql: str) -> None:
         "SELECT * FROM portfolios WHERE portfolios.id = portfolios.id",
         "INSERT INTO portfolio_events (version, operations) VALUES ($1, $2)",
         "SELECT 1",
+        "WITH bumped AS (UPDATE portfolios SET version=$3 WHERE portfolios.version = $2 "
+        "RETURNING portfolios.id, portfolios.version) INSERT INTO portfolio_events "
+        "(portfolio_id, version, operations) SELECT bumped.id, bumped.version, $4 FROM bumped",
     ],
 )
 def test_statements_that_fan_out_are_reported(sql: str) -> None:
