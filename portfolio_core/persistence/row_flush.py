@@ -79,8 +79,12 @@ def update_with_event(changed: tuple[str, ...]) -> Insert:
     event = select(
         bumped.c.id,
         bumped.c.version,
-        bindparam("_event_operations", type_=portfolio_events.c.operations.type),
-        bindparam("_event_key", type_=portfolio_events.c.idempotency_key.type),
+        bindparam("_event_operations", type_=portfolio_events.c.operations.type).label(
+            "operations"
+        ),
+        bindparam("_event_key", type_=portfolio_events.c.idempotency_key.type).label(
+            "idempotency_key"
+        ),
     )
     return insert(portfolio_events).from_select(
         ["portfolio_id", "version", "operations", "idempotency_key"], event

@@ -64,7 +64,7 @@ _TABLE = (
 # the event's portfolio_id is the id the pinned UPDATE returns, so one key.
 _ROW_WITH_EVENT = re.compile(
     r"^WITH (\w+) AS \((UPDATE .*?) RETURNING [^()]*\) "
-    r"(INSERT INTO \S+ \(portfolio_id, [^)]*\)) SELECT \1\.id, [^()]* FROM \1$"
+    r"(INSERT INTO \S+ \(portfolio_id, [^)]*\)) SELECT \1\.id, .* FROM \1$"
 )
 
 

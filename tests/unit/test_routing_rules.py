@@ -24,6 +24,11 @@ from tests.integration.routing_rules import unroutable
         "$1::UUID AND portfolios.version = $2::INTEGER RETURNING portfolios.id, "
         "portfolios.version) INSERT INTO portfolio_events (portfolio_id, version, operations) "
         "SELECT bumped.id, bumped.version, $4::JSONB FROM bumped",
+        "WITH bumped AS (UPDATE portfolios SET version=%(version)s WHERE portfolios.id = "
+        "%(_row_id)s::UUID AND portfolios.version = %(_row_version)s RETURNING portfolios.id, "
+        "portfolios.version) INSERT INTO portfolio_events (portfolio_id, version, operations, "
+        "idempotency_key) SELECT bumped.id, bumped.version, %(_event_operations)s::JSONB AS "
+        "operations, %(_event_key)s AS idempotency_key FROM bumped",
     ],
 )
 def test_single_key_statements_route(sql: str) -> None:
