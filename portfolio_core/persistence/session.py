@@ -192,12 +192,14 @@ def _events_with_rows(
 ) -> dict[UUID, dict[str, Any]] | None:
     """The events of a transaction whose one write is bumping ``portfolio_ids``, else None.
 
-    For ``row_flush``'s statement that writes a row and its event together:
-    only when each of these portfolios moves from its start version to the
-    next in this flush (nothing of it was written earlier in the
-    transaction), records operations and was not created here, and no other
-    portfolio has an operation (an SQL path's, a new one's "created"). The
-    events are then marked written: :func:`write_events` adds nothing.
+    For ``row_flush``'s statement that writes a row and its event together
+    (at the version the row's UPDATE returns): only when each of these
+    portfolios is one version past its start in this transaction (bumped by
+    this flush or an earlier one), records operations (all of the
+    transaction's, oldest first) and was not created here, and no other
+    portfolio has an operation (an SQL path's, one changed only by an earlier
+    flush, a new one's "created"). The events are then marked written:
+    :func:`write_events` adds nothing.
     """
     state = transaction_state(session)
     if state.events_written or state.sql_operations:
