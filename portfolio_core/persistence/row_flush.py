@@ -150,10 +150,12 @@ def flush_portfolio_rows(
     before_flush(session)
     if _changed_rows(session) is None:  # the hook found more to write: the ORM's job
         return False
-    ordered = sorted(states, key=lambda s: s.dict["id"])
-    events = None if event_rows is None else event_rows(session, [s.dict["id"] for s in ordered])
+    changes = list(_changes(sorted(states, key=lambda s: s.dict["id"])))
+    # Asked about the rows written below only: every event answered gets its statement.
+    ids = [state.dict["id"] for state, _ in changes]
+    events = None if event_rows is None else event_rows(session, ids)
     connection = session.connection()
-    for state, changed in _changes(ordered):
+    for state, changed in changes:
         values = state.dict
         parameters = {
             **changed,
