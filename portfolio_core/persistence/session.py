@@ -190,34 +190,19 @@ def write_events(session: Session) -> list[tuple[UUID, int]]:
 def _events_with_rows(
     session: Session, portfolio_ids: list[UUID]
 ) -> dict[UUID, dict[str, Any]] | None:
-    """The events of a transaction whose one write is bumping ``portfolio_ids``, else None.
-
-    For ``row_flush``'s statement that writes a row and its event together
-    (at the version the row's UPDATE returns): only when each of these
-    portfolios is one version past its start in this transaction (bumped by
-    this flush or an earlier one), records operations (all of the
-    transaction's, oldest first) and was not created here, and no other
-    portfolio has an operation (an SQL path's, one changed only by an earlier
-    flush, a new one's "created"). The events are then marked written:
-    :func:`write_events` adds nothing.
-    """
+    """This transaction's events if ``row_flush`` can write each with its row
+    (``events.row_events``), then marked written: :func:`write_events` adds nothing."""
     state = transaction_state(session)
     if state.events_written or state.sql_operations:
         return None
-    operations = pending_operations(session)
-    if operations.keys() != set(portfolio_ids):
-        return None
-    rows: dict[UUID, dict[str, Any]] = {}
-    for pid in portfolio_ids:
-        ops = operations[pid]
-        start, written = state.start_versions.get(pid), state.written_versions.get(pid)
-        if start is None or written != start + 1 or ops[0].kind == "created":
-            return None
-        rows[pid] = {
-            "operations": [op.to_json() for op in ops],
-            "idempotency_key": state.idempotency_key,
-        }
-    state.events_written = True
+    rows = events.row_events(
+        portfolio_ids,
+        pending_operations(session),
+        start_versions=state.start_versions,
+        written_versions=state.written_versions,
+        idempotency_key=state.idempotency_key,
+    )
+    state.events_written = rows is not None
     return rows
 
 
