@@ -87,6 +87,39 @@ def insert_events(
     return [(row["portfolio_id"], row["version"]) for row in rows]
 
 
+def row_events(
+    portfolio_ids: Sequence[UUID],
+    operations: Mapping[UUID, Sequence[PortfolioOperation]],
+    *,
+    start_versions: Mapping[UUID, int],
+    written_versions: Mapping[UUID, int],
+    idempotency_key: str | None,
+) -> dict[UUID, dict[str, Any]] | None:
+    """Each event's operations and key, by portfolio, if each can be written with its row.
+
+    For ``row_flush``'s statement that writes a row and its event together (at
+    the version the row's UPDATE returns): only when each of ``portfolio_ids``
+    (the rows being written) is one version past its start in this transaction
+    (bumped by this flush or an earlier one), recorded operations (all of the
+    transaction's, oldest first) and was not created in it, and no other
+    portfolio has an operation (one changed only by an earlier flush, a new
+    one's "created"). Otherwise None: :func:`insert_events` writes them.
+    """
+    if operations.keys() != set(portfolio_ids):
+        return None
+    rows: dict[UUID, dict[str, Any]] = {}
+    for pid in portfolio_ids:
+        ops = operations[pid]
+        start, written = start_versions.get(pid), written_versions.get(pid)
+        if start is None or written != start + 1 or ops[0].kind == "created":
+            return None
+        rows[pid] = {
+            "operations": [op.to_json() for op in ops],
+            "idempotency_key": idempotency_key,
+        }
+    return rows
+
+
 def _versions_now(
     session: Session, touched: Mapping[UUID, int], written: Mapping[UUID, int]
 ) -> dict[UUID, int]:
@@ -108,15 +141,20 @@ def _insert_rows(session: Session, rows: list[dict[str, Any]]) -> None:
         # Core, on the session's connection: the ORM's execute path adds nothing to an INSERT.
         session.connection().execute(_INSERT_EVENTS, rows)
     except IntegrityError as error:
-        if EVENT_PRIMARY_KEY not in str(error.orig):
-            raise
         first = rows[0]
-        raise StaleDataException(
-            "Portfolio",
-            first["portfolio_id"],
-            first["version"] - 1,
-            _committed_version(session, first["portfolio_id"]),
-        ) from error
+        raise version_taken(session, error, first["portfolio_id"], first["version"]) from error
+
+
+def version_taken(
+    session: Session, error: IntegrityError, portfolio_id: UUID, version: int
+) -> StaleDataException:
+    """The conflict an event's primary-key clash at ``version`` means (``error`` re-raised
+    if it is another integrity error): another transaction already wrote that version."""
+    if EVENT_PRIMARY_KEY not in str(error.orig):
+        raise error
+    return StaleDataException(
+        "Portfolio", portfolio_id, version - 1, _committed_version(session, portfolio_id)
+    )
 
 
 def _committed_version(session: Session, portfolio_id: UUID) -> int | None:

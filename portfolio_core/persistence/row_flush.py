@@ -15,6 +15,16 @@ same work directly, with the same guarantees:
   ``PortfolioSession.flush`` turns into StaleDataException;
 * the objects are then marked committed exactly as SQLAlchemy does after a flush.
 
+At COMMIT (``PortfolioSession.commit``) the transaction's audit event can go
+with its row: ``event_rows(session, ids)`` answers each portfolio's event
+(its operations and key) when every event of the transaction is one of those,
+and the UPDATE becomes ``WITH bumped AS (UPDATE ... RETURNING id, version)
+INSERT INTO portfolio_events ... SELECT ... FROM bumped``: one round trip
+instead of two, the same rows. The event trigger's query sees the row the
+CTE just wrote (it runs after the UPDATE, on a fresh command), so it admits
+the event exactly as before; a stale version updates no row and inserts no
+event (row count 0: StaleDataError, as above).
+
 Anything else (a new or deleted object, a changed position or collection, an
 expired value, a caller's Connection, a listener of the flush or of
 Portfolio's UPDATE other than the library's own) is left to the ORM's flush:
@@ -23,15 +33,23 @@ the function answers False and does nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from functools import lru_cache
 from typing import Any, Final
+from uuid import UUID
 
-from sqlalchemy import Column, Engine, bindparam, update
+from sqlalchemy import Column, Engine, Insert, bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstanceState, Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from portfolio_core.domain.portfolio import Portfolio
-from portfolio_core.persistence.schema import portfolios
+from portfolio_core.persistence.events import version_taken
+from portfolio_core.persistence.schema import portfolio_events, portfolios
+
+EventRows = Callable[[Session, list[UUID]], Mapping[UUID, Mapping[str, Any]] | None]
+"""``(session, portfolio ids) -> {id: {"operations": [...], "idempotency_key": ...}}`` when
+the transaction's events are exactly one per given portfolio, else None."""
 
 _UPDATE: Final = update(portfolios).where(
     portfolios.c.id == bindparam("_row_id"), portfolios.c.version == bindparam("_row_version")
@@ -39,6 +57,38 @@ _UPDATE: Final = update(portfolios).where(
 """The versioned UPDATE; its SET clause is the changed columns passed as parameters."""
 
 _columns: dict[str, Column[Any]] = {}
+
+
+@lru_cache(maxsize=64)
+def update_with_event(changed: tuple[str, ...]) -> Insert:
+    """The versioned UPDATE of the ``changed`` columns and its event INSERT, as one statement.
+
+    Built once per set of changed columns (a handful in practice: deposits,
+    withdrawals...), so SQLAlchemy's compiled cache serves every later call.
+    """
+    bumped = (
+        update(portfolios)
+        .where(
+            portfolios.c.id == bindparam("_row_id"),
+            portfolios.c.version == bindparam("_row_version"),
+        )
+        .values({name: bindparam(name, type_=portfolios.c[name].type) for name in changed})
+        .returning(portfolios.c.id, portfolios.c.version)
+        .cte("bumped")
+    )
+    event = select(
+        bumped.c.id,
+        bumped.c.version,
+        bindparam("_event_operations", type_=portfolio_events.c.operations.type).label(
+            "operations"
+        ),
+        bindparam("_event_key", type_=portfolio_events.c.idempotency_key.type).label(
+            "idempotency_key"
+        ),
+    )
+    return insert(portfolio_events).from_select(
+        ["portfolio_id", "version", "operations", "idempotency_key"], event
+    )
 
 
 def _portfolio_columns() -> dict[str, Column[Any]]:
@@ -83,11 +133,16 @@ def _changed_rows(session: Session) -> list[InstanceState[Any]] | None:
     return list(modified)
 
 
-def flush_portfolio_rows(session: Session, before_flush: Callable[[Session], None]) -> bool:
+def flush_portfolio_rows(
+    session: Session,
+    before_flush: Callable[[Session], None],
+    event_rows: EventRows | None = None,
+) -> bool:
     """Flush ``session`` if it only holds changed portfolio columns; False to leave it to the ORM.
 
     ``before_flush(session)`` is the library's before_flush hook, run first
-    as every flush runs it.
+    as every flush runs it. With ``event_rows`` (at COMMIT), each portfolio's
+    event it answers is written by the row's own statement (see above).
     """
     states = _changed_rows(session)
     if states is None or not _only_library_listeners(session):
@@ -95,21 +150,29 @@ def flush_portfolio_rows(session: Session, before_flush: Callable[[Session], Non
     before_flush(session)
     if _changed_rows(session) is None:  # the hook found more to write: the ORM's job
         return False
-    columns = _portfolio_columns()
+    changes = list(_changes(sorted(states, key=lambda s: s.dict["id"])))
+    # Asked about the rows written below only: every event answered gets its statement.
+    ids = [state.dict["id"] for state, _ in changes]
+    events = None if event_rows is None else event_rows(session, ids)
     connection = session.connection()
-    for state in sorted(states, key=lambda s: s.dict["id"]):
-        values, committed = state.dict, state.committed_state
-        changed = {
-            columns[key].key: values[key]
-            for key, before in committed.items()
-            if key in values and values[key] != before
+    for state, changed in changes:
+        values = state.dict
+        parameters = {
+            **changed,
+            "_row_id": values["id"],
+            "_row_version": state.committed_state.get("_version", values["_version"]),
         }
-        if not changed:
-            continue
-        loaded_version = committed.get("_version", values["_version"])
-        result = connection.execute(
-            _UPDATE, {**changed, "_row_id": values["id"], "_row_version": loaded_version}
-        )
+        event = None if events is None else events.get(values["id"])
+        if event is None:
+            result = connection.execute(_UPDATE, parameters)
+        else:
+            parameters["_event_operations"] = event["operations"]
+            parameters["_event_key"] = event["idempotency_key"]
+            statement = update_with_event(tuple(sorted(changed)))
+            try:
+                result = connection.execute(statement, parameters)
+            except IntegrityError as error:  # the event's version is taken: a conflict
+                raise version_taken(session, error, values["id"], values["_version"]) from error
         if result.rowcount != 1:
             raise StaleDataError(
                 f"UPDATE statement on table 'portfolios' expected to update 1 row(s); "
@@ -119,3 +182,19 @@ def flush_portfolio_rows(session: Session, before_flush: Callable[[Session], Non
         [(state, state.dict) for state in states], session.identity_map
     )
     return True
+
+
+def _changes(
+    states: Iterable[InstanceState[Any]],
+) -> Iterable[tuple[InstanceState[Any], dict[str, Any]]]:
+    """Each state with its changed columns (by column name), skipping unchanged ones."""
+    columns = _portfolio_columns()
+    for state in states:
+        values = state.dict
+        changed = {
+            columns[key].key: values[key]
+            for key, before in state.committed_state.items()
+            if key in values and values[key] != before
+        }
+        if changed:
+            yield state, changed

@@ -187,6 +187,25 @@ def write_events(session: Session) -> list[tuple[UUID, int]]:
     return written
 
 
+def _events_with_rows(
+    session: Session, portfolio_ids: list[UUID]
+) -> dict[UUID, dict[str, Any]] | None:
+    """This transaction's events if ``row_flush`` can write each with its row
+    (``events.row_events``), then marked written: :func:`write_events` adds nothing."""
+    state = transaction_state(session)
+    if state.events_written or state.sql_operations:
+        return None
+    rows = events.row_events(
+        portfolio_ids,
+        pending_operations(session),
+        start_versions=state.start_versions,
+        written_versions=state.written_versions,
+        idempotency_key=state.idempotency_key,
+    )
+    state.events_written = rows is not None
+    return rows
+
+
 class PortfolioSession(Session):
     """The Session used by units of work: aggregate versioning and audit hooks attached.
 
@@ -203,8 +222,8 @@ class PortfolioSession(Session):
         connection lost while COMMIT is in flight is CommitOutcomeUnknownException.
         """
         with translated():
-            self.flush()
-            write_events(self)
+            self._flush_checked(None, with_events=True)
+            write_events(self)  # unless the flush wrote them with the rows
         with translated(during_commit=True):
             super().commit()
 
@@ -214,11 +233,16 @@ class PortfolioSession(Session):
         Changed portfolio columns alone are written without the ORM's unit of
         work (``persistence.row_flush``); anything else goes through it.
         """
+        self._flush_checked(objects, with_events=False)
+
+    def _flush_checked(self, objects: Sequence[Any] | None, *, with_events: bool) -> None:
+        """:meth:`flush`; ``with_events`` (COMMIT's last flush): the events may go with the rows."""
         try:
             if objects is None and not self._flushing:
                 self._flushing = True
                 try:
-                    if flush_portfolio_rows(self, _prepare_flush):
+                    rows = _events_with_rows if with_events else None
+                    if flush_portfolio_rows(self, _prepare_flush, rows):
                         return
                 finally:
                     self._flushing = False

@@ -1,8 +1,9 @@
 """The statements of one ``execute``: the lean path's round trips, exactly.
 
-A deposit sends its load, ONE versioned UPDATE of the columns it changed and
-the event INSERT, then COMMIT; a bounded ``"wait"`` sets its lock_timeout in
-the locking statement itself. Anything more is a regression of the hot path.
+A deposit sends its load, then ONE statement: the versioned UPDATE of the
+columns it changed with its event INSERT (a data-modifying CTE), then COMMIT;
+a bounded ``"wait"`` sets its lock_timeout in the locking statement itself.
+Anything more is a regression of the hot path.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ def _shapes(sent: list[str]) -> list[str]:
     shapes = []
     for statement in sent:
         words = statement.split()
+        if words[0] == "WITH":  # the row's UPDATE and its event's INSERT in one statement
+            shapes.append(f"UPDATE {words[4]} + INSERT {words[words.index('INTO') + 1]}")
+            continue
         shape = f"{words[0]} {words[1] if words[0] == 'UPDATE' else ''}".strip()
         if words[0] == "SELECT":
             shape = "SELECT portfolios"
@@ -51,7 +55,8 @@ def _shapes(sent: list[str]) -> list[str]:
     return shapes
 
 
-_WRITES = ["UPDATE portfolios", "INSERT portfolio_events"]
+_WRITES = ["UPDATE portfolios + INSERT portfolio_events"]
+_COALESCED_WRITES = ["UPDATE portfolios", "INSERT portfolio_events"]
 
 
 @pytest.mark.parametrize(
@@ -78,7 +83,7 @@ def test_a_deposit_is_a_load_one_update_and_its_event(
     assert store.get(pid).version == 2
 
 
-def test_a_lone_coalesced_deposit_costs_what_a_wait_deposit_does(
+def test_a_lone_coalesced_deposit_is_a_locked_load_one_update_and_its_event(
     store: PortfolioStore, engine: Engine
 ) -> None:
     pid = store.create_portfolio("alpha", Decimal("100"))
@@ -86,7 +91,8 @@ def test_a_lone_coalesced_deposit_costs_what_a_wait_deposit_does(
     with statements(engine) as sent:
         store.execute(pid, lambda p: p.deposit(Decimal("1")), coalesce=True)
 
-    assert _shapes(sent) == ["SELECT portfolios FOR UPDATE set_config", *_WRITES]
+    # The leader writes the batch's row and events itself (coalescing.batch).
+    assert _shapes(sent) == ["SELECT portfolios FOR UPDATE set_config", *_COALESCED_WRITES]
     assert store.get(pid).cash_balance == Decimal("101")
     assert store.get(pid).version == 2
 
@@ -136,3 +142,52 @@ def test_a_listener_of_portfolio_updates_still_sees_each_one(store: PortfolioSto
 
     assert seen == [pid]
     assert store.get(pid).cash_balance == Decimal("101")
+
+
+def test_after_an_earlier_flush_the_row_statement_writes_the_one_event_of_every_operation(
+    store: PortfolioStore, engine: Engine
+) -> None:
+    pid = store.create_portfolio("alpha", Decimal("100"))
+
+    with statements(engine) as sent, store.unit_of_work() as uow:
+        portfolio = uow.portfolios.get(pid)
+        portfolio.deposit(Decimal("5"))
+        uow.session.flush()  # the bump to version 2 is written before COMMIT
+        portfolio.withdraw(Decimal("2"))
+        uow.commit()
+
+    assert _shapes(sent) == ["SELECT portfolios", "UPDATE portfolios", *_WRITES]
+    (event,) = store.history(pid, since_version=1)
+    assert (event.version, [op.kind for op in event.operations]) == (2, ["deposit", "withdraw"])
+    assert store.get(pid).cash_balance == Decimal("103")
+    assert store.get(pid).version == 2
+
+
+def test_a_second_portfolio_changed_only_earlier_sends_the_events_on_their_own(
+    store: PortfolioStore, engine: Engine
+) -> None:
+    a = store.create_portfolio("a", Decimal("100"))
+    b = store.create_portfolio("b", Decimal("100"))
+
+    with statements(engine) as sent, store.unit_of_work() as uow:
+        uow.portfolios.get(b).deposit(Decimal("1"))
+        uow.session.flush()
+        uow.portfolios.get(a).deposit(Decimal("2"))
+        uow.commit()
+
+    assert _shapes(sent)[-2:] == ["UPDATE portfolios", "INSERT portfolio_events"]
+    assert [e.version for e in store.history(a)] == [1, 2]
+    assert [e.version for e in store.history(b)] == [1, 2]
+
+
+def test_the_row_statement_carries_the_idempotency_key(
+    store: PortfolioStore, engine: Engine
+) -> None:
+    pid = store.create_portfolio("alpha", Decimal("100"))
+
+    with statements(engine) as sent:
+        store.execute(pid, lambda p: p.deposit(Decimal("1")), idempotency_key="row-key-1")
+
+    assert "UPDATE portfolios + INSERT portfolio_events" in _shapes(sent)
+    (event,) = store.history(pid, since_version=1)
+    assert (event.version, event.idempotency_key) == (2, "row-key-1")

@@ -20,6 +20,15 @@ from tests.integration.routing_rules import unroutable
         "ON positions.portfolio_id = p_1.id WHERE p_1.id IN ($1::UUID)",
         "SELECT pg_try_advisory_xact_lock($1)",
         "SAVEPOINT sa_savepoint_1",
+        "WITH bumped AS (UPDATE portfolios SET version=$3::INTEGER WHERE portfolios.id = "
+        "$1::UUID AND portfolios.version = $2::INTEGER RETURNING portfolios.id, "
+        "portfolios.version) INSERT INTO portfolio_events (portfolio_id, version, operations) "
+        "SELECT bumped.id, bumped.version, $4::JSONB FROM bumped",
+        "WITH bumped AS (UPDATE portfolios SET version=%(version)s WHERE portfolios.id = "
+        "%(_row_id)s::UUID AND portfolios.version = %(_row_version)s RETURNING portfolios.id, "
+        "portfolios.version) INSERT INTO portfolio_events (portfolio_id, version, operations, "
+        "idempotency_key) SELECT bumped.id, bumped.version, %(_event_operations)s::JSONB AS "
+        "operations, %(_event_key)s AS idempotency_key FROM bumped",
     ],
 )
 def test_single_key_statements_route(sql: str) -> None:
@@ -36,6 +45,9 @@ def test_single_key_statements_route(sql: str) -> None:
         "SELECT * FROM portfolios WHERE portfolios.id = portfolios.id",
         "INSERT INTO portfolio_events (version, operations) VALUES ($1, $2)",
         "SELECT 1",
+        "WITH bumped AS (UPDATE portfolios SET version=$3 WHERE portfolios.version = $2 "
+        "RETURNING portfolios.id, portfolios.version) INSERT INTO portfolio_events "
+        "(portfolio_id, version, operations) SELECT bumped.id, bumped.version, $4 FROM bumped",
     ],
 )
 def test_statements_that_fan_out_are_reported(sql: str) -> None:
