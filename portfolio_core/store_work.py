@@ -38,6 +38,7 @@ from portfolio_core.errors import (
 )
 from portfolio_core.exactly_once import MISSING, execute_with_key, stored_result
 from portfolio_core.persistence import idempotency
+from portfolio_core.persistence.errors import translated
 from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository, as_portfolio_id
 from portfolio_core.persistence.schema import portfolios
 from portfolio_core.persistence.snapshot_rows import detached_snapshot
@@ -85,7 +86,10 @@ class StoreCall(Generic[T]):
     def attempt(self, repository: PostgreSQLPortfolioRepository) -> T:
         """One attempt in a fresh unit of work: the body, then COMMIT (not for reads)."""
         try:
-            result = self.body(repository)
+            # Before COMMIT nothing can have committed: a connection lost here
+            # (say, on the key lookup) is retried, never "outcome unknown".
+            with translated(entity_type="Portfolio", entity_id=self.entity_id):
+                result = self.body(repository)
             if self.commit:
                 repository.session.commit()
         except VersionMismatchError:
