@@ -15,6 +15,10 @@ its ``portfolio_id`` is the portfolio's own, not parsed again 10,000 times,
 and its identity is set directly, which is all ``make_transient_to_detached``
 does for an object whose every column is loaded (no history, nothing to
 expire; ``tests/integration/test_get_many_positions.py`` compares the two).
+psycopg2 turns a uuid into a UUID through a Python callback that accepts
+every spelling of a UUID; the position ids are fetched as PostgreSQL's one
+canonical text form instead and read by :func:`uuid_from_canonical` (asyncpg
+decodes them natively, and keeps doing so).
 """
 
 from __future__ import annotations
@@ -23,9 +27,9 @@ import gc
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Final, NamedTuple
-from uuid import UUID
+from uuid import UUID, SafeUUID
 
-from sqlalchemy import Select, bindparam, select
+from sqlalchemy import Select, Text, bindparam, cast, select
 from sqlalchemy.orm import Mapper, Session, class_mapper, make_transient_to_detached
 from sqlalchemy.orm.attributes import instance_state, set_committed_value
 
@@ -38,6 +42,22 @@ from portfolio_core.persistence.schema import portfolios, positions
 _SHARED: Final = "portfolio_id"
 """The one position column every row of a snapshot has in common: taken from the portfolio."""
 
+_ID_AS_TEXT: Final = frozenset({"psycopg2"})
+"""Drivers whose uuid decoding costs more than reading the canonical text here."""
+
+
+def uuid_from_canonical(text: str) -> UUID:
+    """``UUID(text)`` for PostgreSQL's canonical form (``8-4-4-4-12`` hex digits), faster.
+
+    ``UUID.__init__`` first works out which of its many input forms it got;
+    this sets the two attributes it would set (as it does, past its frozen
+    ``__setattr__``). Only for text PostgreSQL produced: nothing is checked.
+    """
+    value = object.__new__(UUID)
+    object.__setattr__(value, "int", int(text.replace("-", ""), 16))
+    object.__setattr__(value, "is_safe", SafeUUID.unknown)
+    return value
+
 
 class _Statements(NamedTuple):
     """The two SELECTs and the mapped attribute each of their columns fills."""
@@ -46,6 +66,7 @@ class _Statements(NamedTuple):
     positions: Select[Any]
     portfolio_keys: list[str]
     position_keys: list[str]
+    id_as_text: bool
 
 
 def _attribute_keys(mapper: Mapper[Any], skip: str = "") -> tuple[list[str], list[Any]]:
@@ -54,9 +75,14 @@ def _attribute_keys(mapper: Mapper[Any], skip: str = "") -> tuple[list[str], lis
     return [prop.key for prop in props], [prop.columns[0] for prop in props]
 
 
-def _statements() -> _Statements:
+def _statements(id_as_text: bool) -> _Statements:
     portfolio_keys, portfolio_columns = _attribute_keys(class_mapper(Portfolio))
     position_keys, position_columns = _attribute_keys(class_mapper(Position), skip=_SHARED)
+    if id_as_text:
+        position_columns = [
+            cast(column, Text) if column is positions.c.id else column
+            for column in position_columns
+        ]
     return _Statements(
         select(*portfolio_columns).where(portfolios.c.id == bindparam("pid")),
         select(*position_columns)
@@ -64,10 +90,20 @@ def _statements() -> _Statements:
         .order_by(positions.c.opened_at, positions.c.id),
         portfolio_keys,
         position_keys,
+        id_as_text,
     )
 
 
-_STATEMENTS: list[_Statements] = []
+_STATEMENTS: dict[str, _Statements] = {}
+"""Per driver name, built on first use (once the classes are mapped)."""
+
+
+def _statements_for(session: Session) -> _Statements:
+    driver = session.get_bind().dialect.driver
+    found = _STATEMENTS.get(driver)
+    if found is None:
+        found = _STATEMENTS[driver] = _statements(driver in _ID_AS_TEXT)
+    return found
 
 
 @contextmanager
@@ -97,31 +133,33 @@ def _detached_portfolio(keys: list[str], row: Sequence[Any]) -> Portfolio:
 
 
 def _detached_positions(
-    keys: list[str], rows: Sequence[Sequence[Any]], portfolio_id: UUID
+    statements: _Statements, rows: Sequence[Sequence[Any]], portfolio_id: UUID
 ) -> list[Position]:
-    """One detached Position per row (``keys`` name its columns)."""
+    """One detached Position per row of ``statements.positions``."""
     mapper = class_mapper(Position)
-    id_at = keys.index("id")
+    keys = statements.position_keys
     new: Callable[[], Position] = mapper.class_manager.new_instance
     identity_key = mapper.identity_key_from_primary_key
+    # The primary key's attributes in the mapper's order: (portfolio_id, id).
+    primary_key = [mapper.get_property_by_column(column).key for column in mapper.primary_key]
     held = []
     for row in rows:
         position = new()
         values = position.__dict__
         # Plain tuples zipped with the attribute names: a RowMapping lookup per
         # column cost more than everything else here.
-        values.update(zip(keys, row))
+        values.update(zip(keys, row, strict=True))
         values[_SHARED] = portfolio_id
-        instance_state(position).key = identity_key((row[id_at],))
+        if statements.id_as_text:
+            values["id"] = uuid_from_canonical(values["id"])
+        instance_state(position).key = identity_key([values[key] for key in primary_key])
         held.append(position)
     return held
 
 
 def detached_snapshot(session: Session, portfolio_id: UUID) -> Portfolio:
     """The portfolio with every open and closed position, detached (not in ``session``)."""
-    if not _STATEMENTS:  # built once the classes are mapped
-        _STATEMENTS.append(_statements())
-    statements = _STATEMENTS[0]
+    statements = _statements_for(session)
     params = {"pid": portfolio_id}
     with translated(entity_type="Portfolio", entity_id=portfolio_id):
         row = session.execute(statements.portfolio, params).one_or_none()
@@ -130,7 +168,8 @@ def detached_snapshot(session: Session, portfolio_id: UUID) -> Portfolio:
         rows = session.execute(statements.positions, params).all()
     with _collector_paused():  # only while objects are made: never across I/O or the event loop
         portfolio = _detached_portfolio(statements.portfolio_keys, row)
-        held = _detached_positions(statements.position_keys, rows, portfolio.id)
+        held = _detached_positions(statements, rows, portfolio.id)
+        del rows  # the collector, back on, has that many fewer objects to scan
     closed = sorted((p for p in held if p.closed_at is not None), key=lambda p: (p.closed_at, p.id))
     set_committed_value(portfolio, "_positions", [p for p in held if p.closed_at is None])
     set_committed_value(portfolio, "_closed", closed)
