@@ -26,6 +26,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from operator import itemgetter
 from typing import Any, Final, NamedTuple
 from uuid import UUID, SafeUUID
 
@@ -132,17 +133,28 @@ def _detached_portfolio(keys: list[str], row: Sequence[Any]) -> Portfolio:
     return portfolio
 
 
+def _key_of(names: list[str]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """A function reading the values of ``names`` from an instance dict, as a tuple."""
+    get = itemgetter(*names)
+    return get if len(names) > 1 else lambda values: (get(values),)
+
+
 def _detached_positions(
     statements: _Statements, rows: Sequence[Sequence[Any]], portfolio_id: UUID
-) -> list[Position]:
-    """One detached Position per row of ``statements.positions``."""
+) -> tuple[list[Position], list[Position]]:
+    """One detached Position per row of ``statements.positions``: (open ones, closed ones)."""
     mapper = class_mapper(Position)
     keys = statements.position_keys
     new: Callable[[], Position] = mapper.class_manager.new_instance
-    identity_key = mapper.identity_key_from_primary_key
-    # The primary key's attributes in the mapper's order: (portfolio_id, id).
-    primary_key = [mapper.get_property_by_column(column).key for column in mapper.primary_key]
-    held = []
+    # The primary key's attributes in the mapper's order: (portfolio_id, id); the
+    # identity key is (class, that tuple, token), as identity_key_from_primary_key makes it.
+    primary_key = _key_of(
+        [mapper.get_property_by_column(column).key for column in mapper.primary_key]
+    )
+    identity_class, _, token = mapper.identity_key_from_primary_key(
+        (None,) * len(mapper.primary_key)
+    )
+    held: tuple[list[Position], list[Position]] = ([], [])
     for row in rows:
         position = new()
         values = position.__dict__
@@ -152,8 +164,8 @@ def _detached_positions(
         values[_SHARED] = portfolio_id
         if statements.id_as_text:
             values["id"] = uuid_from_canonical(values["id"])
-        instance_state(position).key = identity_key([values[key] for key in primary_key])
-        held.append(position)
+        instance_state(position).key = (identity_class, primary_key(values), token)
+        held[values["closed_at"] is not None].append(position)
     return held
 
 
@@ -168,9 +180,9 @@ def detached_snapshot(session: Session, portfolio_id: UUID) -> Portfolio:
         rows = session.execute(statements.positions, params).all()
     with _collector_paused():  # only while objects are made: never across I/O or the event loop
         portfolio = _detached_portfolio(statements.portfolio_keys, row)
-        held = _detached_positions(statements, rows, portfolio.id)
+        held, closed = _detached_positions(statements, rows, portfolio.id)
         del rows  # the collector, back on, has that many fewer objects to scan
-    closed = sorted((p for p in held if p.closed_at is not None), key=lambda p: (p.closed_at, p.id))
-    set_committed_value(portfolio, "_positions", [p for p in held if p.closed_at is None])
+    closed.sort(key=lambda p: (p.closed_at, p.id))
+    set_committed_value(portfolio, "_positions", held)
     set_committed_value(portfolio, "_closed", closed)
     return portfolio
