@@ -12,8 +12,9 @@ b. hot portfolio: 8 and 32 workers on ONE portfolio, each lock mode, vs
    ``session.get(..., with_for_update=True)``;
 c. ``update_all_prices`` on 10,000 positions vs UPDATE ... FROM (VALUES ...);
 d. scaling rows: one operation's cost at a small and a large scale (64 vs
-   100,000 portfolios, 1 vs 10,000 open positions: ``scaling``; a keyed
-   repeat at 10 vs 10,000 events: ``keyed_repeat``), single thread.
+   100,000 portfolios, 1 vs 10,000 open positions, and ``get`` of all of them
+   vs a raw SELECT: ``scaling``; a keyed repeat at 10 vs 10,000 events:
+   ``keyed_repeat``), single thread.
 
 With the ``async`` extra installed, the same scenarios run again on asyncio
 tasks: AsyncPortfolioStore next to raw asyncpg and the naive ORM on

@@ -147,7 +147,11 @@ def _scaling_lines(rows: list[dict[str, Any]]) -> list[str]:
             f"at {row['small']} {row['unit']}, "
             f"{library['large']} ({raw['large']}) at {row['large']}: "
             f"{row['scale_ratio']}x (raw {row['raw_scale_ratio']}x), "
-            f"target {row['target']}x {'met' if row['met'] else 'MISSED'}"
+            + (
+                f"{row['x_raw']['large']}x raw at {row['large']} (reads every position)"
+                if row["target"] is None
+                else f"target {row['target']}x {'met' if row['met'] else 'MISSED'}"
+            )
         )
     return lines
 

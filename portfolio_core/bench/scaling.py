@@ -3,7 +3,9 @@
 * ``deposit``: one deposit into one of 64 vs one of 100,000 portfolios (the
   100,000 inserted in bulk, with their "created" events, by one statement each);
 * ``positions``: opening then closing one position, and re-pricing one, on a
-  portfolio holding 1 vs 10,000 open positions.
+  portfolio holding 1 vs 10,000 open positions; and ``get`` of that portfolio
+  next to a raw SELECT of its rows made into plain dicts (a read of every
+  position: no flat target, its row reports the cost against raw).
 
 (The keyed repeat at 10 vs 10,000 events is ``keyed_repeat``.) Each cost is the
 median of single-thread operations in ms, the raw psycopg2 and the library
@@ -54,6 +56,11 @@ _CASH: Final = (
     "UPDATE portfolios SET cash_balance = cash_balance + %s, version = version + 1, "
     "last_updated = now() WHERE id = %s"
 )
+_POSITIONS: Final = (
+    "SELECT id, portfolio_id, symbol, quantity, cost_basis, current_price, realized_pnl, "
+    "exit_price, opened_at, closed_at, version FROM positions WHERE portfolio_id = %s "
+    "ORDER BY opened_at, id"
+)
 
 
 def bulk_portfolios(bench: Bench, count: int) -> list[str]:
@@ -94,6 +101,7 @@ def _row(
     small: int,
     large: int,
     costs: Mapping[int, tuple[Milliseconds, Milliseconds]],
+    target: Ratio | None = SCALE_TARGET,
 ) -> dict[str, Any]:
     (raw_small, lib_small), (raw_large, lib_large) = costs[small], costs[large]
     scale = round(lib_large / lib_small, 3)
@@ -110,8 +118,8 @@ def _row(
             "small": round(lib_small / raw_small, 2),
             "large": round(lib_large / raw_large, 2),
         },
-        "target": SCALE_TARGET,
-        "met": scale <= SCALE_TARGET,
+        "target": target,
+        "met": None if target is None else scale <= target,
     }
 
 
@@ -148,13 +156,45 @@ def _raw_trade(
     connection.commit()
 
 
+def _raw_get(connection: raw.Connection, pid: str) -> int:
+    """The portfolio's row and its positions as plain dicts, by psycopg2; how many."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM portfolios WHERE id = %s", (pid,))
+        raw.fetch_row(cursor)
+        cursor.execute(_POSITIONS, (pid,))
+        names = [column.name for column in cursor.description or ()]
+        held = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    connection.commit()
+    return len(held)
+
+
+def _get_costs(
+    bench: Bench, raw_pid: str, library_pid: UUID, count: int, ops: int
+) -> tuple[Milliseconds, Milliseconds]:
+    """``get`` of the portfolio vs the raw SELECT, each checked to hold ``count`` positions."""
+    connection = bench.connections[0]
+    if (
+        _raw_get(connection, raw_pid) != count
+        or len(bench.store.get(library_pid).positions) != count
+    ):
+        raise AssertionError(f"get at {count} positions: not every position was read")
+    return _timed(
+        lambda i: _raw_get(connection, raw_pid),
+        lambda i: bench.store.get(library_pid),
+        ops,
+        warmup=2,
+    )
+
+
 def _position_costs(
     bench: Bench, count: int, ops: int
-) -> tuple[tuple[Milliseconds, Milliseconds], tuple[Milliseconds, Milliseconds]]:
-    """(open+close, re-price) costs on portfolios holding ``count`` open positions."""
+) -> tuple[tuple[Milliseconds, Milliseconds], ...]:
+    """(open+close, re-price, get) costs on portfolios holding ``count`` open positions."""
     connection = bench.connections[0]
     raw_pid, library_pid = bench.big_portfolio(count), UUID(bench.big_portfolio(count))
     cash_before = bench.store.get(library_pid).cash_balance
+    # Before the trades below leave closed positions behind.
+    read = _get_costs(bench, raw_pid, library_pid, count, ops)
 
     def raw_open_close(i: int) -> None:
         symbol = f"T{i + 1000:06d}"
@@ -178,11 +218,11 @@ def _position_costs(
     after = bench.store.get(library_pid)
     if after.cash_balance != cash_before or len(after.positions) != count:
         raise AssertionError(f"positions scaling at {count}: the library's trades do not add up")
-    return trade, price
+    return trade, price, read
 
 
 def position_scaling(bench: Bench, large: int, ops: int) -> list[dict[str, Any]]:
-    """Open+close one position, and re-price one, on 1 vs ``large`` open positions."""
+    """Open+close one position, re-price one, and get all, on 1 vs ``large`` open positions."""
     costs = {count: _position_costs(bench, count, ops) for count in (1, large)}
     return [
         _row(
@@ -195,6 +235,7 @@ def position_scaling(bench: Bench, large: int, ops: int) -> list[dict[str, Any]]
         _row(
             "re-price one position", "open positions", 1, large, {n: c[1] for n, c in costs.items()}
         ),
+        _row("get", "open positions", 1, large, {n: c[2] for n, c in costs.items()}, target=None),
     ]
 
 

@@ -62,7 +62,8 @@ def test_quick_benchmark_commits_exactly_what_it_reports(quick_bench: QuickBench
     assert (repeat["short_events"], repeat["long_events"]) == (10, QUICK.repeat_history)
     assert repeat["ratio"] is not None
     scaling = {row["operation"]: row for row in results["scaling"]}
-    assert set(scaling) == {"deposit", "open+close one position", "re-price one position"}
+    assert set(scaling) == {"deposit", "open+close one position", "re-price one position", "get"}
+    assert (scaling["get"]["target"], scaling["get"]["met"]) == (None, None)
     assert (scaling["deposit"]["small"], scaling["deposit"]["large"]) == (
         64,
         QUICK.scale_portfolios,

@@ -10,6 +10,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from portfolio_core.bench.contenders import NAIVE_ORM, summarize_hot, summarize_uncontended
 from portfolio_core.bench.naive_orm import is_retryable
 from portfolio_core.bench.report import TARGETS, render_table, targets_met
+from portfolio_core.bench.scaling import _row
 from portfolio_core.store import LOCK_MODES
 
 
@@ -113,3 +114,19 @@ def test_the_naive_orm_retries_only_conflicts() -> None:
     assert is_retryable(OperationalError("UPDATE", {}, _DriverError("40P01")))
     assert not is_retryable(OperationalError("UPDATE", {}, _DriverError("57014")))
     assert not is_retryable(ValueError("no"))
+
+
+def test_a_scaling_row_without_a_flat_target_reports_its_cost_against_raw() -> None:
+    flat = _row(
+        "re-price one position", "open positions", 1, 10_000, {1: (1.0, 2.0), 10_000: (1.0, 2.5)}
+    )
+    read = _row("get", "open positions", 1, 10_000, {1: (1.0, 2.0), 10_000: (40.0, 60.0)}, None)
+    results = _results(2500, 380)
+    results["scaling"] = [flat, read]
+
+    lines = render_table(results).splitlines()
+
+    assert (flat["met"], read["met"], read["x_raw"]["large"]) == (True, None, 1.5)
+    assert "target 1.5x met" in next(line for line in lines if "re-price one" in line)
+    get_line = next(line for line in lines if line.strip().startswith("get:"))
+    assert get_line.endswith("1.5x raw at 10000 (reads every position)")
