@@ -58,6 +58,29 @@ async def test_connection_killed_before_commit_is_retried_transparently(
     assert flavour.store.metrics()["successful_retries"] == 1
 
 
+async def test_connection_killed_before_a_read_of_the_unit_of_work_is_retried(
+    flavour: Flavour, engine: Engine
+) -> None:
+    pid = await flavour.store.create_portfolio("victim", Decimal("100"))
+    attempts = 0
+
+    async def deposit_after_losing_the_connection() -> None:
+        nonlocal attempts
+        attempts += 1
+        async with flavour.store.unit_of_work() as uow:
+            if attempts == 1:
+                await _kill_the_backend_of(flavour, uow, engine)
+            # The read meets the dead connection: nothing can have committed.
+            (await uow.portfolios.get(pid)).deposit(Decimal("25"))
+            await uow.commit()
+
+    await flavour.retried(deposit_after_losing_the_connection, pid)
+
+    assert attempts == 2
+    after = await flavour.store.get(pid)
+    assert (after.cash_balance, after.version) == (Decimal("125"), 2)
+
+
 async def test_connection_killed_during_commit_is_outcome_unknown_and_not_retried(
     flavour: Flavour, engine: Engine
 ) -> None:
