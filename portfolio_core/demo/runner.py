@@ -95,7 +95,8 @@ def _interrupts_as_flag() -> Iterator[threading.Event]:
         yield interrupted
     finally:
         for number, old in previous.items():
-            signal.signal(number, old)
+            if old is not None:  # None: a handler not set from Python, nothing to restore
+                signal.signal(number, old)
 
 
 class _Collector:

@@ -38,7 +38,6 @@ wall-clock timestamps differ from the stored aggregate (the replayed
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -116,7 +115,16 @@ class PortfolioOperation:
         return (PortfolioOperation, (self.kind, dict(self.arguments)))
 
     def __hash__(self) -> int:
-        return hash(json.dumps(self.to_json(), sort_keys=True))
+        # Consistent with ==: mappings compare whatever their order, Decimals by value.
+        return hash(
+            (
+                self.kind,
+                frozenset(
+                    (name, frozenset(value.items()) if isinstance(value, Mapping) else value)
+                    for name, value in self.arguments.items()
+                ),
+            )
+        )
 
 
 @dataclass(frozen=True, slots=True)

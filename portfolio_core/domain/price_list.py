@@ -14,7 +14,7 @@ raise the same ValidationError (same field, same first offending pair).
 from __future__ import annotations
 
 import re
-from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
+from collections.abc import Container, ItemsView, Iterator, KeysView, Mapping, ValuesView
 from decimal import Decimal
 from typing import Any, Final, cast
 
@@ -26,6 +26,7 @@ _SYMBOL: Final = r"[A-Z0-9][A-Z0-9.\-]{0,19}"  # money._SYMBOL_RE, without the a
 _PRICE: Final = r"[0-9]{1,16}(?:\.[0-9]{1,8})?"
 _SYMBOLS_RE: Final = re.compile(f"{_SYMBOL}(?: {_SYMBOL})*")
 _PRICES_RE: Final = re.compile(f"{_PRICE}(?: {_PRICE})*")
+_ISSUED: Final = object()
 
 
 class ValidatedPrices(Mapping[str, Decimal]):
@@ -39,7 +40,11 @@ class ValidatedPrices(Mapping[str, Decimal]):
 
     __slots__ = ("_prices", "_texts")
 
-    def __init__(self, prices: dict[str, Decimal], texts: tuple[str, str] | None = None):
+    def __init__(
+        self, prices: dict[str, Decimal], texts: tuple[str, str] | None = None, *, issued: object
+    ) -> None:
+        if issued is not _ISSUED:  # trusted as checked: nobody else may make one
+            raise TypeError("ValidatedPrices are made by validated_prices() only")
         self._prices = prices
         self._texts = texts
 
@@ -64,6 +69,13 @@ class ValidatedPrices(Mapping[str, Decimal]):
 
     def __repr__(self) -> str:
         return f"ValidatedPrices({self._prices!r})"
+
+    def only(self, kept: Container[str]) -> ValidatedPrices:
+        """The prices of the symbols in ``kept``, in the same order (still validated)."""
+        return ValidatedPrices(
+            {symbol: price for symbol, price in self._prices.items() if symbol in kept},
+            issued=_ISSUED,
+        )
 
     def texts(self) -> tuple[str, str]:
         """(symbols_text, prices_text), built once."""
@@ -94,17 +106,18 @@ def validated_prices(prices: Mapping[Any, object]) -> ValidatedPrices:
             copied = (
                 dict(prices) if type(prices) is dict else dict(zip(names, amounts, strict=True))
             )
-            return ValidatedPrices(copied, (symbols_text, prices_text))
+            return ValidatedPrices(copied, (symbols_text, prices_text), issued=_ISSUED)
     checked = {
         money.validate_symbol(symbol): money.non_negative(price, f"prices[{symbol!r}]")
         for symbol, price in prices.items()
     }
-    return ValidatedPrices(checked)
+    return ValidatedPrices(checked, issued=_ISSUED)
 
 
 def compact(prices: Mapping[str, Decimal]) -> tuple[str, str]:
     """(symbols, prices) of validated ``prices`` as two space-joined texts, in order."""
-    return " ".join(prices), " ".join(map(str, prices.values()))
+    # format "f": plain digits, never an exponent, whichever path validated them.
+    return " ".join(prices), " ".join(format(price, "f") for price in prices.values())
 
 
 def from_compact(symbols: str, prices: str) -> dict[str, Decimal]:

@@ -201,8 +201,7 @@ def update_all_prices(session: Session, pid: UUID, prices: Mapping[str, money.Am
 
 def _only(prices: ValidatedPrices, symbols: Iterable[str]) -> ValidatedPrices:
     """The prices of ``symbols`` (those re-priced), in the order of ``prices``."""
-    kept = set(symbols)
-    return ValidatedPrices({symbol: price for symbol, price in prices.items() if symbol in kept})
+    return prices.only(set(symbols))
 
 
 def _has_loaded_positions(session: Session, pid: UUID) -> bool:

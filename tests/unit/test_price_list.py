@@ -112,7 +112,7 @@ def test_a_large_repricing_is_stored_compactly_and_reads_back_exactly() -> None:
 
         assert set(data["arguments"]) == {"symbols", "prices"}
         assert data["arguments"]["symbols"] == " ".join(prices)
-        assert data["arguments"]["prices"] == " ".join(str(p) for p in given.values())
+        assert data["arguments"]["prices"] == " ".join(format(p, "f") for p in given.values())
         read = PortfolioOperation.from_json(data)
         assert read == operation
         assert list(read.arguments["prices"]) == list(prices)  # type: ignore[arg-type]
@@ -134,3 +134,26 @@ def test_the_object_shape_of_earlier_versions_still_reads() -> None:
 def test_compact_texts_of_unequal_lengths_are_refused() -> None:
     with pytest.raises(ValueError, match="2 symbols but 1 prices"):
         from_compact("A B", "1")
+
+
+def test_operations_equal_whatever_the_order_of_their_prices_hash_alike() -> None:
+    prices = {f"S{i}": Decimal(i) for i in range(COMPACT_PRICES_ABOVE + 1)}
+    backwards = dict(reversed(prices.items()))
+    first = PortfolioOperation("update_all_prices", {"prices": validated_prices(prices)})
+    second = PortfolioOperation("update_all_prices", {"prices": validated_prices(backwards)})
+
+    assert first == second
+    assert hash(first) == hash(second)
+    assert len({first, second}) == 1
+
+
+def test_validated_prices_can_not_be_made_without_validation() -> None:
+    with pytest.raises(TypeError, match="validated_prices"):
+        ValidatedPrices({"AAPL": Decimal("-5")}, issued=object())
+
+
+def test_the_compact_text_has_plain_digits_whichever_way_a_price_was_written() -> None:
+    validated = validated_prices({"A": Decimal("1E-8"), "B": Decimal("1E+2"), "C": Decimal("0E-8")})
+
+    assert validated.texts() == ("A B C", "0.00000001 100 0.00000000")
+    assert from_compact(*validated.texts()) == dict(validated)
