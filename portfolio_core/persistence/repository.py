@@ -30,7 +30,7 @@ from portfolio_core.errors import (
     StaleDataException,
     ValidationError,
 )
-from portfolio_core.persistence import sql_updates
+from portfolio_core.persistence import row_load, sql_updates
 from portfolio_core.persistence.errors import translated
 from portfolio_core.persistence.events import load_history
 from portfolio_core.persistence.locking import (
@@ -123,9 +123,11 @@ class PostgreSQLPortfolioRepository:
             if sql_updates.loaded_portfolio(session, pid) is not None:
                 portfolio = session.get(Portfolio, pid)
             else:
-                # The SELECT session.get would send, from a statement built once:
+                # The SELECT session.get would send, as a Core row (persistence.row_load):
                 # session.get rebuilds and re-keys its statement on every call.
-                portfolio = session.execute(_GET_PORTFOLIO, {"pid": pid}).scalar_one_or_none()
+                portfolio = row_load.load_for_change(
+                    session, locking=False, orm_statement=_GET_PORTFOLIO, params={"pid": pid}
+                )
         if portfolio is None:
             raise PortfolioNotFoundError(pid)
         return portfolio
