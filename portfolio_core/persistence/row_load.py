@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final, NamedTuple
 
 from sqlalchemy import Select, String, bindparam, func, select
-from sqlalchemy.orm import Session, class_mapper
+from sqlalchemy.orm import ClassManager, Session, class_mapper
 from sqlalchemy.orm.attributes import instance_state
 
 from portfolio_core.domain.portfolio import Portfolio
@@ -46,6 +46,7 @@ class _Statements(NamedTuple):
     plain: Select[Any]
     locking: Select[Any]
     keys: list[str]
+    manager: ClassManager[Portfolio]
 
 
 _STATEMENTS: list[_Statements] = []
@@ -54,31 +55,33 @@ _STATEMENTS: list[_Statements] = []
 
 def _statements() -> _Statements:
     if not _STATEMENTS:
-        props = class_mapper(Portfolio).column_attrs
+        mapper = class_mapper(Portfolio)
+        props = mapper.column_attrs
         plain = select(*(prop.columns[0] for prop in props)).where(
             portfolios.c.id == bindparam("pid")
         )
         locking = plain.where(SETS_LOCK_TIMEOUT).with_for_update(of=portfolios)
-        _STATEMENTS.append(_Statements(plain, locking, [prop.key for prop in props]))
+        keys = [prop.key for prop in props]
+        _STATEMENTS.append(_Statements(plain, locking, keys, mapper.class_manager))
     return _STATEMENTS[0]
 
 
-def _listened(session: Session) -> bool:
+def _listened(session: Session, statements: _Statements) -> bool:
     """Whether a listener would see the shortcut differ from the ORM's load."""
     events = session.dispatch
     return bool(
         events.do_orm_execute
         or events.loaded_as_persistent
         or events.detached_to_persistent
-        or class_mapper(Portfolio).class_manager.dispatch.load
+        or statements.manager.dispatch.load
     )
 
 
-def _attached(session: Session, keys: list[str], row: Sequence[Any]) -> Portfolio:
+def _attached(session: Session, statements: _Statements, row: Sequence[Any]) -> Portfolio:
     """The persistent Portfolio of ``row`` in ``session``, as the ORM's load leaves it."""
-    portfolio: Portfolio = class_mapper(Portfolio).class_manager.new_instance()
+    portfolio = statements.manager.new_instance()
     values = portfolio.__dict__
-    values.update(zip(keys, row, strict=True))
+    values.update(zip(statements.keys, row, strict=True))
     # identity_key(Portfolio, (id,)): what the ORM's load gives the object.
     instance_state(portfolio).key = (Portfolio, (values["id"],), None)
     session.add(portfolio)  # a detached object with a key becomes persistent
@@ -100,13 +103,15 @@ def load_for_change(
     """
     if session.autoflush:
         session.flush()  # what the ORM statement's autoflush does (nothing when clean)
-    if (Portfolio, (params["pid"],), None) in session.identity_map or _listened(session):
+    statements = _statements()
+    if (Portfolio, (params["pid"],), None) in session.identity_map or _listened(
+        session, statements
+    ):
         found: Portfolio | None = session.execute(orm_statement, params).scalar_one_or_none()
         return found
-    statements = _statements()
     row = (
         session.connection()
         .execute(statements.locking if locking else statements.plain, params)
         .one_or_none()
     )
-    return None if row is None else _attached(session, statements.keys, row)
+    return None if row is None else _attached(session, statements, row)
