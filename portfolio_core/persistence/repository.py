@@ -2,10 +2,12 @@
 
 The repository lives inside a unit of work and never commits nor runs one:
 the unit of work does.  It loads through the ORM (identity map, version
-checks) and takes row locks; the few operations that must not cost one
-statement per row (re-pricing thousands of positions, atomic field updates)
-are single SQL statements in ``persistence.sql_updates``, which record their
-operations for the audit trail just as the domain records its commands.
+checks; a portfolio loaded for a change is built from a Core row as the ORM
+would build it, ``persistence.row_load``) and takes row locks; the few
+operations that must not cost one statement per row (re-pricing thousands of
+positions, atomic field updates) are single SQL statements in
+``persistence.sql_updates``, which record their operations for the audit
+trail just as the domain records its commands.
 :meth:`history` and :meth:`replay` read the trail back.
 """
 

@@ -16,9 +16,10 @@ added to the session, which makes a detached object with a key persistent
 The ORM statement is run instead whenever the shortcut could differ from it:
 the portfolio already in the identity map (the same object comes back, and a
 locking load refreshes it: ``populate_existing``), or a listener that the ORM
-load fires or the shortcut would (``do_orm_execute``, ``load``,
-``loaded_as_persistent``, ``detached_to_persistent``). As the ORM's
-autoflush, pending changes are flushed first.
+load fires or the shortcut's ``Session.add`` would (``do_orm_execute``,
+``load``, ``loaded_as_persistent``; ``before_attach``, ``after_attach``,
+``detached_to_persistent``). As the ORM's autoflush (off in the units of
+work), pending changes are flushed first.
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ def _listened(session: Session, statements: _Statements) -> bool:
     return bool(
         events.do_orm_execute
         or events.loaded_as_persistent
+        or events.before_attach
+        or events.after_attach
         or events.detached_to_persistent
         or statements.manager.dispatch.load
     )

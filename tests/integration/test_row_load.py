@@ -120,3 +120,15 @@ def test_a_session_listener_of_loads_still_sees_the_load(engine: Engine, locked:
         portfolio = _load(uow, pid, locked)
         assert seen == [portfolio]
         assert inspect(portfolio).persistent
+
+
+@pytest.mark.parametrize("locked", [False, True], ids=["get", "lock_for_change"])
+def test_a_load_attaches_nothing_an_attach_listener_would_see(engine: Engine, locked: bool) -> None:
+    # The ORM's load fires no attach event: neither may the row load's Session.add.
+    pid = create_portfolio(engine)
+    seen: list[object] = []
+    with UnitOfWork(engine) as uow:
+        event.listen(uow.session, "after_attach", lambda _s, obj: seen.append(obj))
+        event.listen(uow.session, "detached_to_persistent", lambda _s, obj: seen.append(obj))
+        assert inspect(_load(uow, pid, locked)).persistent
+        assert seen == []
