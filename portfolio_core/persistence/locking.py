@@ -16,13 +16,14 @@ from contextlib import contextmanager
 from typing import Any, Final, Protocol
 from uuid import UUID
 
-from sqlalchemy import String, bindparam, func, select, text
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session
 
 from portfolio_core.domain import arguments
 from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.errors import PessimisticLockException, PortfolioNotFoundError, ValidationError
 from portfolio_core.persistence.errors import translated
+from portfolio_core.persistence.row_load import SETS_LOCK_TIMEOUT, load_for_change
 from portfolio_core.persistence.schema import portfolios
 from portfolio_core.persistence.session import PortfolioSession, holds_connection
 from portfolio_core.units import Seconds
@@ -86,14 +87,10 @@ def guarded_lock_attempt(session: Session) -> Iterator[None]:
 # FOR UPDATE with its lock_timeout set by the statement itself: the scan
 # evaluates the volatile filter before LockRows waits for the row, so the wait
 # is bounded by the new setting, which stays until the end of the transaction.
+# Loaded as a Core row (persistence.row_load); this ORM statement when the two could differ.
 _LOCK_WITHIN_TIMEOUT: Final = (
     select(Portfolio)
-    .where(
-        portfolios.c.id == bindparam("pid"),
-        func.set_config("lock_timeout", bindparam("lock_timeout", type_=String()), True).is_not(
-            None
-        ),
-    )
+    .where(portfolios.c.id == bindparam("pid"), SETS_LOCK_TIMEOUT)
     .with_for_update(of=portfolios)
     .execution_options(populate_existing=True)
 )
@@ -106,7 +103,9 @@ def lock_for_change(session: Session, pid: UUID, lock_timeout: Seconds) -> Portf
         guarded_lock_attempt(session),
         translated(entity_type="Portfolio", entity_id=pid, lock_timeout=lock_timeout),
     ):
-        portfolio = session.scalars(_LOCK_WITHIN_TIMEOUT, params).one_or_none()
+        portfolio = load_for_change(
+            session, locking=True, orm_statement=_LOCK_WITHIN_TIMEOUT, params=params
+        )
     if portfolio is None:
         raise PortfolioNotFoundError(pid)
     return portfolio

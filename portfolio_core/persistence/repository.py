@@ -2,10 +2,12 @@
 
 The repository lives inside a unit of work and never commits nor runs one:
 the unit of work does.  It loads through the ORM (identity map, version
-checks) and takes row locks; the few operations that must not cost one
-statement per row (re-pricing thousands of positions, atomic field updates)
-are single SQL statements in ``persistence.sql_updates``, which record their
-operations for the audit trail just as the domain records its commands.
+checks; a portfolio loaded for a change is built from a Core row as the ORM
+would build it, ``persistence.row_load``) and takes row locks; the few
+operations that must not cost one statement per row (re-pricing thousands of
+positions, atomic field updates) are single SQL statements in
+``persistence.sql_updates``, which record their operations for the audit
+trail just as the domain records its commands.
 :meth:`history` and :meth:`replay` read the trail back.
 """
 
@@ -30,7 +32,7 @@ from portfolio_core.errors import (
     StaleDataException,
     ValidationError,
 )
-from portfolio_core.persistence import sql_updates
+from portfolio_core.persistence import row_load, sql_updates
 from portfolio_core.persistence.errors import translated
 from portfolio_core.persistence.events import load_history
 from portfolio_core.persistence.locking import (
@@ -123,9 +125,11 @@ class PostgreSQLPortfolioRepository:
             if sql_updates.loaded_portfolio(session, pid) is not None:
                 portfolio = session.get(Portfolio, pid)
             else:
-                # The SELECT session.get would send, from a statement built once:
+                # The SELECT session.get would send, as a Core row (persistence.row_load):
                 # session.get rebuilds and re-keys its statement on every call.
-                portfolio = session.execute(_GET_PORTFOLIO, {"pid": pid}).scalar_one_or_none()
+                portfolio = row_load.load_for_change(
+                    session, locking=False, orm_statement=_GET_PORTFOLIO, params={"pid": pid}
+                )
         if portfolio is None:
             raise PortfolioNotFoundError(pid)
         return portfolio
