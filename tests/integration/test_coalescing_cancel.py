@@ -25,6 +25,9 @@ from tests.integration.helpers import row_locked, wait_until_blocked
 
 pytestmark = pytest.mark.asyncio
 
+# The calls wait for the row behind the test's holder while the test polls:
+# a bound far beyond any poll, so a loaded machine cannot time B out.
+BOUND = 60.0
 WAITERS = text("SELECT count(*) FROM pg_locks WHERE NOT granted")
 
 
@@ -67,19 +70,19 @@ async def test_a_follower_cancelled_before_commit_is_left_out_of_its_batch(
 
     async def c_call() -> Decimal:
         if how == "cancel":
-            return await store.execute(pid, deposit("1000"))
+            return await store.execute(pid, deposit("1000"), lock_timeout=BOUND)
         async with asyncio.timeout(None) as deadline:
             timeouts.append(deadline)
-            return await store.execute(pid, deposit("1000"))
+            return await store.execute(pid, deposit("1000"), lock_timeout=BOUND)
 
     timeouts: list[asyncio.Timeout] = []
     holder = threading.Thread(target=_holder, args=(engine, pid, has_lock, release))
     with row_locked(engine, pid):
-        a = asyncio.create_task(store.execute(pid, deposit("1")))
+        a = asyncio.create_task(store.execute(pid, deposit("1"), lock_timeout=BOUND))
         await asyncio.to_thread(wait_until_blocked, engine)
-        f = asyncio.create_task(store.execute(pid, deposit("2")))
+        f = asyncio.create_task(store.execute(pid, deposit("2"), lock_timeout=BOUND))
         await _until(lambda: store.coalescing_queue(pid) == 1, "F queued")
-        b = asyncio.create_task(store.execute(pid, deposit("4")))
+        b = asyncio.create_task(store.execute(pid, deposit("4"), lock_timeout=BOUND))
         await _until(lambda: store.coalescing_queue(pid) == 2, "B queued")
         c = asyncio.create_task(c_call())
         await _until(lambda: store.coalescing_queue(pid) == 3, "C queued")
