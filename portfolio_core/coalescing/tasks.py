@@ -16,8 +16,11 @@ leader cancelled mid-batch still settles every ticket taken
 (``Batch.settle``: nothing committed, or outcome unknown during COMMIT).
 Taking, and a taken task's wait for its outcome, are bounded as in ``threads``.
 
-A queued task waits on a plain Future of its loop (``asyncio.wait``: no task
-is made per wait), which the leader resolves.
+A queued task awaits a plain Future of its loop, which the leader resolves
+(True) or a timer (False) when the wait's bound runs out: no task, waiter
+set or callback is made per wait, as ``asyncio.wait`` would. Cancelling the
+task cancels that Future; a caller whose outcome is still owed then waits
+on a fresh one, put in its place in the lane.
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ AsyncUnitRunner = Callable[
 """Runs a sync body in a fresh AsyncUnitOfWork of the store (``run_sync``), the hand-over,
 then COMMIT."""
 
-_Signal = asyncio.Future[None]
+_Signal = asyncio.Future[bool]
+"""True: woken by its owner (outcome given, or lead handed over); False: its wait ran out."""
 _LaneKey = tuple[asyncio.AbstractEventLoop, UUID]
 
 
@@ -96,14 +100,34 @@ async def run_batch_async(
 
 def _wake(signals: list[_Signal]) -> None:
     for signal in signals:
-        if not signal.done():
-            signal.set_result(None)
+        if not signal.done():  # a cancelled caller's, or one whose wait ran out: it looks again
+            signal.set_result(True)
+
+
+def _expire(signal: _Signal) -> None:
+    if not signal.done():
+        signal.set_result(False)
 
 
 async def _waited(signal: _Signal, wait: Seconds | None) -> bool:
-    """Whether ``signal`` was set within ``wait`` seconds (the signal is never cancelled)."""
-    await asyncio.wait((signal,), timeout=wait)
-    return signal.done()
+    """Whether ``signal`` was woken within ``wait`` seconds (False: the bound ran out)."""
+    if wait is None:
+        return await signal
+    timer = asyncio.get_running_loop().call_later(wait, _expire, signal)
+    try:
+        return await signal
+    finally:
+        timer.cancel()
+
+
+def _rearmed(lane: Lane[_Signal], ticket: Ticket[Any]) -> _Signal | None:
+    """The signal ``ticket`` still waits for (a fresh one if its own is done); None: woken."""
+    signal = lane.signals.get(id(ticket))
+    if signal is None or not signal.done():
+        return signal
+    fresh: _Signal = signal.get_loop().create_future()
+    lane.signals[id(ticket)] = fresh
+    return fresh
 
 
 class TaskCoalescer:
@@ -144,7 +168,9 @@ class TaskCoalescer:
                 if ticket.promoted:
                     self._release(key, lane, [])  # pass the lead on
                 elif ticket.committing:  # past the COMMIT point: learn how it ended first
-                    await _outcome_shielded(signal, wait)
+                    owed = _rearmed(lane, ticket)  # its own signal was cancelled with it
+                    if owed is not None:
+                        await _outcome_shielded(owed, wait)
                 else:
                     ticket.withdrawn = True  # the leader leaves it out before COMMIT
                 raise
@@ -161,7 +187,8 @@ class TaskCoalescer:
         if lane.leave(ticket):
             raise queue_timeout(ticket, wait)
         # Taken or promoted meanwhile: an outcome is owed, within ``wait`` more.
-        if not await _waited(signal, wait):
+        owed = _rearmed(lane, ticket)
+        if owed is not None and not await _waited(owed, wait):
             raise outcome_overdue(ticket, wait)
 
     async def _lead(self, key: _LaneKey, lane: Lane[_Signal], first: Ticket[Any]) -> None:
