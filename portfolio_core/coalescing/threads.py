@@ -2,12 +2,12 @@
 
 A caller finding its portfolio's lane idle leads at once (no added latency
 for a lone caller). Callers arriving while a leader works queue in arrival
-order; the leader takes them into its batch (up to ``max_batch``), and hands
-the lead to the first caller still queued at its batch's COMMIT point (its
-batch then never runs again), so the next batch queues on the row lock while
-the COMMIT is in flight (``overlap``: at READ COMMITTED only), else once it
-is done. A queued caller
-waits at most ``wait`` seconds (its lock timeout and a margin) to be taken,
+order; the leader takes them into its batch (up to ``max_batch``) and hands
+the lead to the first caller still queued: at its batch's COMMIT point (the
+batch never runs again after it), so that the next batch waits on the row
+lock while the COMMIT is in flight (``overlap``: READ COMMITTED only), else
+once it is done. A queued caller waits at most ``wait`` seconds (its lock
+timeout and a margin) to be taken,
 then leaves the queue with PessimisticLockException (retryable, like a lock
 timeout); once taken, the leader owes it an outcome, given in a ``finally``.
 
