@@ -77,7 +77,9 @@ class AsyncPortfolioStore:
         self.engine = engine
         self.coalesce = coalescing.wanted(coalesce, False, "auto")
         self._coalescer = coalescing.TaskCoalescer(
-            self.unit_of_work, coalescing.checked_max_batch(coalesce_max_batch)
+            self.unit_of_work,
+            coalescing.checked_max_batch(coalesce_max_batch),
+            lambda: coalescing.overlaps_commit(self.engine.sync_engine, self.isolation),
         )
         self.reads = replicas.router_for(read_engines, AsyncEngine, read_policy)
         """The read engines' router (None without read engines); ``reads.metrics()``."""

@@ -97,7 +97,9 @@ class PortfolioStore:
         self.engine = engine
         self.coalesce = coalescing.wanted(coalesce, False, "auto")
         self._coalescer = coalescing.ThreadCoalescer(
-            self.unit_of_work, coalescing.checked_max_batch(coalesce_max_batch)
+            self.unit_of_work,
+            coalescing.checked_max_batch(coalesce_max_batch),
+            lambda: coalescing.overlaps_commit(self.engine, self.isolation),
         )
         self.isolation = checked_isolation(isolation)
         self.concurrency = concurrency_service or ConcurrencyService(engine)

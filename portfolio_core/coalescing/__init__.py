@@ -27,7 +27,7 @@ from portfolio_core import store_work
 from portfolio_core.coalescing.batch import Batch
 from portfolio_core.coalescing.tasks import TaskCoalescer
 from portfolio_core.coalescing.threads import ThreadCoalescer
-from portfolio_core.coalescing.tickets import CoalescedCall, Ticket
+from portfolio_core.coalescing.tickets import CoalescedCall, Ticket, overlaps_commit
 from portfolio_core.domain import arguments
 from portfolio_core.domain.arguments import PortfolioId
 from portfolio_core.domain.portfolio import Portfolio
@@ -47,6 +47,7 @@ __all__ = [
     "Ticket",
     "checked_max_batch",
     "committed_version",
+    "overlaps_commit",
     "queue_wait",
     "request",
     "wanted",

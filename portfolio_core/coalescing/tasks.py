@@ -4,7 +4,8 @@ The leader task runs :meth:`Batch.body` on an AsyncUnitOfWork's sync side
 (``run_sync``) and commits; tasks arriving meanwhile (the loop runs them
 while the leader awaits the database) queue and are taken into the batch
 from the sync side, on the loop's own thread, so no lock is needed. A queued
-task that is cancelled leaves the queue; a promoted one that is cancelled
+task that is cancelled leaves the queue; a promoted one (at the COMMIT point
+of its predecessor's batch, as in ``threads``) that is cancelled
 passes the lead on. A taken one that is cancelled before its batch's COMMIT
 point is withdrawn: the leader, right before COMMIT, rolls back and runs the
 batch again without it (``Batch.body`` raises Withdrawn), so nothing of it
@@ -15,8 +16,11 @@ leader cancelled mid-batch still settles every ticket taken
 (``Batch.settle``: nothing committed, or outcome unknown during COMMIT).
 Taking, and a taken task's wait for its outcome, are bounded as in ``threads``.
 
-A queued task waits on a plain Future of its loop (``asyncio.wait``: no task
-is made per wait), which the leader resolves.
+A queued task awaits a plain Future of its loop, which the leader resolves
+(True) or a timer (False) when the wait's bound runs out: no task, waiter
+set or callback is made per wait, as ``asyncio.wait`` would. Cancelling the
+task cancels that Future; a caller whose outcome is still owed then waits
+on a fresh one, put in its place in the lane.
 """
 
 from __future__ import annotations
@@ -37,34 +41,54 @@ if TYPE_CHECKING:  # the sync API imports without the async extra (greenlet, asy
 
 T = TypeVar("T")
 
-AsyncUnitRunner = Callable[[Callable[[PostgreSQLPortfolioRepository], None]], Awaitable[None]]
-"""Runs a sync body in a fresh AsyncUnitOfWork of the store (``run_sync``) and commits it."""
+AsyncUnitRunner = Callable[
+    [Callable[[PostgreSQLPortfolioRepository], None], Callable[[], None]], Awaitable[None]
+]
+"""Runs a sync body in a fresh AsyncUnitOfWork of the store (``run_sync``), the hand-over,
+then COMMIT."""
 
-_Signal = asyncio.Future[None]
+_Signal = asyncio.Future[bool]
+"""True: woken by its owner (outcome given, or lead handed over); False: its wait ran out."""
 _LaneKey = tuple[asyncio.AbstractEventLoop, UUID]
 
 
 def unit_runner(unit_of_work: Callable[[], AsyncUnitOfWork]) -> AsyncUnitRunner:
-    """Run a body on ``unit_of_work()``'s sync side (the store's), then COMMIT once."""
+    """Run a body on ``unit_of_work()``'s sync side (the store's), then COMMIT once.
 
-    async def run(body: Callable[[PostgreSQLPortfolioRepository], None]) -> None:
+    ``committing`` runs between the body and COMMIT (``threads.unit_runner``).
+    """
+
+    async def run(
+        body: Callable[[PostgreSQLPortfolioRepository], None], committing: Callable[[], None]
+    ) -> None:
         async with unit_of_work() as uow:
             await uow.run_sync(body)
+            committing()
             await uow.commit()
 
     return run
 
 
-async def run_batch_async(batch: Batch, run_unit: AsyncUnitRunner) -> None:
+async def run_batch_async(
+    batch: Batch, run_unit: AsyncUnitRunner, committing: Callable[[], bool] | None = None
+) -> None:
     """``threads.run_batch`` awaited: the same Batch, settled in a ``finally``."""
     error: BaseException | None = None
+    handed = False
+
+    def before_commit() -> None:
+        nonlocal handed
+        handed = committing() if committing is not None else False
+
     try:
         while batch.pending:
             try:
-                await run_unit(batch.body)
+                await run_unit(batch.body, before_commit)
                 break
             except Exception as failure:  # every ticket gets it (translated) from settle
                 error = batch.recovered(failure)
+                if error is None and handed:
+                    error = failure  # the lead is gone: no second unit of work
                 if error is not None:
                     break
     except BaseException as failure:  # cancelled, interrupted: the leader's own caller too
@@ -76,22 +100,49 @@ async def run_batch_async(batch: Batch, run_unit: AsyncUnitRunner) -> None:
 
 def _wake(signals: list[_Signal]) -> None:
     for signal in signals:
-        if not signal.done():
-            signal.set_result(None)
+        if not signal.done():  # a cancelled caller's, or one whose wait ran out: it looks again
+            signal.set_result(True)
+
+
+def _expire(signal: _Signal) -> None:
+    if not signal.done():
+        signal.set_result(False)
 
 
 async def _waited(signal: _Signal, wait: Seconds | None) -> bool:
-    """Whether ``signal`` was set within ``wait`` seconds (the signal is never cancelled)."""
-    await asyncio.wait((signal,), timeout=wait)
-    return signal.done()
+    """Whether ``signal`` was woken within ``wait`` seconds (False: the bound ran out)."""
+    if wait is None:
+        return await signal
+    timer = asyncio.get_running_loop().call_later(wait, _expire, signal)
+    try:
+        return await signal
+    finally:
+        timer.cancel()
+
+
+def _rearmed(lane: Lane[_Signal], ticket: Ticket[Any]) -> _Signal | None:
+    """The signal ``ticket`` still waits for (a fresh one if its own is done); None: woken."""
+    signal = lane.signals.get(id(ticket))
+    if signal is None or not signal.done():
+        return signal
+    fresh: _Signal = signal.get_loop().create_future()
+    lane.signals[id(ticket)] = fresh
+    return fresh
 
 
 class TaskCoalescer:
     """The lanes of one async store: ``run`` a ticket, as leader or queued behind one."""
 
-    def __init__(self, unit_of_work: Callable[[], AsyncUnitOfWork], max_batch: int) -> None:
+    def __init__(
+        self,
+        unit_of_work: Callable[[], AsyncUnitOfWork],
+        max_batch: int,
+        overlap: Callable[[], bool] = lambda: False,
+    ) -> None:
         self._run_unit = unit_runner(unit_of_work)
         self._max_batch = max_batch
+        self._overlap = overlap
+        """Whether the next batch may start during a COMMIT (``tickets.overlaps_commit``)."""
         self._lanes: dict[_LaneKey, Lane[_Signal]] = {}
 
     def queued(self, portfolio_id: UUID) -> int:
@@ -117,7 +168,9 @@ class TaskCoalescer:
                 if ticket.promoted:
                     self._release(key, lane, [])  # pass the lead on
                 elif ticket.committing:  # past the COMMIT point: learn how it ended first
-                    await _outcome_shielded(signal, wait)
+                    owed = _rearmed(lane, ticket)  # its own signal was cancelled with it
+                    if owed is not None:
+                        await _outcome_shielded(owed, wait)
                 else:
                     ticket.withdrawn = True  # the leader leaves it out before COMMIT
                 raise
@@ -134,24 +187,47 @@ class TaskCoalescer:
         if lane.leave(ticket):
             raise queue_timeout(ticket, wait)
         # Taken or promoted meanwhile: an outcome is owed, within ``wait`` more.
-        if not await _waited(signal, wait):
+        owed = _rearmed(lane, ticket)
+        if owed is not None and not await _waited(owed, wait):
             raise outcome_overdue(ticket, wait)
 
     async def _lead(self, key: _LaneKey, lane: Lane[_Signal], first: Ticket[Any]) -> None:
         batch = Batch(key[1], first.request.lock_timeout, self._max_batch, lambda n: [])
         batch.more = lambda n: lane.take(n, batch.fits)
+        handed = False
+
+        def hand_over() -> bool:
+            """At the COMMIT point: the next batch starts while this COMMIT is in flight."""
+            nonlocal handed
+            if not batch.committing or not self._overlap():
+                return False
+            successor = lane.pass_lead()
+            if successor is None:
+                self._close(key, lane)
+            else:
+                _wake([successor])
+            handed = True
+            return True
+
         try:
             batch.add([first, *lane.take(self._max_batch - 1, batch.fits)])
-            await run_batch_async(batch, self._run_unit)
+            await run_batch_async(batch, self._run_unit, hand_over)
         finally:
-            self._release(key, lane, batch.taken)
+            if handed:
+                _wake(lane.settled(batch.taken))
+            else:
+                self._release(key, lane, batch.taken)
 
     def _release(self, key: _LaneKey, lane: Lane[_Signal], taken: list[Ticket[Any]]) -> None:
         """Wake the tickets ``taken``; hand the lead to the first one queued, or close the lane."""
         signals, closed = lane.release(taken)
         if closed:
-            del self._lanes[key]
+            self._close(key, lane)
         _wake(signals)
+
+    def _close(self, key: _LaneKey, lane: Lane[_Signal]) -> None:
+        if self._lanes.get(key) is lane:  # a lane closed early may have a successor lane
+            del self._lanes[key]
 
 
 _COMMIT_WAIT: Seconds = 5.0

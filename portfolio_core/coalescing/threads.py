@@ -2,9 +2,12 @@
 
 A caller finding its portfolio's lane idle leads at once (no added latency
 for a lone caller). Callers arriving while a leader works queue in arrival
-order; the leader takes them into its batch (up to ``max_batch``), and when
-it is done hands the lead to the first caller still queued. A queued caller
-waits at most ``wait`` seconds (its lock timeout and a margin) to be taken,
+order; the leader takes them into its batch (up to ``max_batch``) and hands
+the lead to the first caller still queued: at its batch's COMMIT point (the
+batch never runs again after it), so that the next batch waits on the row
+lock while the COMMIT is in flight (``overlap``: READ COMMITTED only), else
+once it is done. A queued caller waits at most ``wait`` seconds (its lock
+timeout and a margin) to be taken,
 then leaves the queue with PessimisticLockException (retryable, like a lock
 timeout); once taken, the leader owes it an outcome, given in a ``finally``.
 
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 from portfolio_core.coalescing.batch import Batch
@@ -36,35 +39,91 @@ from portfolio_core.units import Seconds
 
 T = TypeVar("T")
 
-UnitRunner = Callable[[Callable[[PostgreSQLPortfolioRepository], None]], None]
-"""Runs a body in a fresh unit of work of the store and commits it (no retry)."""
+UnitRunner = Callable[[Callable[[PostgreSQLPortfolioRepository], None], Callable[[], None]], None]
+"""Runs a body in a fresh unit of work of the store, then the hand-over, then COMMIT (no retry)."""
 
 
 def unit_runner(unit_of_work: Callable[[], UnitOfWork]) -> UnitRunner:
-    """Run a body in ``unit_of_work()`` (the store's: read-your-writes noted) and COMMIT once."""
+    """Run a body in ``unit_of_work()`` (the store's: read-your-writes noted) and COMMIT once.
 
-    def run(body: Callable[[PostgreSQLPortfolioRepository], None]) -> None:
+    ``committing`` runs between the body and COMMIT: the lead is handed over
+    there, so the next batch starts (and queues on the row lock) while this
+    COMMIT is in flight.
+    """
+
+    def run(
+        body: Callable[[PostgreSQLPortfolioRepository], None], committing: Callable[[], None]
+    ) -> None:
         with unit_of_work() as uow:
             body(uow.portfolios)
+            committing()
             uow.commit()
 
     return run
 
 
-new_signal: Callable[[], threading.Event] = threading.Event
+class Wakeup(Protocol):
+    """What wakes one queued caller (set once, by whoever owes it its turn)."""
+
+    def set(self) -> None:
+        """Wake the waiter."""
+
+    def wait(self, timeout: Seconds | None = None) -> bool:
+        """Whether it was set within ``timeout`` seconds (None: no bound)."""
+
+
+class Signal:
+    """A one-shot wake-up: a bare lock its waiter blocks on and its owner releases once.
+
+    Cheaper than ``threading.Event`` (a Condition over two locks); it is set
+    exactly once (the lane hands each signal out once), and waited on again
+    only after a wait that timed out.
+    """
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def set(self) -> None:
+        """Wake the waiter."""
+        self._lock.release()
+
+    def wait(self, timeout: Seconds | None = None) -> bool:
+        """Whether it was set within ``timeout`` seconds (None: no bound)."""
+        return self._lock.acquire(True, -1 if timeout is None else timeout)
+
+
+new_signal: Callable[[], Wakeup] = Signal
 """How a queued caller's wake-up signal is made (tests replace it to interrupt a waiter)."""
 
 
-def run_batch(batch: Batch, run_unit: UnitRunner) -> None:
-    """Run ``batch`` in units of work (again without a culprit), then settle every ticket."""
+def run_batch(
+    batch: Batch, run_unit: UnitRunner, committing: Callable[[], bool] | None = None
+) -> None:
+    """Run ``batch`` in units of work (again without a culprit), then settle every ticket.
+
+    ``committing`` (called between the body and COMMIT) answers whether it
+    handed the lead over: after that the batch never runs again (a failed
+    COMMIT fails it, as it would anyway).
+    """
     error: BaseException | None = None
+    handed = False
+
+    def before_commit() -> None:
+        nonlocal handed
+        handed = committing() if committing is not None else False
+
     try:
         while batch.pending:
             try:
-                run_unit(batch.body)
+                run_unit(batch.body, before_commit)
                 break
             except Exception as failure:  # every ticket gets it (translated) from settle
                 error = batch.recovered(failure)
+                if error is None and handed:
+                    error = failure  # the lead is gone: no second unit of work
                 if error is not None:
                     break
     except BaseException as failure:  # cancelled, interrupted: the leader's own caller too
@@ -77,11 +136,18 @@ def run_batch(batch: Batch, run_unit: UnitRunner) -> None:
 class ThreadCoalescer:
     """The lanes of one store: ``run`` a ticket, as leader or queued behind one."""
 
-    def __init__(self, unit_of_work: Callable[[], UnitOfWork], max_batch: int) -> None:
+    def __init__(
+        self,
+        unit_of_work: Callable[[], UnitOfWork],
+        max_batch: int,
+        overlap: Callable[[], bool] = lambda: False,
+    ) -> None:
         self._run_unit = unit_runner(unit_of_work)
         self._max_batch = max_batch
+        self._overlap = overlap
+        """Whether the next batch may start during a COMMIT (``tickets.overlaps_commit``)."""
         self._lock = threading.Lock()
-        self._lanes: dict[UUID, Lane[threading.Event]] = {}
+        self._lanes: dict[UUID, Lane[Wakeup]] = {}
 
     def queued(self, portfolio_id: UUID) -> int:
         """How many callers wait in ``portfolio_id``'s queue now (not those taken)."""
@@ -114,9 +180,9 @@ class ThreadCoalescer:
 
     def _wait(
         self,
-        lane: Lane[threading.Event],
+        lane: Lane[Wakeup],
         ticket: Ticket[Any],
-        signal: threading.Event,
+        signal: Wakeup,
         wait: Seconds | None,
     ) -> None:
         if signal.wait(wait):
@@ -128,14 +194,14 @@ class ThreadCoalescer:
         if not signal.wait(wait):
             raise outcome_overdue(ticket, wait)
 
-    def _leave(self, pid: UUID, lane: Lane[threading.Event], ticket: Ticket[Any]) -> None:
+    def _leave(self, pid: UUID, lane: Lane[Wakeup], ticket: Ticket[Any]) -> None:
         """A waiting caller interrupted (KeyboardInterrupt): its ticket must not stay behind.
 
         Queued: it leaves the queue. Promoted: the lead passes on (or the lane
         closes), else nobody would lead. Taken, before its batch's COMMIT
         point: withdrawn (the leader runs the batch again without it).
         """
-        signals: list[threading.Event] = []
+        signals: list[Wakeup] = []
         with self._lock:
             if lane.leave(ticket):
                 return
@@ -146,28 +212,56 @@ class ThreadCoalescer:
         for signal in signals:
             signal.set()
 
-    def _release(
-        self, pid: UUID, lane: Lane[threading.Event], taken: list[Ticket[Any]]
-    ) -> list[threading.Event]:
+    def _release(self, pid: UUID, lane: Lane[Wakeup], taken: list[Ticket[Any]]) -> list[Wakeup]:
         """Under the lock: the signals of ``taken`` and of the next leader (or close the lane)."""
         signals, closed = lane.release(taken)
         if closed:
-            del self._lanes[pid]
+            self._close(pid, lane)
         return signals
 
-    def _take(self, lane: Lane[threading.Event], room: int, batch: Batch) -> list[Ticket[Any]]:
+    def _close(self, pid: UUID, lane: Lane[Wakeup]) -> None:
+        if self._lanes.get(pid) is lane:
+            del self._lanes[pid]
+
+    def _hand_over(self, pid: UUID, lane: Lane[Wakeup], batch: Batch) -> bool:
+        """At the COMMIT point: the first caller queued leads next (or the lane closes).
+
+        Its batch starts now and waits on the row lock until this COMMIT ends,
+        so its client work overlaps this COMMIT's round trip. True once handed.
+        """
+        if not batch.committing or not self._overlap():
+            return False
+        with self._lock:
+            successor = lane.pass_lead()
+            if successor is None:
+                self._close(pid, lane)
+        if successor is not None:
+            successor.set()
+        return True
+
+    def _take(self, lane: Lane[Wakeup], room: int, batch: Batch) -> list[Ticket[Any]]:
         with self._lock:
             return lane.take(room, batch.fits)
 
-    def _lead(self, pid: UUID, lane: Lane[threading.Event], first: Ticket[Any]) -> None:
+    def _lead(self, pid: UUID, lane: Lane[Wakeup], first: Ticket[Any]) -> None:
         batch = Batch(pid, first.request.lock_timeout, self._max_batch, lambda room: [])
         batch.guard = self._lock  # its COMMIT point and a caller withdrawing: one at a time
         batch.more = lambda room: self._take(lane, room, batch)
+        handed = False
+
+        def hand_over() -> bool:
+            nonlocal handed
+            handed = self._hand_over(pid, lane, batch)
+            return handed
+
         try:
             batch.add([first, *self._take(lane, self._max_batch - 1, batch)])
-            run_batch(batch, self._run_unit)
+            run_batch(batch, self._run_unit, hand_over)
         finally:
             with self._lock:
-                signals = self._release(pid, lane, batch.taken)
+                if handed:
+                    signals = lane.settled(batch.taken)
+                else:
+                    signals = self._release(pid, lane, batch.taken)
             for signal in signals:
                 signal.set()

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
+from sqlalchemy import Engine
+
 from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.errors import CommitOutcomeUnknownException, PessimisticLockException
 from portfolio_core.store_work import StoreCall
@@ -121,12 +123,22 @@ class Lane(Generic[S]):
         none queued, the lane closes (its owner drops it). The successor's
         signal comes first: the next batch starts while the others wake.
         """
-        settled = [self.signals.pop(id(t)) for t in taken if id(t) in self.signals]
+        successor = self.pass_lead()
+        settled = self.settled(taken)
+        return (settled if successor is None else [successor, *settled]), successor is None
+
+    def pass_lead(self) -> S | None:
+        """The signal of the first caller queued, now handed the lead; None: the lane closes."""
         if not self.queue:
-            return settled, True
+            return None
         successor = self.queue.popleft()
         successor.promoted = True
-        return [self.signals.pop(id(successor)), *settled], False
+        return self.signals.pop(id(successor))
+
+    def settled(self, taken: list[Ticket[Any]]) -> list[S]:
+        """The signals to wake for ``taken`` (each once: they leave the lane)."""
+        signals = self.signals
+        return [signals.pop(id(t)) for t in taken if id(t) in signals]
 
 
 def queue_timeout(ticket: Ticket[Any], waited: Seconds | None) -> PessimisticLockException:
@@ -147,3 +159,23 @@ def outcome_overdue(ticket: Ticket[Any], waited: Seconds | None) -> CommitOutcom
         entity_type="Portfolio",
         entity_id=ticket.request.portfolio_id,
     )
+
+
+def overlaps_commit(engine: Engine, isolation: str | None) -> bool:
+    """Whether a store's next batch may start while the last COMMIT is in flight.
+
+    Only at READ COMMITTED (the store's level, else the engine's, else the
+    server's default, known after the first connection): the next batch's
+    FOR UPDATE then waits for the COMMIT and reads the row it committed. At
+    REPEATABLE READ or SERIALIZABLE its snapshot would predate that COMMIT,
+    and the lock would end in a serialization failure.
+    """
+    level = isolation
+    if level is None:
+        level = engine.get_execution_options().get("isolation_level")
+    dialect = engine.dialect
+    if level is None:  # create_engine(isolation_level=...)
+        level = getattr(dialect, "_on_connect_isolation_level", None)
+    if level is None:
+        level = dialect.default_isolation_level
+    return isinstance(level, str) and level.upper() == "READ COMMITTED"
