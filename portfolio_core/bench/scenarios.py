@@ -67,7 +67,7 @@ class Sizes:
     uncontended_ops: int = 300
     hot_ops: int = 1500
     reprice_positions: int = 10_000
-    reprice_rounds: int = 8
+    reprice_rounds: int = 12
     warmup_ops: int = 20
     rounds: int = 3
     repeat_history: int = 10_000
@@ -300,23 +300,24 @@ class Bench:
         """(c) update_all_prices on every position vs one raw UPDATE ... FROM the price list.
 
         The sides take turns (who goes first alternates), as in the other
-        scenarios: the shared positions table (10,000 dead rows per call until
-        vacuumed) and the machine's load drift during the run.
+        scenarios, and swap portfolios every round: the two portfolios'
+        positions lie differently in the shared table (10,000 dead rows per
+        call until vacuumed), which must not favour one side for a whole run.
         """
         count, rounds = self.sizes.reprice_positions, self.sizes.reprice_rounds
         # What a caller would pass is built before any timing, for both sides.
         prices = [reprice_prices(count, r) for r in range(rounds + 1)]
-        sides: dict[Side, str] = {
-            "raw": self.big_portfolio(count),
-            "library": self.big_portfolio(count),
-        }
+        held = [self.big_portfolio(count), self.big_portfolio(count)]
+        sides: tuple[Side, Side] = ("raw", "library")
         latencies: dict[Side, list[Seconds]] = {side: [] for side in sides}
         bumps: dict[Side, list[int]] = {side: [] for side in sides}
         cpu: dict[Side, Seconds] = dict.fromkeys(sides, 0.0)
-        for side, pid in sides.items():
+        for side, pid in zip(sides, held, strict=True):
             driver.reprice(side, pid, prices[rounds])  # warm-up (caches, prepared statements)
         for r in range(rounds):
-            for side, pid in list(sides.items())[:: 1 if r % 2 == 0 else -1]:
+            # Even rounds: raw on the first portfolio, first; odd: library first, on it.
+            turns = list(zip(sides, held[r % 2 :] + held[: r % 2], strict=True))
+            for side, pid in turns[:: 1 if r % 2 == 0 else -1]:
                 before = self.version(pid)
                 started, cpu_started = time.perf_counter(), time.process_time()
                 changed = driver.reprice(side, pid, prices[r])

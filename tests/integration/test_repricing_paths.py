@@ -5,7 +5,10 @@ from __future__ import annotations
 from decimal import Decimal
 from uuid import UUID
 
+import pytest
+
 from portfolio_core import Portfolio, PortfolioStore, Position, PositionRequest, UnitOfWork
+from portfolio_core.async_store import AsyncPortfolioStore
 
 
 class PositionOpener:
@@ -69,3 +72,73 @@ def test_repricing_without_loaded_positions_counts_the_rows_it_changed(
     snapshot = store.get(pid)
     assert snapshot.positions["AAPL"].current_price == Decimal(9)
     assert snapshot.positions["AAPL"].version == 2  # inserted at 1, re-priced once
+
+
+class PositionCloser:
+    """An operation for PortfolioStore.execute: close one position."""
+
+    def __init__(self, symbol: str) -> None:
+        self.symbol = symbol
+
+    def __call__(self, portfolio: Portfolio) -> None:
+        portfolio.close_position(self.symbol, Decimal("10"))
+
+
+def _recorded_prices(store: PortfolioStore, pid: UUID) -> object:
+    (operation,) = store.history(pid)[-1].operations
+    assert operation.kind == "update_all_prices"
+    return operation.arguments["prices"]
+
+
+def test_a_partial_match_records_only_the_prices_applied(store: PortfolioStore) -> None:
+    pid = _portfolio_holding(store, "AAPL", "MSFT", "TSLA")
+    store.execute(pid, PositionCloser("MSFT"))  # closed: not re-priced
+    other = _portfolio_holding(store, "IBM")  # another portfolio's open position
+    many = {f"X{n}": Decimal(n) for n in range(100)}  # also the compact event shape
+
+    updated = store.update_all_prices(
+        pid, {**many, "IBM": "7", "TSLA": "8", "MSFT": "9", "AAPL": "6", "NOPE": "1"}
+    )
+
+    assert updated == 2
+    assert _recorded_prices(store, pid) == {"TSLA": Decimal(8), "AAPL": Decimal(6)}
+    snapshot = store.get(pid)
+    assert {s: p.current_price for s, p in snapshot.positions.items()} == {
+        "AAPL": Decimal(6),
+        "TSLA": Decimal(8),
+    }
+    assert store.get(other).positions["IBM"].current_price == Decimal(10)
+    assert snapshot.cash_balance == store.replay(pid).cash_balance
+    assert {s: p.current_price for s, p in store.replay(pid).positions.items()} == {
+        "AAPL": Decimal(6),
+        "TSLA": Decimal(8),
+    }
+
+
+def test_a_partial_match_with_positions_loaded_records_only_the_prices_applied(
+    store: PortfolioStore,
+) -> None:
+    pid = _portfolio_holding(store, "AAPL", "MSFT")
+    with UnitOfWork(store.engine) as uow:
+        loaded = uow.portfolios.get(pid).positions  # the rows come back: no second read
+        assert uow.portfolios.update_all_prices(pid, {"NOPE": "1", "MSFT": "12"}) == 1
+        assert loaded["MSFT"].current_price == Decimal(12)
+        uow.commit()
+
+    assert _recorded_prices(store, pid) == {"MSFT": Decimal(12)}
+    assert store.get(pid).positions["AAPL"].current_price == Decimal(10)
+
+
+@pytest.mark.asyncio
+async def test_the_async_store_records_only_the_prices_applied(
+    async_store: AsyncPortfolioStore,
+) -> None:
+    pid = await async_store.create_portfolio("prices", Decimal("100000"))
+    await async_store.execute(pid, PositionOpener(PositionRequest("AAPL", 1, "10")))
+
+    assert await async_store.update_all_prices(pid, {"AAPL": "11", "NOPE": "2"}) == 1
+    assert await async_store.update_all_prices(pid, {"AAPL": "12"}) == 1
+
+    partial, full = (await async_store.history(pid))[-2:]
+    assert partial.operations[0].arguments["prices"] == {"AAPL": Decimal(11)}
+    assert full.operations[0].arguments["prices"] == {"AAPL": Decimal(12)}

@@ -24,7 +24,8 @@ LIBRARY_TEXT_SQL: list[TextClause] = [
     sql_updates._SELECT_VERSION_FOR_UPDATE,
     sql_updates._BUMP_VERSION,
     sql_updates._REPRICE_ROWS,
-    sql_updates._REPRICE_COUNT,
+    sql_updates._REPRICE,
+    sql_updates._REPRICED_SYMBOLS,
     repository._EXISTS,
     *stale_versions._VERSION_QUERIES.values(),
 ]
