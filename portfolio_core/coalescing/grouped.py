@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import ARRAY, Integer, Text, Uuid, bindparam, cast, column, func, select
+from sqlalchemy import Uuid, bindparam, cast, select
 from sqlalchemy import insert as plain_insert
 from sqlalchemy.dialects.postgresql import JSONB, insert
 
@@ -41,28 +41,20 @@ from portfolio_core.persistence import idempotency
 from portfolio_core.persistence.errors import translated
 from portfolio_core.persistence.idempotency import StoredKey
 from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository
+from portfolio_core.persistence.row_flush import EVENT_COLUMNS, EVENT_ROWS
 from portfolio_core.persistence.schema import idempotency_keys, portfolio_events
 from portfolio_core.persistence.session import transaction_state
 from portfolio_core.store_work import check_version
 
 # The batch's N events in one statement of fixed text (compiled once, whatever
-# N): three arrays unnested in order, each operations list sent as JSON text.
-_EVENT_ROWS = (
-    func.unnest(
-        cast(bindparam("versions", type_=ARRAY(Integer)), ARRAY(Integer)),
-        cast(bindparam("operations", type_=ARRAY(Text)), ARRAY(Text)),
-        cast(bindparam("keys", type_=ARRAY(Text)), ARRAY(Text)),
-    )
-    .table_valued(column("version", Integer), column("operations", Text), column("key", Text))
-    .render_derived()
-)
+# N), when the ORM flushed the rows (positions changed): see ``write``.
 _INSERT_EVENTS = plain_insert(portfolio_events).from_select(
-    ["portfolio_id", "version", "operations", "idempotency_key"],
+    EVENT_COLUMNS,
     select(
         cast(bindparam("pid", type_=Uuid(as_uuid=True)), Uuid(as_uuid=True)),
-        _EVENT_ROWS.c.version,
-        cast(_EVENT_ROWS.c.operations, JSONB),
-        _EVENT_ROWS.c.key,
+        EVENT_ROWS.c.version,
+        cast(EVENT_ROWS.c.operations, JSONB),
+        EVENT_ROWS.c.key,
     ),
 )
 
@@ -174,18 +166,19 @@ class Grouped:
                     # one UPDATE: the session's once-per-transaction bump is
                     # told it already happened.
                     state.start_versions[pid] = self.base_version
-                    session.flush()
                     first = self.base_version + 1
                     events = {
-                        "pid": pid,
-                        "versions": list(range(first, first + len(self.changes))),
-                        "operations": [
+                        "_event_versions": list(range(first, first + len(self.changes))),
+                        "_event_operations": [
                             json.dumps([op.to_json() for op in operations])
                             for operations, _ in self.changes
                         ],
-                        "keys": [key for _, key in self.changes],
+                        "_event_keys": [key for _, key in self.changes],
                     }
-                    session.connection().execute(_INSERT_EVENTS, events)
+                    # Only portfolio columns changed: the row and its events in
+                    # one statement; else the ORM's flush, then the events.
+                    if not session.flush_with_events({pid: events}):
+                        session.connection().execute(_INSERT_EVENTS, {"pid": pid, **events})
                 state.events_written = True  # written above: COMMIT adds none
                 if self.claims:
                     self._claim_keys()

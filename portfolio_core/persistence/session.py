@@ -26,7 +26,7 @@ mapper hooks refusing other Sessions are ``write_guards.install_session_guard``)
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 from uuid import UUID
@@ -42,7 +42,7 @@ from portfolio_core.domain.position import Position, utcnow
 from portfolio_core.persistence import events
 from portfolio_core.persistence.errors import translated
 from portfolio_core.persistence.mapping import start_mappers
-from portfolio_core.persistence.row_flush import flush_portfolio_rows
+from portfolio_core.persistence.row_flush import EventRows, flush_portfolio_rows
 from portfolio_core.persistence.stale_versions import stale_conflict
 from portfolio_core.persistence.write_guards import install_session_guard, refuse_unrecorded
 
@@ -222,7 +222,7 @@ class PortfolioSession(Session):
         connection lost while COMMIT is in flight is CommitOutcomeUnknownException.
         """
         with translated():
-            self._flush_checked(None, with_events=True)
+            self._flush_checked(None, _events_with_rows)
             write_events(self)  # unless the flush wrote them with the rows
         with translated(during_commit=True):
             super().commit()
@@ -233,16 +233,37 @@ class PortfolioSession(Session):
         Changed portfolio columns alone are written without the ORM's unit of
         work (``persistence.row_flush``); anything else goes through it.
         """
-        self._flush_checked(objects, with_events=False)
+        self._flush_checked(objects, None)
 
-    def _flush_checked(self, objects: Sequence[Any] | None, *, with_events: bool) -> None:
-        """:meth:`flush`; ``with_events`` (COMMIT's last flush): the events may go with the rows."""
+    def flush_with_events(self, events: Mapping[UUID, Mapping[str, Any]]) -> bool:
+        """:meth:`flush`, writing ``events`` with their rows if the flush is the lean one.
+
+        ``events``: each changed portfolio's events, as ``row_flush.EventRows``
+        answers them (a coalesced batch's several). True: written, and this
+        transaction's events are marked written; False: the ORM flushed, the
+        events are still to be written (by the caller).
+        """
+        answered: list[bool] = []
+
+        def rows(session: Session, ids: list[UUID]) -> Mapping[UUID, Mapping[str, Any]] | None:
+            if set(ids) != events.keys():
+                return None
+            answered.append(True)
+            return events
+
+        self._flush_checked(None, rows)
+        if answered:
+            transaction_state(self).events_written = True
+        return bool(answered)
+
+    def _flush_checked(self, objects: Sequence[Any] | None, event_rows: EventRows | None) -> None:
+        """:meth:`flush`; with ``event_rows`` (COMMIT's last flush, a batch's write) the
+        events it answers go with the rows (``row_flush``)."""
         try:
             if objects is None and not self._flushing:
                 self._flushing = True
                 try:
-                    rows = _events_with_rows if with_events else None
-                    if flush_portfolio_rows(self, _prepare_flush, rows):
+                    if flush_portfolio_rows(self, _prepare_flush, event_rows):
                         return
                 finally:
                     self._flushing = False
