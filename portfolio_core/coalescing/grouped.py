@@ -3,12 +3,16 @@
 :class:`Grouped` applies the batch's operations to the loaded aggregate
 without flushing and keeps, per changing operation, what it performed; then
 one UPDATE takes the portfolio from version v to v + N (the session's own
-bump is told the row already moved), one INSERT (of three unnested arrays)
-writes the N events at v + 1 .. v + N, ascending (each with its own key; migration
+bump is told the row already moved) and the N events go in at v + 1 .. v + N,
+ascending, unnested from three arrays (each with its own key; migration
 pc0004 admits events below the version the transaction wrote when each
 continues the newest one, so a portfolio whose version v has no event, one
-from before pc0002, falls back) and one multi-row INSERT claims the keys.
-The keys of the batch are looked up with one SELECT.
+from before pc0002, falls back). When only portfolio columns changed (cash:
+the common batch) the UPDATE and the events are one statement, row_flush's
+combined write (``PortfolioSession.flush_with_events``); otherwise the ORM
+flushes (positions too) and one INSERT writes the events. One multi-row
+INSERT claims the keys; the keys of the batch are looked up with one SELECT
+(none when no ticket has a key).
 
 Anything unusual ends the fast way with :class:`Fallback` (the unit of work
 is rolled back and the batch runs again flushing per operation, which
