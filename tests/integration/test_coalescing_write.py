@@ -27,7 +27,13 @@ from portfolio_core import (
 )
 from portfolio_core.concurrency import ConcurrencyService
 from portfolio_core.persistence.session import transaction_state
-from tests.integration.coalescing_tools import committed_state, event_rows, key_count, piled_up
+from tests.integration.coalescing_tools import (
+    Call,
+    committed_state,
+    event_rows,
+    key_count,
+    piled_up,
+)
 
 
 @pytest.fixture
@@ -70,7 +76,7 @@ def test_a_batch_of_cash_changes_writes_its_row_and_events_in_one_statement(
 ) -> None:
     pid = coalescing.create_portfolio("alpha", Decimal("100"))
     keys = ["k1", None, "k3", None]
-    calls = [
+    calls: list[Call] = [
         partial(coalescing.execute_versioned, pid, deposit(str(i)), idempotency_key=key)
         for i, key in enumerate(keys, start=1)
     ]
@@ -103,7 +109,7 @@ def test_a_batch_that_opens_a_position_keeps_the_orm_flush_and_writes_its_events
     coalescing: PortfolioStore, engine: Engine
 ) -> None:
     pid = coalescing.create_portfolio("alpha", Decimal("100"))
-    calls = [
+    calls: list[Call] = [
         partial(coalescing.execute_versioned, pid, deposit("5")),
         partial(coalescing.execute_versioned, pid, open_aapl, idempotency_key="open"),
         partial(coalescing.execute_versioned, pid, deposit("7")),
