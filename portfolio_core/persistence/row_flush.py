@@ -223,10 +223,10 @@ def flush_portfolio_rows(
                 result = connection.execute(statement, parameters)
             except IntegrityError as error:  # the event's version is taken: a conflict
                 raise version_taken(session, error, values["id"], first_version) from error
-        if result.rowcount != expected:
+        if result.rowcount != expected:  # no row at the loaded version: no event either
             raise StaleDataError(
-                f"UPDATE statement on table 'portfolios' (with {expected} event(s)) expected "
-                f"to write {expected} row(s); {result.rowcount} were written."
+                f"UPDATE statement on table 'portfolios' expected to update 1 row(s); "
+                f"{result.rowcount if expected == 1 else 0} were matched."
             )
     InstanceState._commit_all_states(
         [(state, state.dict) for state in states], session.identity_map
