@@ -289,13 +289,19 @@ def _owning_portfolio(session: Session, position: Position) -> Portfolio | None:
 def _bump_aggregate_versions(session: Session, state: TransactionState) -> None:
     """Bump each changed aggregate's portfolio version once per transaction."""
     roots: dict[UUID, Portfolio] = {}
+    # Portfolios is_modified already answered True for: asked once per flush
+    # (it reads every attribute's history; the last loop needs the same answer).
+    modified: set[UUID] = set()
     flushed: list[tuple[str, object, int, object]] = []
     # Each of these properties builds a new set: take them once.
     new, deleted = session.new, session.deleted
     for obj in (*new, *session.dirty, *deleted):
         if isinstance(obj, Portfolio):
-            if obj not in new and (obj in deleted or session.is_modified(obj)):
+            if obj not in new and obj in deleted:
                 roots[obj.id] = obj
+            elif obj not in new and session.is_modified(obj):
+                roots[obj.id] = obj
+                modified.add(obj.id)
         elif isinstance(obj, Position):
             if obj not in new:
                 if not session.is_modified(obj) and obj not in deleted:
@@ -317,7 +323,9 @@ def _bump_aggregate_versions(session: Session, state: TransactionState) -> None:
         if bumped:
             portfolio._version = portfolio._version + 1
             portfolio.last_updated = utcnow()
-        if portfolio not in deleted and (bumped or session.is_modified(portfolio)):
+        if portfolio not in deleted and (
+            bumped or portfolio_id in modified or session.is_modified(portfolio)
+        ):
             # This flush UPDATEs the row WHERE version = loaded version: if it
             # succeeds, the row is at exactly this version.
             state.written_versions[portfolio_id] = portfolio._version
