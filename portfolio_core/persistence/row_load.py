@@ -20,8 +20,8 @@ The ORM statement is run instead whenever the shortcut could differ from it:
 the portfolio already in the identity map (the same object comes back, and a
 locking load refreshes it: ``populate_existing``), or a listener that the ORM
 load fires (``do_orm_execute``, ``load``, ``loaded_as_persistent``); like the
-ORM's load, the shortcut fires no attach event. As the ORM's autoflush (off in the units of
-work), pending changes are flushed first.
+ORM's load, the shortcut fires no attach event. As the ORM's autoflush (off
+in the units of work), pending changes are flushed first.
 """
 
 from __future__ import annotations

@@ -124,7 +124,7 @@ def test_a_session_listener_of_loads_still_sees_the_load(engine: Engine, locked:
 
 @pytest.mark.parametrize("locked", [False, True], ids=["get", "lock_for_change"])
 def test_a_load_attaches_nothing_an_attach_listener_would_see(engine: Engine, locked: bool) -> None:
-    # The ORM's load fires no attach event: neither may the row load's Session.add.
+    # The ORM's load fires no attach event: neither may the row load's attaching.
     pid = create_portfolio(engine)
     seen: list[object] = []
     with UnitOfWork(engine) as uow:
