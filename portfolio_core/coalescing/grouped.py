@@ -3,12 +3,16 @@
 :class:`Grouped` applies the batch's operations to the loaded aggregate
 without flushing and keeps, per changing operation, what it performed; then
 one UPDATE takes the portfolio from version v to v + N (the session's own
-bump is told the row already moved), one INSERT (of three unnested arrays)
-writes the N events at v + 1 .. v + N, ascending (each with its own key; migration
+bump is told the row already moved) and the N events go in at v + 1 .. v + N,
+ascending, unnested from three arrays (each with its own key; migration
 pc0004 admits events below the version the transaction wrote when each
 continues the newest one, so a portfolio whose version v has no event, one
-from before pc0002, falls back) and one multi-row INSERT claims the keys.
-The keys of the batch are looked up with one SELECT.
+from before pc0002, falls back). When only portfolio columns changed (cash:
+the common batch) the UPDATE and the events are one statement, row_flush's
+combined write (``PortfolioSession.flush_with_events``); otherwise the ORM
+flushes (positions too) and one INSERT writes the events. One multi-row
+INSERT claims the keys; the keys of the batch are looked up with one SELECT
+(none when no ticket has a key).
 
 Anything unusual ends the fast way with :class:`Fallback` (the unit of work
 is rolled back and the batch runs again flushing per operation, which
@@ -27,7 +31,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import ARRAY, Integer, Text, Uuid, bindparam, cast, column, func, select
+from sqlalchemy import Uuid, bindparam, cast, select
 from sqlalchemy import insert as plain_insert
 from sqlalchemy.dialects.postgresql import JSONB, insert
 
@@ -41,28 +45,20 @@ from portfolio_core.persistence import idempotency
 from portfolio_core.persistence.errors import translated
 from portfolio_core.persistence.idempotency import StoredKey
 from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository
+from portfolio_core.persistence.row_flush import EVENT_COLUMNS, EVENT_ROWS
 from portfolio_core.persistence.schema import idempotency_keys, portfolio_events
 from portfolio_core.persistence.session import transaction_state
 from portfolio_core.store_work import check_version
 
 # The batch's N events in one statement of fixed text (compiled once, whatever
-# N): three arrays unnested in order, each operations list sent as JSON text.
-_EVENT_ROWS = (
-    func.unnest(
-        cast(bindparam("versions", type_=ARRAY(Integer)), ARRAY(Integer)),
-        cast(bindparam("operations", type_=ARRAY(Text)), ARRAY(Text)),
-        cast(bindparam("keys", type_=ARRAY(Text)), ARRAY(Text)),
-    )
-    .table_valued(column("version", Integer), column("operations", Text), column("key", Text))
-    .render_derived()
-)
+# N), when the ORM flushed the rows (positions changed): see ``write``.
 _INSERT_EVENTS = plain_insert(portfolio_events).from_select(
-    ["portfolio_id", "version", "operations", "idempotency_key"],
+    EVENT_COLUMNS,
     select(
         cast(bindparam("pid", type_=Uuid(as_uuid=True)), Uuid(as_uuid=True)),
-        _EVENT_ROWS.c.version,
-        cast(_EVENT_ROWS.c.operations, JSONB),
-        _EVENT_ROWS.c.key,
+        EVENT_ROWS.c.version,
+        cast(EVENT_ROWS.c.operations, JSONB),
+        EVENT_ROWS.c.key,
     ),
 )
 
@@ -174,18 +170,19 @@ class Grouped:
                     # one UPDATE: the session's once-per-transaction bump is
                     # told it already happened.
                     state.start_versions[pid] = self.base_version
-                    session.flush()
                     first = self.base_version + 1
                     events = {
-                        "pid": pid,
-                        "versions": list(range(first, first + len(self.changes))),
-                        "operations": [
+                        "_event_versions": list(range(first, first + len(self.changes))),
+                        "_event_operations": [
                             json.dumps([op.to_json() for op in operations])
                             for operations, _ in self.changes
                         ],
-                        "keys": [key for _, key in self.changes],
+                        "_event_keys": [key for _, key in self.changes],
                     }
-                    session.connection().execute(_INSERT_EVENTS, events)
+                    # Only portfolio columns changed: the row and its events in
+                    # one statement; else the ORM's flush, then the events.
+                    if not session.flush_with_events({pid: events}):
+                        session.connection().execute(_INSERT_EVENTS, {"pid": pid, **events})
                 state.events_written = True  # written above: COMMIT adds none
                 if self.claims:
                     self._claim_keys()

@@ -23,7 +23,11 @@ INSERT INTO portfolio_events ... SELECT ... FROM bumped``: one round trip
 instead of two, the same rows. The event trigger's query sees the row the
 CTE just wrote (it runs after the UPDATE, on a fresh command), so it admits
 the event exactly as before; a stale version updates no row and inserts no
-event (row count 0: StaleDataError, as above).
+event (row count 0: StaleDataError, as above). A coalesced batch
+(``coalescing.grouped``) gives one row several events, at the versions it
+names (ascending, the last one the row's new version): they are unnested from
+three arrays (:data:`EVENT_ROWS`) and inserted by the same statement, the row
+count being the number of events.
 
 Anything else (a new or deleted object, a changed position or collection, an
 expired value, a caller's Connection, a listener of the flush or of
@@ -38,7 +42,23 @@ from functools import lru_cache
 from typing import Any, Final
 from uuid import UUID
 
-from sqlalchemy import Column, Engine, Insert, bindparam, insert, select, update
+from sqlalchemy import (
+    ARRAY,
+    Column,
+    Engine,
+    Insert,
+    Integer,
+    Text,
+    bindparam,
+    cast,
+    column,
+    func,
+    insert,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstanceState, Session
 from sqlalchemy.orm.exc import StaleDataError
@@ -49,7 +69,22 @@ from portfolio_core.persistence.schema import portfolio_events, portfolios
 
 EventRows = Callable[[Session, list[UUID]], Mapping[UUID, Mapping[str, Any]] | None]
 """``(session, portfolio ids) -> {id: {"operations": [...], "idempotency_key": ...}}`` when
-the transaction's events are exactly one per given portfolio, else None."""
+the transaction's events are exactly one per given portfolio, else None. A row's
+several events instead: ``{id: {"_event_versions": [...], "_event_operations": [JSON
+text, ...], "_event_keys": [...]}}`` (the parameters of :data:`EVENT_ROWS`)."""
+
+EVENT_ROWS: Final = (
+    func.unnest(
+        cast(bindparam("_event_versions", type_=ARRAY(Integer)), ARRAY(Integer)),
+        cast(bindparam("_event_operations", type_=ARRAY(Text)), ARRAY(Text)),
+        cast(bindparam("_event_keys", type_=ARRAY(Text)), ARRAY(Text)),
+    )
+    .table_valued(column("version", Integer), column("operations", Text), column("key", Text))
+    .render_derived()
+)
+"""Several events of one portfolio as rows, in order: three arrays unnested (fixed text,
+compiled once whatever their length), each event's operations list sent as JSON text."""
+EVENT_COLUMNS: Final = ["portfolio_id", "version", "operations", "idempotency_key"]
 
 _UPDATE: Final = update(portfolios).where(
     portfolios.c.id == bindparam("_row_id"), portfolios.c.version == bindparam("_row_version")
@@ -60,11 +95,13 @@ _columns: dict[str, Column[Any]] = {}
 
 
 @lru_cache(maxsize=64)
-def update_with_event(changed: tuple[str, ...]) -> Insert:
+def update_with_event(changed: tuple[str, ...], several: bool = False) -> Insert:
     """The versioned UPDATE of the ``changed`` columns and its event INSERT, as one statement.
 
-    Built once per set of changed columns (a handful in practice: deposits,
-    withdrawals...), so SQLAlchemy's compiled cache serves every later call.
+    ``several``: the events are :data:`EVENT_ROWS` (a coalesced batch's), at
+    their own versions. Built once per set of changed columns (a handful in
+    practice: deposits, withdrawals...), so SQLAlchemy's compiled cache serves
+    every later call.
     """
     bumped = (
         update(portfolios)
@@ -76,6 +113,14 @@ def update_with_event(changed: tuple[str, ...]) -> Insert:
         .returning(portfolios.c.id, portfolios.c.version)
         .cte("bumped")
     )
+    if several:
+        events = select(
+            bumped.c.id,
+            EVENT_ROWS.c.version,
+            cast(EVENT_ROWS.c.operations, JSONB),
+            EVENT_ROWS.c.key,
+        ).select_from(bumped.join(EVENT_ROWS, true()))
+        return insert(portfolio_events).from_select(EVENT_COLUMNS, events)
     event = select(
         bumped.c.id,
         bumped.c.version,
@@ -86,9 +131,7 @@ def update_with_event(changed: tuple[str, ...]) -> Insert:
             "idempotency_key"
         ),
     )
-    return insert(portfolio_events).from_select(
-        ["portfolio_id", "version", "operations", "idempotency_key"], event
-    )
+    return insert(portfolio_events).from_select(EVENT_COLUMNS, event)
 
 
 def _portfolio_columns() -> dict[str, Column[Any]]:
@@ -163,20 +206,27 @@ def flush_portfolio_rows(
             "_row_version": state.committed_state.get("_version", values["_version"]),
         }
         event = None if events is None else events.get(values["id"])
+        expected, first_version = 1, values["_version"]
         if event is None:
             result = connection.execute(_UPDATE, parameters)
         else:
-            parameters["_event_operations"] = event["operations"]
-            parameters["_event_key"] = event["idempotency_key"]
-            statement = update_with_event(tuple(sorted(changed)))
+            several = "_event_versions" in event
+            if several:
+                parameters.update(event)
+                expected = len(event["_event_versions"])  # one row per event, or none
+                first_version = event["_event_versions"][0]
+            else:
+                parameters["_event_operations"] = event["operations"]
+                parameters["_event_key"] = event["idempotency_key"]
+            statement = update_with_event(tuple(sorted(changed)), several)
             try:
                 result = connection.execute(statement, parameters)
             except IntegrityError as error:  # the event's version is taken: a conflict
-                raise version_taken(session, error, values["id"], values["_version"]) from error
-        if result.rowcount != 1:
+                raise version_taken(session, error, values["id"], first_version) from error
+        if result.rowcount != expected:  # no row at the loaded version: no event either
             raise StaleDataError(
                 f"UPDATE statement on table 'portfolios' expected to update 1 row(s); "
-                f"{result.rowcount} were matched."
+                f"{result.rowcount if expected == 1 else 0} were matched."
             )
     InstanceState._commit_all_states(
         [(state, state.dict) for state in states], session.identity_map

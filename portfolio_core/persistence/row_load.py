@@ -8,18 +8,20 @@ connection (same transaction, same ``schema_translate_map``, same error
 translation), and the object is made as the ORM makes it: no ``__init__``,
 its columns in ``__dict__``, its identity key set (as ``get``'s snapshot
 does, ``persistence.snapshot_rows``), its relationships absent so they load
-lazily (one position per symbol, ``persistence.position_source``), then
-added to the session, which makes a detached object with a key persistent
-(``Session.add``). Nothing is expired: the flush's fast way
-(``persistence.row_flush``) still applies.
+lazily (one position per symbol, ``persistence.position_source``), then put
+in the session's identity map the way the ORM's loading does
+(``sqlalchemy.orm.loading``: the state's session id, then the identity
+map's insertion of a key known absent), not by ``Session.add``, whose
+save-update cascade and attach bookkeeping cost more than the rest of the
+object's making and that the ORM's load does not run either. Nothing is
+expired: the flush's fast way (``persistence.row_flush``) still applies.
 
 The ORM statement is run instead whenever the shortcut could differ from it:
 the portfolio already in the identity map (the same object comes back, and a
 locking load refreshes it: ``populate_existing``), or a listener that the ORM
-load fires or the shortcut's ``Session.add`` would (``do_orm_execute``,
-``load``, ``loaded_as_persistent``; ``before_attach``, ``after_attach``,
-``detached_to_persistent``). As the ORM's autoflush (off in the units of
-work), pending changes are flushed first.
+load fires (``do_orm_execute``, ``load``, ``loaded_as_persistent``); like the
+ORM's load, the shortcut fires no attach event. As the ORM's autoflush (off
+in the units of work), pending changes are flushed first.
 """
 
 from __future__ import annotations
@@ -71,12 +73,7 @@ def _listened(session: Session, statements: _Statements) -> bool:
     """Whether a listener would see the shortcut differ from the ORM's load."""
     events = session.dispatch
     return bool(
-        events.do_orm_execute
-        or events.loaded_as_persistent
-        or events.before_attach
-        or events.after_attach
-        or events.detached_to_persistent
-        or statements.manager.dispatch.load
+        events.do_orm_execute or events.loaded_as_persistent or statements.manager.dispatch.load
     )
 
 
@@ -85,9 +82,13 @@ def _attached(session: Session, statements: _Statements, row: Sequence[Any]) -> 
     portfolio = statements.manager.new_instance()
     values = portfolio.__dict__
     values.update(zip(statements.keys, row, strict=True))
+    state = instance_state(portfolio)
     # identity_key(Portfolio, (id,)): what the ORM's load gives the object.
-    instance_state(portfolio).key = (Portfolio, (values["id"],), None)
-    session.add(portfolio)  # a detached object with a key becomes persistent
+    key = state.key = (Portfolio, (values["id"],), None)
+    # As loading._instance attaches a new object: load_for_change checked the
+    # key is absent, and the object is clean (nothing for the unit of work).
+    state.session_id = session.hash_key
+    session.identity_map._add_unpresent(state, key)
     return portfolio
 
 

@@ -26,7 +26,7 @@ mapper hooks refusing other Sessions are ``write_guards.install_session_guard``)
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 from uuid import UUID
@@ -42,7 +42,7 @@ from portfolio_core.domain.position import Position, utcnow
 from portfolio_core.persistence import events
 from portfolio_core.persistence.errors import translated
 from portfolio_core.persistence.mapping import start_mappers
-from portfolio_core.persistence.row_flush import flush_portfolio_rows
+from portfolio_core.persistence.row_flush import EventRows, flush_portfolio_rows
 from portfolio_core.persistence.stale_versions import stale_conflict
 from portfolio_core.persistence.write_guards import install_session_guard, refuse_unrecorded
 
@@ -222,7 +222,7 @@ class PortfolioSession(Session):
         connection lost while COMMIT is in flight is CommitOutcomeUnknownException.
         """
         with translated():
-            self._flush_checked(None, with_events=True)
+            self._flush_checked(None, _events_with_rows)
             write_events(self)  # unless the flush wrote them with the rows
         with translated(during_commit=True):
             super().commit()
@@ -233,16 +233,37 @@ class PortfolioSession(Session):
         Changed portfolio columns alone are written without the ORM's unit of
         work (``persistence.row_flush``); anything else goes through it.
         """
-        self._flush_checked(objects, with_events=False)
+        self._flush_checked(objects, None)
 
-    def _flush_checked(self, objects: Sequence[Any] | None, *, with_events: bool) -> None:
-        """:meth:`flush`; ``with_events`` (COMMIT's last flush): the events may go with the rows."""
+    def flush_with_events(self, events: Mapping[UUID, Mapping[str, Any]]) -> bool:
+        """:meth:`flush`, writing ``events`` with their rows if the flush is the lean one.
+
+        ``events``: each changed portfolio's events, as ``row_flush.EventRows``
+        answers them (a coalesced batch's several). True: written, and this
+        transaction's events are marked written; False: the ORM flushed, the
+        events are still to be written (by the caller).
+        """
+        answered: list[bool] = []
+
+        def rows(session: Session, ids: list[UUID]) -> Mapping[UUID, Mapping[str, Any]] | None:
+            if set(ids) != events.keys():
+                return None
+            answered.append(True)
+            return events
+
+        self._flush_checked(None, rows)
+        if answered:
+            transaction_state(self).events_written = True
+        return bool(answered)
+
+    def _flush_checked(self, objects: Sequence[Any] | None, event_rows: EventRows | None) -> None:
+        """:meth:`flush`; with ``event_rows`` (COMMIT's last flush, a batch's write) the
+        events it answers go with the rows (``row_flush``)."""
         try:
             if objects is None and not self._flushing:
                 self._flushing = True
                 try:
-                    rows = _events_with_rows if with_events else None
-                    if flush_portfolio_rows(self, _prepare_flush, rows):
+                    if flush_portfolio_rows(self, _prepare_flush, event_rows):
                         return
                 finally:
                     self._flushing = False
@@ -268,13 +289,19 @@ def _owning_portfolio(session: Session, position: Position) -> Portfolio | None:
 def _bump_aggregate_versions(session: Session, state: TransactionState) -> None:
     """Bump each changed aggregate's portfolio version once per transaction."""
     roots: dict[UUID, Portfolio] = {}
+    # Portfolios is_modified already answered True for: asked once per flush
+    # (it reads every attribute's history; the last loop needs the same answer).
+    modified: set[UUID] = set()
     flushed: list[tuple[str, object, int, object]] = []
     # Each of these properties builds a new set: take them once.
     new, deleted = session.new, session.deleted
     for obj in (*new, *session.dirty, *deleted):
         if isinstance(obj, Portfolio):
-            if obj not in new and (obj in deleted or session.is_modified(obj)):
+            if obj not in new and obj in deleted:
                 roots[obj.id] = obj
+            elif obj not in new and session.is_modified(obj):
+                roots[obj.id] = obj
+                modified.add(obj.id)
         elif isinstance(obj, Position):
             if obj not in new:
                 if not session.is_modified(obj) and obj not in deleted:
@@ -296,7 +323,9 @@ def _bump_aggregate_versions(session: Session, state: TransactionState) -> None:
         if bumped:
             portfolio._version = portfolio._version + 1
             portfolio.last_updated = utcnow()
-        if portfolio not in deleted and (bumped or session.is_modified(portfolio)):
+        if portfolio not in deleted and (
+            bumped or portfolio_id in modified or session.is_modified(portfolio)
+        ):
             # This flush UPDATEs the row WHERE version = loaded version: if it
             # succeeds, the row is at exactly this version.
             state.written_versions[portfolio_id] = portfolio._version

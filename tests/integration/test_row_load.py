@@ -124,7 +124,7 @@ def test_a_session_listener_of_loads_still_sees_the_load(engine: Engine, locked:
 
 @pytest.mark.parametrize("locked", [False, True], ids=["get", "lock_for_change"])
 def test_a_load_attaches_nothing_an_attach_listener_would_see(engine: Engine, locked: bool) -> None:
-    # The ORM's load fires no attach event: neither may the row load's Session.add.
+    # The ORM's load fires no attach event: neither may the row load's attaching.
     pid = create_portfolio(engine)
     seen: list[object] = []
     with UnitOfWork(engine) as uow:
@@ -132,3 +132,26 @@ def test_a_load_attaches_nothing_an_attach_listener_would_see(engine: Engine, lo
         event.listen(uow.session, "detached_to_persistent", lambda _s, obj: seen.append(obj))
         assert inspect(_load(uow, pid, locked)).persistent
         assert seen == []
+
+
+@pytest.mark.parametrize("locked", [False, True], ids=["get", "lock_for_change"])
+def test_the_loaded_portfolio_is_in_the_identity_map_as_an_orm_loaded_one(
+    engine: Engine, locked: bool
+) -> None:
+    # Put in the identity map as the ORM's loading does, not by Session.add:
+    # nothing pending, found by key, detached again by expunge and by close.
+    pid = create_portfolio(engine)
+    with UnitOfWork(engine) as uow:
+        portfolio = _load(uow, pid, locked)
+        assert uow.session.identity_map.get((Portfolio, (pid,), None)) is portfolio
+        assert portfolio in uow.session
+        assert not uow.session.new
+        assert not uow.session.dirty
+        assert not uow.session.deleted
+        uow.session.expunge(portfolio)
+        assert inspect(portfolio).detached
+        assert portfolio not in uow.session
+        again = _load(uow, pid, locked)
+        assert again is not portfolio
+        assert inspect(again).persistent
+    assert inspect(again).detached

@@ -56,7 +56,6 @@ def _shapes(sent: list[str]) -> list[str]:
 
 
 _WRITES = ["UPDATE portfolios + INSERT portfolio_events"]
-_COALESCED_WRITES = ["UPDATE portfolios", "INSERT portfolio_events"]
 
 
 @pytest.mark.parametrize(
@@ -83,7 +82,7 @@ def test_a_deposit_is_a_load_one_update_and_its_event(
     assert store.get(pid).version == 2
 
 
-def test_a_lone_coalesced_deposit_is_a_locked_load_one_update_and_its_event(
+def test_a_lone_coalesced_deposit_is_a_locked_load_and_one_statement_for_row_and_event(
     store: PortfolioStore, engine: Engine
 ) -> None:
     pid = store.create_portfolio("alpha", Decimal("100"))
@@ -91,8 +90,8 @@ def test_a_lone_coalesced_deposit_is_a_locked_load_one_update_and_its_event(
     with statements(engine) as sent:
         store.execute(pid, lambda p: p.deposit(Decimal("1")), coalesce=True)
 
-    # The leader writes the batch's row and events itself (coalescing.batch).
-    assert _shapes(sent) == ["SELECT portfolios FOR UPDATE set_config", *_COALESCED_WRITES]
+    # The leader writes the batch's row and events in one statement (coalescing.grouped).
+    assert _shapes(sent) == ["SELECT portfolios FOR UPDATE set_config", *_WRITES]
     assert store.get(pid).cash_balance == Decimal("101")
     assert store.get(pid).version == 2
 
