@@ -5,7 +5,8 @@ The leader task runs :meth:`Batch.body` on an AsyncUnitOfWork's sync side
 while the leader awaits the database) queue and are taken into the batch
 from the sync side, on the loop's own thread, so no lock is needed. A queued
 task that is cancelled leaves the queue; a promoted one (at the COMMIT point
-of its predecessor's batch, as in ``threads``) that is cancelled
+of its predecessor's batch at READ COMMITTED, after it otherwise, as in
+``threads``) that is cancelled
 passes the lead on. A taken one that is cancelled before its batch's COMMIT
 point is withdrawn: the leader, right before COMMIT, rolls back and runs the
 batch again without it (``Batch.body`` raises Withdrawn), so nothing of it
@@ -17,8 +18,8 @@ leader cancelled mid-batch still settles every ticket taken
 Taking, and a taken task's wait for its outcome, are bounded as in ``threads``.
 
 A queued task awaits a plain Future of its loop, which the leader resolves
-(True) or a timer (False) when the wait's bound runs out: no task, waiter
-set or callback is made per wait, as ``asyncio.wait`` would. Cancelling the
+(True) or a timer (False) when the wait's bound runs out: one timer handle
+per bounded wait, no task or waiter set as ``asyncio.wait`` would make. Cancelling the
 task cancels that Future; a caller whose outcome is still owed then waits
 on a fresh one, put in its place in the lane.
 """

@@ -223,21 +223,17 @@ class ThreadCoalescer:
         if self._lanes.get(pid) is lane:
             del self._lanes[pid]
 
-    def _hand_over(self, pid: UUID, lane: Lane[Wakeup], batch: Batch) -> bool:
-        """At the COMMIT point: the first caller queued leads next (or the lane closes).
+    def _hand_over(self, pid: UUID, lane: Lane[Wakeup], batch: Batch) -> Wakeup | None:
+        """At the COMMIT point: pass the lead to the first caller queued (or close the lane).
 
         Its batch starts now and waits on the row lock until this COMMIT ends,
-        so its client work overlaps this COMMIT's round trip. True once handed.
+        so its client work overlaps this COMMIT's round trip. Called under the
+        lock; the caller wakes the successor returned once it noted the hand-over.
         """
-        if not batch.committing or not self._overlap():
-            return False
-        with self._lock:
-            successor = lane.pass_lead()
-            if successor is None:
-                self._close(pid, lane)
-        if successor is not None:
-            successor.set()
-        return True
+        successor = lane.pass_lead()
+        if successor is None:
+            self._close(pid, lane)
+        return successor
 
     def _take(self, lane: Lane[Wakeup], room: int, batch: Batch) -> list[Ticket[Any]]:
         with self._lock:
@@ -251,8 +247,14 @@ class ThreadCoalescer:
 
         def hand_over() -> bool:
             nonlocal handed
-            handed = self._hand_over(pid, lane, batch)
-            return handed
+            if not batch.committing or not self._overlap():
+                return False
+            with self._lock:
+                successor = self._hand_over(pid, lane, batch)
+                handed = True  # before waking it: an interrupt now must not promote another
+            if successor is not None:
+                successor.set()
+            return True
 
         try:
             batch.add([first, *self._take(lane, self._max_batch - 1, batch)])

@@ -68,7 +68,7 @@ class Ticket(Generic[T]):
 
 
 S = TypeVar("S")
-"""What wakes one queued caller: a ``threading.Event``, or a Future of its event loop."""
+"""What wakes one queued caller: a ``threads.Signal`` (a one-shot lock), or a Future of its loop."""
 
 Take = Callable[[Ticket[Any]], bool]
 """Whether a queued ticket may join the batch (``Batch.fits``)."""
@@ -173,9 +173,6 @@ def overlaps_commit(engine: Engine, isolation: str | None) -> bool:
     level = isolation
     if level is None:
         level = engine.get_execution_options().get("isolation_level")
-    dialect = engine.dialect
-    if level is None:  # create_engine(isolation_level=...)
-        level = getattr(dialect, "_on_connect_isolation_level", None)
-    if level is None:
-        level = dialect.default_isolation_level
+    if level is None:  # create_engine(isolation_level=...) is applied before SQLAlchemy reads it
+        level = engine.dialect.default_isolation_level
     return isinstance(level, str) and level.upper() == "READ COMMITTED"

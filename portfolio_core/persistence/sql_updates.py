@@ -26,7 +26,12 @@ from portfolio_core.domain.events import PortfolioOperation
 from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.domain.position import Position
 from portfolio_core.domain.price_list import ValidatedPrices, validated_prices
-from portfolio_core.errors import PortfolioNotFoundError, StaleDataException, ValidationError
+from portfolio_core.errors import (
+    PortfolioCoreError,
+    PortfolioNotFoundError,
+    StaleDataException,
+    ValidationError,
+)
 from portfolio_core.persistence.errors import translated
 from portfolio_core.persistence.mapping import PORTFOLIO_FIELDS
 from portfolio_core.persistence.schema_option import in_schema
@@ -191,6 +196,8 @@ def update_all_prices(session: Session, pid: UUID, prices: Mapping[str, money.Am
         else:
             # On the session's connection (as events are written): a Core result has a rowcount.
             count = session.connection().execute(in_schema(_REPRICE, session), params).rowcount
+            if count < 0:  # psycopg2 and asyncpg report it; never guess (rolled back)
+                raise PortfolioCoreError("the driver did not report how many rows were re-priced")
         if not count:
             return 0
         # Each symbol matches at most one open position (uq_positions_open_symbol),

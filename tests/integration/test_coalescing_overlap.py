@@ -19,11 +19,14 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, event
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portfolio_core import AsyncPortfolioStore, Portfolio, PortfolioStore
 from portfolio_core.coalescing import overlaps_commit
 from portfolio_core.concurrency import ConcurrencyService
+from portfolio_core.errors import CommitOutcomeUnknownException
+from portfolio_core.persistence.engine import create_engine
 from portfolio_core.persistence.isolation import IsolationLevel
 from tests.integration.coalescing_tools import committed_state, wait_for
 from tests.integration.helpers import row_locked, wait_until_blocked
@@ -130,3 +133,49 @@ def test_overlaps_commit_only_at_read_committed(engine: Engine) -> None:
     assert not overlaps_commit(engine, "repeatable read")
     assert not overlaps_commit(engine, "serializable")
     assert not overlaps_commit(engine.execution_options(isolation_level="SERIALIZABLE"), None)
+
+
+def test_overlaps_commit_reads_the_level_the_engine_was_created_with(database_url: str) -> None:
+    engine = create_engine(database_url, isolation_level="REPEATABLE READ")
+    try:
+        with engine.connect():
+            pass
+        assert not overlaps_commit(engine, None)
+        assert overlaps_commit(engine, "read committed")
+    finally:
+        engine.dispose()
+
+
+def test_a_commit_failing_after_the_hand_over_fails_only_its_own_batch(engine: Engine) -> None:
+    service = ConcurrencyService(engine, max_retries=0)
+    store = PortfolioStore(engine, service, coalesce=True, coalesce_max_batch=1)
+    pid = store.create_portfolio("alpha", Decimal("100"))
+    queued_at_commit: list[int] = []
+
+    def at_commit(connection: object) -> None:
+        if threading.current_thread().name != "leader" or queued_at_commit:
+            return
+        queued_at_commit.append(store.coalescing_queue(pid))
+        wait_until_blocked(engine)  # the successor waits on the row during this COMMIT
+        raise OperationalError("COMMIT", {}, Exception("the COMMIT failed"))
+
+    event.listen(engine, "commit", at_commit)
+    try:
+        with row_locked(engine, pid):
+            leader = _Caller("leader", lambda: store.execute(pid, _one))
+            leader.start()
+            wait_until_blocked(engine)
+            follower = _Caller("follower", lambda: store.execute(pid, _one))
+            follower.start()
+            wait_for(lambda: store.coalescing_queue(pid) == 1, "the follower queued")
+        for caller in (leader, follower):
+            caller.join(60)
+            assert not caller.is_alive()
+    finally:
+        event.remove(engine, "commit", at_commit)
+    assert queued_at_commit == [0]  # the lead had passed before the COMMIT failed
+    assert isinstance(leader.error, CommitOutcomeUnknownException)
+    assert follower.error is None
+    assert follower.result == Decimal("101")
+    assert committed_state(engine, pid) == (2, Decimal("101"), 2)
+    assert store.coalescing_queue(pid) == 0
