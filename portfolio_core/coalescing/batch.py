@@ -53,7 +53,8 @@ from portfolio_core.errors import (
 from portfolio_core.exactly_once import execute_with_key
 from portfolio_core.persistence.errors import translate, translated
 from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository
-from portfolio_core.persistence.session import transaction_state, write_events
+from portfolio_core.persistence.session import write_events
+from portfolio_core.persistence.transaction_state import transaction_state
 from portfolio_core.store_work import check_version, load_for_change
 from portfolio_core.units import Seconds
 

@@ -9,7 +9,7 @@ pc0004 admits events below the version the transaction wrote when each
 continues the newest one, so a portfolio whose version v has no event, one
 from before pc0002, falls back). When only portfolio columns changed (cash:
 the common batch) the UPDATE and the events are one statement, row_flush's
-combined write (``PortfolioSession.flush_with_events``); otherwise the ORM
+combined write (``session.flush_with_batch_events``); otherwise the ORM
 flushes (positions too) and one INSERT writes the events. One multi-row
 INSERT claims the keys; the keys of the batch are looked up with one SELECT
 (none when no ticket has a key).
@@ -47,7 +47,8 @@ from portfolio_core.persistence.idempotency import StoredKey
 from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository
 from portfolio_core.persistence.row_flush import EVENT_COLUMNS, EVENT_ROWS
 from portfolio_core.persistence.schema import idempotency_keys, portfolio_events
-from portfolio_core.persistence.session import transaction_state
+from portfolio_core.persistence.session import flush_with_batch_events
+from portfolio_core.persistence.transaction_state import transaction_state
 from portfolio_core.store_work import check_version
 
 # The batch's N events in one statement of fixed text (compiled once, whatever
@@ -181,7 +182,7 @@ class Grouped:
                     }
                     # Only portfolio columns changed: the row and its events in
                     # one statement; else the ORM's flush, then the events.
-                    if not session.flush_with_events({pid: events}):
+                    if not flush_with_batch_events(session, {pid: events}):
                         session.connection().execute(_INSERT_EVENTS, {"pid": pid, **events})
                 state.events_written = True  # written above: COMMIT adds none
                 if self.claims:

@@ -43,7 +43,7 @@ from portfolio_core.domain.money import fixed
 from portfolio_core.errors import StaleDataException, ValidationError
 from portfolio_core.persistence.locking import Executes
 from portfolio_core.persistence.schema import IDEMPOTENCY_KEY_MAX_LENGTH, idempotency_keys
-from portfolio_core.persistence.session import set_idempotency_key
+from portfolio_core.persistence.transaction_state import set_idempotency_key
 
 _TAGS: Final = frozenset({"$decimal", "$uuid", "$tuple", "$dict"})
 

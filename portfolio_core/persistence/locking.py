@@ -25,7 +25,8 @@ from portfolio_core.errors import PessimisticLockException, PortfolioNotFoundErr
 from portfolio_core.persistence.errors import translated
 from portfolio_core.persistence.row_load import SETS_LOCK_TIMEOUT, load_for_change
 from portfolio_core.persistence.schema import portfolios
-from portfolio_core.persistence.session import PortfolioSession, holds_connection
+from portfolio_core.persistence.session import PortfolioSession
+from portfolio_core.persistence.transaction_state import holds_connection
 from portfolio_core.units import Seconds
 
 MAX_LOCK_TIMEOUT_MS: Final = 2**31 - 1

@@ -64,6 +64,7 @@ from sqlalchemy.orm import InstanceState, Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from portfolio_core.domain.portfolio import Portfolio
+from portfolio_core.errors import PortfolioCoreError, shown_value
 from portfolio_core.persistence.events import version_taken
 from portfolio_core.persistence.schema import portfolio_events, portfolios
 
@@ -120,6 +121,9 @@ def update_with_event(changed: tuple[str, ...], several: bool = False) -> Insert
             cast(EVENT_ROWS.c.operations, JSONB),
             EVENT_ROWS.c.key,
         ).select_from(bumped.join(EVENT_ROWS, true()))
+        # Ascending, whatever the plan: the audit trigger admits each event
+        # only as the continuation of the newest one.
+        events = events.order_by(EVENT_ROWS.c.version)
         return insert(portfolio_events).from_select(EVENT_COLUMNS, events)
     event = select(
         bumped.c.id,
@@ -212,9 +216,17 @@ def flush_portfolio_rows(
         else:
             several = "_event_versions" in event
             if several:
+                versions = list(event["_event_versions"])
+                if versions != list(range(parameters["_row_version"] + 1, values["_version"] + 1)):
+                    # Every version the row moves through has its event: no gap, no extra.
+                    raise PortfolioCoreError(
+                        f"events at versions {shown_value(versions)} do not take portfolio "
+                        f"{values['id']} from version {parameters['_row_version']} "
+                        f"to {values['_version']}"
+                    )
                 parameters.update(event)
-                expected = len(event["_event_versions"])  # one row per event, or none
-                first_version = event["_event_versions"][0]
+                expected = len(versions)  # one row per event, or none
+                first_version = versions[0]
             else:
                 parameters["_event_operations"] = event["operations"]
                 parameters["_event_key"] = event["idempotency_key"]
@@ -226,7 +238,7 @@ def flush_portfolio_rows(
         if result.rowcount != expected:  # no row at the loaded version: no event either
             raise StaleDataError(
                 f"UPDATE statement on table 'portfolios' expected to update 1 row(s); "
-                f"{result.rowcount if expected == 1 else 0} were matched."
+                f"0 were matched ({result.rowcount} of {expected} statement rows)."
             )
     InstanceState._commit_all_states(
         [(state, state.dict) for state in states], session.identity_map

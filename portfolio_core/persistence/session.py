@@ -1,11 +1,9 @@
 """PortfolioSession and everything it remembers about the transaction in progress.
 
-One :class:`TransactionState` per transaction, created on first use and kept
-in one ``session.info`` slot, holds what the hooks below need: the aggregate
-versions (start, flushed, written), whether a connection is held, the
-operations applied in SQL, the portfolios held for their operations, the
-idempotency key and whether the events were written. It is dropped in one
-place, :func:`_end_of_transaction`, when the outermost transaction ends.
+One :class:`~portfolio_core.persistence.transaction_state.TransactionState`
+per transaction (``persistence.transaction_state``) holds what the hooks
+below need. It is dropped in one place, :func:`_end_of_transaction`, when
+the outermost transaction ends.
 
 The hooks, one listener per event, registered here and nowhere else (the
 mapper hooks refusing other Sessions are ``write_guards.install_session_guard``):
@@ -27,8 +25,7 @@ mapper hooks refusing other Sessions are ``write_guards.install_session_guard``)
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy import event
@@ -36,7 +33,6 @@ from sqlalchemy.orm import Session, SessionTransaction, UOWTransaction
 from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.orm.util import identity_key
 
-from portfolio_core.domain.events import PortfolioOperation
 from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.domain.position import Position, utcnow
 from portfolio_core.persistence import events
@@ -44,126 +40,17 @@ from portfolio_core.persistence.errors import translated
 from portfolio_core.persistence.mapping import start_mappers
 from portfolio_core.persistence.row_flush import EventRows, flush_portfolio_rows
 from portfolio_core.persistence.stale_versions import stale_conflict
+from portfolio_core.persistence.transaction_state import (
+    STATE_KEY,
+    TransactionState,
+    current_state,
+    pending_operations,
+    recording_portfolios,
+    transaction_state,
+)
 from portfolio_core.persistence.write_guards import install_session_guard, refuse_unrecorded
 
 start_mappers()
-
-STATE_KEY: Final = "portfolio_core.transaction_state"
-"""The ``session.info`` slot of the current transaction's TransactionState."""
-
-
-@dataclass(eq=False)
-class TransactionState:
-    """What one transaction of a PortfolioSession has done so far."""
-
-    start_versions: dict[UUID, int] = field(default_factory=dict)
-    """Each touched portfolio's version when this transaction first touched it."""
-    flushed_versions: list[tuple[str, object, int, object]] = field(default_factory=list)
-    """(entity_type, id, expected_version) of each versioned row the last flush wrote."""
-    written_versions: dict[UUID, int] = field(default_factory=dict)
-    """{portfolio id: version} a version-checked flush wrote.
-
-    Once a transaction has bumped a portfolio its version cannot move again
-    until COMMIT (the UPDATE holds the row lock; later bumps are skipped by
-    needs_bump), so the events are written at these versions, with no SELECT.
-    """
-    holds_connection: bool = False
-    """True once the transaction holds a database connection."""
-    sql_operations: dict[UUID, list[PortfolioOperation]] = field(default_factory=dict)
-    """Operations applied in SQL to portfolios not loaded in the session."""
-    held_portfolios: dict[UUID, Portfolio] = field(default_factory=dict)
-    """Portfolios with pending operations, held until the transaction ends.
-
-    The identity map keeps *clean* objects weakly: a portfolio flushed
-    mid-transaction and no longer referenced by the caller could otherwise be
-    garbage-collected with its pending operations.
-    """
-    recorded_at_flush: dict[UUID, int] = field(default_factory=dict)
-    """How many operations each portfolio had recorded when a flush last changed it."""
-    idempotency_key: str | None = None
-    """The key this transaction's events carry."""
-    events_written: bool = False
-    committed: bool = False
-    """Set by after_commit, read when the transaction ends."""
-
-    def needs_bump(self, portfolio_id: UUID, version: int) -> bool:
-        """Whether a portfolio now at ``version`` still needs this transaction's one bump.
-
-        The first time the transaction touches a portfolio its version is
-        recorded; it needs a bump while it is still at that version, which
-        stays right when a savepoint rolls a bump back.
-        """
-        return self.start_versions.setdefault(portfolio_id, version) == version
-
-
-def transaction_state(session: Session) -> TransactionState:
-    """The current transaction's state, created on first use."""
-    state = session.info.get(STATE_KEY)
-    if not isinstance(state, TransactionState):
-        state = session.info[STATE_KEY] = TransactionState()
-    return state
-
-
-def current_state(session: Session) -> TransactionState | None:
-    """The current transaction's state if it has one (never creates it)."""
-    state = session.info.get(STATE_KEY)
-    return state if isinstance(state, TransactionState) else None
-
-
-def needs_bump(session: Session, portfolio_id: UUID, version: int) -> bool:
-    """:meth:`TransactionState.needs_bump` on ``session``'s transaction."""
-    return transaction_state(session).needs_bump(portfolio_id, version)
-
-
-def holds_connection(session: Session) -> bool:
-    """Whether ``session``'s transaction holds a connection (may hold work)."""
-    state = current_state(session)
-    return state is not None and state.holds_connection
-
-
-def set_idempotency_key(session: Session, key: str | None) -> None:
-    """Tag this transaction's events with ``key``."""
-    transaction_state(session).idempotency_key = key
-
-
-def record_sql_operation(
-    session: Session, portfolio_id: UUID, operation: PortfolioOperation
-) -> None:
-    """Note an operation applied in SQL, for this transaction's event.
-
-    If the portfolio is loaded, the operation joins its pending list (keeping
-    the order with the domain's own operations); otherwise it waits in the
-    transaction state (any domain operation on the portfolio comes later).
-    """
-    state = transaction_state(session)
-    loaded = session.identity_map.get(identity_key(Portfolio, (portfolio_id,)))
-    if isinstance(loaded, Portfolio):
-        loaded._record_external_operation(operation)
-        state.held_portfolios[portfolio_id] = loaded
-        return
-    state.sql_operations.setdefault(portfolio_id, []).append(operation)
-
-
-def pending_operations(session: Session) -> dict[UUID, list[PortfolioOperation]]:
-    """Every operation this transaction applied, by portfolio, oldest first (not cleared)."""
-    state = current_state(session)
-    waiting = state.sql_operations if state is not None else {}
-    collected = {pid: list(ops) for pid, ops in waiting.items() if ops}
-    for portfolio in _recording_portfolios(session):
-        operations = portfolio.pending_operations()
-        if operations:
-            collected.setdefault(portfolio.id, []).extend(operations)
-    return collected
-
-
-def _recording_portfolios(session: Session) -> list[Portfolio]:
-    state = current_state(session)
-    held = state.held_portfolios.values() if state is not None else ()
-    seen: dict[int, Portfolio] = {}
-    for obj in (*held, *session.identity_map.values(), *session.new):
-        if isinstance(obj, Portfolio):
-            seen.setdefault(id(obj), obj)
-    return list(seen.values())
 
 
 def write_events(session: Session) -> list[tuple[UUID, int]]:
@@ -235,27 +122,6 @@ class PortfolioSession(Session):
         """
         self._flush_checked(objects, None)
 
-    def flush_with_events(self, events: Mapping[UUID, Mapping[str, Any]]) -> bool:
-        """:meth:`flush`, writing ``events`` with their rows if the flush is the lean one.
-
-        ``events``: each changed portfolio's events, as ``row_flush.EventRows``
-        answers them (a coalesced batch's several). True: written, and this
-        transaction's events are marked written; False: the ORM flushed, the
-        events are still to be written (by the caller).
-        """
-        answered: list[bool] = []
-
-        def rows(session: Session, ids: list[UUID]) -> Mapping[UUID, Mapping[str, Any]] | None:
-            if set(ids) != events.keys():
-                return None
-            answered.append(True)
-            return events
-
-        self._flush_checked(None, rows)
-        if answered:
-            transaction_state(self).events_written = True
-        return bool(answered)
-
     def _flush_checked(self, objects: Sequence[Any] | None, event_rows: EventRows | None) -> None:
         """:meth:`flush`; with ``event_rows`` (COMMIT's last flush, a batch's write) the
         events it answers go with the rows (``row_flush``)."""
@@ -273,6 +139,32 @@ class PortfolioSession(Session):
             flushed = state.flushed_versions if state is not None else []
             self.rollback()
             raise stale_conflict(self, flushed) from error
+
+
+def flush_with_batch_events(
+    session: PortfolioSession, events: Mapping[UUID, Mapping[str, Any]]
+) -> bool:
+    """``session.flush()``, writing a coalesced batch's ``events`` with their rows if lean.
+
+    Internal to ``coalescing.grouped`` (not a method: a unit of work's caller
+    reaching ``uow.session`` must not be able to replace its audit events).
+    ``events``: each changed portfolio's events as ``row_flush`` takes them;
+    their versions must run from the loaded version + 1 to the new one
+    (``row_flush`` checks). True: written, and this transaction's events are
+    marked written; False: the ORM flushed, the events are still to be written.
+    """
+    answered: list[bool] = []
+
+    def rows(_: Session, ids: list[UUID]) -> Mapping[UUID, Mapping[str, Any]] | None:
+        if set(ids) != events.keys():
+            return None
+        answered.append(True)
+        return events
+
+    session._flush_checked(None, rows)
+    if answered:
+        transaction_state(session).events_written = True
+    return bool(answered)
 
 
 def _owning_portfolio(session: Session, position: Position) -> Portfolio | None:
@@ -354,7 +246,7 @@ def _prepare_flush(session: Session) -> None:
     """What every flush does first: bump the touched aggregates, hold their operations."""
     state = transaction_state(session)
     _bump_aggregate_versions(session, state)
-    for portfolio in _recording_portfolios(session):
+    for portfolio in recording_portfolios(session):
         if portfolio.pending_operations():
             state.held_portfolios[portfolio.id] = portfolio
 
@@ -389,7 +281,7 @@ def _end_of_transaction(session: Session, transaction: SessionTransaction) -> No
         return
     state = current_state(session)
     committed = state is not None and state.committed
-    for portfolio in _recording_portfolios(session):
+    for portfolio in recording_portfolios(session):
         operations = portfolio.pending_operations()
         # Committed: they are in the events. Rolled back: a loaded portfolio's
         # changes are gone, and so are its operations; a new one keeps both

@@ -35,7 +35,7 @@ from portfolio_core.errors import (
 from portfolio_core.persistence.errors import translated
 from portfolio_core.persistence.mapping import PORTFOLIO_FIELDS
 from portfolio_core.persistence.schema_option import in_schema
-from portfolio_core.persistence.session import (
+from portfolio_core.persistence.transaction_state import (
     needs_bump,
     record_sql_operation,
     transaction_state,

@@ -17,16 +17,19 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, event, text
+from sqlalchemy.orm.exc import StaleDataError
 
 from portfolio_core import (
     Portfolio,
+    PortfolioCoreError,
     PortfolioStore,
     PositionRequest,
     StaleDataException,
     UnitOfWork,
 )
 from portfolio_core.concurrency import ConcurrencyService
-from portfolio_core.persistence.session import transaction_state
+from portfolio_core.persistence.session import flush_with_batch_events
+from portfolio_core.persistence.transaction_state import transaction_state
 from tests.integration.coalescing_tools import (
     Call,
     committed_state,
@@ -162,6 +165,25 @@ def test_a_stale_row_takes_neither_its_update_nor_its_events(
                 "_event_keys": [None, None],
             }
         }
-        with pytest.raises(StaleDataException):
-            uow.session.flush_with_events(events)
+        with pytest.raises(StaleDataException) as raised:
+            flush_with_batch_events(uow.session, events)
+        # The statement's own version check (not the clash of event 2 with the
+        # other writer's): it matched no row, so it inserted no event either.
+        assert isinstance(raised.value.__cause__, StaleDataError)
     assert committed_state(engine, pid) == (2, Decimal("100"), 2)
+
+
+def test_a_batch_whose_events_skip_a_version_is_refused_before_any_sql(
+    store: PortfolioStore, engine: Engine
+) -> None:
+    pid = store.create_portfolio("alpha", Decimal("100"))
+    with UnitOfWork(engine) as uow:
+        portfolio = uow.portfolios.get(pid)
+        portfolio.deposit(Decimal("1"))
+        portfolio.deposit(Decimal("2"))
+        transaction_state(uow.session).start_versions[pid] = 1
+        portfolio._version = 3
+        one_event = {"_event_versions": [3], "_event_operations": ["[]"], "_event_keys": [None]}
+        with pytest.raises(PortfolioCoreError, match=r"do not take portfolio .* from version 1"):
+            flush_with_batch_events(uow.session, {pid: one_event})
+    assert committed_state(engine, pid) == (1, Decimal("100"), 1)
