@@ -9,7 +9,8 @@
 
 (The keyed repeat at 10 vs 10,000 events is ``keyed_repeat``.) Each cost is the
 median of single-thread operations in ms, the raw psycopg2 and the library
-operation timed alternately, in the same process on the same database. A row
+operation timed alternately (the positions rows: both scales too, op by op),
+in the same process on the same database. A row
 reports the library's scale ratio (large / small; the target: within 1.5x)
 and its cost relative to raw at each scale. What each side committed is
 checked: the cash comes back to where it started, the versions moved.
@@ -23,7 +24,7 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 from functools import partial
 from statistics import median
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 from uuid import UUID
 
 from portfolio_core.bench import raw
@@ -80,19 +81,24 @@ def bulk_portfolios(bench: Bench, count: int) -> list[str]:
     return ids
 
 
-def _timed(raw_op: Op, library_op: Op, ops: int, warmup: int) -> tuple[Milliseconds, Milliseconds]:
-    """Median ms of each op, run alternately (so load drift hits both alike)."""
+def _timed_each(ops: list[Op], count: int, warmup: int) -> list[Milliseconds]:
+    """Median ms of each of ``ops``, run in turn op by op (so load drift hits every one alike)."""
     for i in range(warmup):
-        raw_op(-1 - i)
-        library_op(-1 - i)
-    raw_ms: list[Milliseconds] = []
-    library_ms: list[Milliseconds] = []
-    for i in range(ops):
-        for op, into in ((raw_op, raw_ms), (library_op, library_ms)):
+        for op in ops:
+            op(-1 - i)
+    times: list[list[Milliseconds]] = [[] for _ in ops]
+    for i in range(count):
+        for op, into in zip(ops, times, strict=True):
             started = time.perf_counter()
             op(i)
             into.append((time.perf_counter() - started) * 1000)
-    return median(raw_ms), median(library_ms)
+    return [median(each) for each in times]
+
+
+def _timed(raw_op: Op, library_op: Op, ops: int, warmup: int) -> tuple[Milliseconds, Milliseconds]:
+    """Median ms of each op, run alternately (so load drift hits both alike)."""
+    raw_ms, library_ms = _timed_each([raw_op, library_op], ops, warmup)
+    return raw_ms, library_ms
 
 
 def _row(
@@ -186,14 +192,24 @@ def _get_costs(
     )
 
 
-def _position_costs(
-    bench: Bench, count: int, ops: int
-) -> tuple[tuple[Milliseconds, Milliseconds], ...]:
-    """(open+close, re-price, get) costs on portfolios holding ``count`` open positions."""
+class _Positions(NamedTuple):
+    """Raw and library ops on two portfolios holding the same number of open positions."""
+
+    trade: list[Op]
+    """(raw, library) open then close one position."""
+    price: list[Op]
+    """(raw, library) re-price one position."""
+    check: Callable[[], None]
+    """Raises unless the library's trades added up."""
+    read: tuple[Milliseconds, Milliseconds]
+    """``get`` vs the raw SELECT, measured before the trades leave closed positions behind."""
+
+
+def _positions(bench: Bench, count: int, ops: int) -> _Positions:
+    """The ops on fresh portfolios holding ``count`` open positions (``get`` timed now)."""
     connection = bench.connections[0]
     raw_pid, library_pid = bench.big_portfolio(count), UUID(bench.big_portfolio(count))
     cash_before = bench.store.get(library_pid).cash_balance
-    # Before the trades below leave closed positions behind.
     read = _get_costs(bench, raw_pid, library_pid, count, ops)
 
     def raw_open_close(i: int) -> None:
@@ -213,29 +229,44 @@ def _position_costs(
         price = Decimal(11 + i % 7)
         bench.store.execute(library_pid, lambda p: p.update_position_price("S000001", price))
 
-    trade = _timed(raw_open_close, library_open_close, ops, warmup=3)
-    price = _timed(raw_price, library_price, ops, warmup=3)
-    after = bench.store.get(library_pid)
-    if after.cash_balance != cash_before or len(after.positions) != count:
-        raise AssertionError(f"positions scaling at {count}: the library's trades do not add up")
-    return trade, price, read
+    def check() -> None:
+        after = bench.store.get(library_pid)
+        if after.cash_balance != cash_before or len(after.positions) != count:
+            raise AssertionError(f"positions scaling at {count}: the library's trades are off")
+
+    return _Positions([raw_open_close, library_open_close], [raw_price, library_price], check, read)
 
 
 def position_scaling(bench: Bench, large: int, ops: int) -> list[dict[str, Any]]:
-    """Open+close one position, re-price one, and get all, on 1 vs ``large`` open positions."""
-    costs = {count: _position_costs(bench, count, ops) for count in (1, large)}
+    """Open+close one position, re-price one, and get all, on 1 vs ``large`` open positions.
+
+    Both scales and both sides run in turn, op by op, once every portfolio is
+    made and the table vacuumed: a drift of the machine (or autovacuum after
+    the bulk insert) hits the small and the large scale alike.
+    """
+    sizes = (1, large)
+    made = {count: _positions(bench, count, ops) for count in sizes}
+    with bench.admin.cursor() as cursor:
+        cursor.execute("VACUUM (ANALYZE) positions")
+    trade = _timed_each([op for count in sizes for op in made[count].trade], ops, warmup=3)
+    price = _timed_each([op for count in sizes for op in made[count].price], ops, warmup=3)
+    for count in sizes:
+        made[count].check()
+
+    def pairs(times: list[Milliseconds]) -> dict[int, tuple[Milliseconds, Milliseconds]]:
+        return {count: (times[2 * k], times[2 * k + 1]) for k, count in enumerate(sizes)}
+
     return [
+        _row("open+close one position", "open positions", 1, large, pairs(trade)),
+        _row("re-price one position", "open positions", 1, large, pairs(price)),
         _row(
-            "open+close one position",
+            "get",
             "open positions",
             1,
             large,
-            {n: c[0] for n, c in costs.items()},
+            {count: made[count].read for count in sizes},
+            target=None,
         ),
-        _row(
-            "re-price one position", "open positions", 1, large, {n: c[1] for n, c in costs.items()}
-        ),
-        _row("get", "open positions", 1, large, {n: c[2] for n, c in costs.items()}, target=None),
     ]
 
 
