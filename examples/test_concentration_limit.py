@@ -25,7 +25,7 @@ from hypothesis.stateful import invariant, rule
 
 from portfolio_core import Portfolio, PortfolioOperation, PortfolioStore, ValidationError
 from portfolio_core.domain.replay import reapply_operation
-from portfolio_core.store_work import LockMode
+from portfolio_core.store_call import LockMode
 from portfolio_core.testing import strategies as pcst
 from portfolio_core.testing.machine import DEFAULT_SETTINGS, PortfolioStoreMachine
 

@@ -53,7 +53,7 @@ from portfolio_core.persistence.read_routing import ReadPolicy, ReadToken
 from portfolio_core.persistence.roles import grant_app_role
 from portfolio_core.persistence.schema_option import with_schema
 from portfolio_core.store import PortfolioStore
-from portfolio_core.store_work import Versioned
+from portfolio_core.store_call import Versioned
 from portfolio_core.unit_of_work import UnitOfWork
 
 if TYPE_CHECKING:

@@ -24,7 +24,7 @@ from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from portfolio_core import coalescing, replicas, store_work
+from portfolio_core import coalescing, replicas, store_call, store_work
 from portfolio_core.async_unit_of_work import AsyncUnitOfWork, run_in_own_unit_of_work_async
 from portfolio_core.concurrency.reentrancy import unit_of_work_on
 from portfolio_core.concurrency.service import ConcurrencyService
@@ -44,7 +44,7 @@ from portfolio_core.persistence.read_routing import (
     as_read_token,
 )
 from portfolio_core.persistence.repository import as_portfolio_id
-from portfolio_core.store_work import LockMode, StoreCall, Versioned
+from portfolio_core.store_call import LockMode, StoreCall, Versioned
 from portfolio_core.units import Seconds
 
 T = TypeVar("T")
@@ -251,7 +251,7 @@ class AsyncPortfolioStore:
         )
         call.operation = "execute_versioned"
         result = await self._run(call)
-        return Versioned(result, store_work.committed_version(call))
+        return Versioned(result, store_call.committed_version(call))
 
     async def _run_coalesced(
         self,

@@ -31,7 +31,7 @@ from portfolio_core.persistence.async_repository import AsyncPostgreSQLPortfolio
 from portfolio_core.persistence.isolation import IsolationLevel, read_isolation
 from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository
 from portfolio_core.persistence.session import PortfolioSession
-from portfolio_core.store_work import StoreCall
+from portfolio_core.store_call import StoreCall
 from portfolio_core.unit_of_work import UnitOfWorkBase
 
 T = TypeVar("T")

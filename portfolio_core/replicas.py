@@ -63,7 +63,7 @@ from portfolio_core.persistence.read_routing import (
     as_read_token,
     verdict,
 )
-from portfolio_core.store_work import StoreCall
+from portfolio_core.store_call import StoreCall
 from portfolio_core.unit_of_work import UnitOfWork
 
 if TYPE_CHECKING:

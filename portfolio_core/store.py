@@ -27,7 +27,7 @@ from uuid import UUID
 
 from sqlalchemy import Engine
 
-from portfolio_core import coalescing, replicas, store_work
+from portfolio_core import coalescing, replicas, store_call, store_work
 from portfolio_core.concurrency.reentrancy import unit_of_work_on
 from portfolio_core.concurrency.service import ConcurrencyService
 from portfolio_core.domain import money
@@ -40,7 +40,7 @@ from portfolio_core.persistence import idempotency
 from portfolio_core.persistence.isolation import IsolationLevel, checked_isolation
 from portfolio_core.persistence.read_routing import ReadPolicy, ReadToken, as_read_token
 from portfolio_core.persistence.repository import as_portfolio_id
-from portfolio_core.store_work import LOCK_MODES, LockMode, StoreCall, Versioned
+from portfolio_core.store_call import LOCK_MODES, LockMode, StoreCall, Versioned
 from portfolio_core.unit_of_work import UnitOfWork, run_in_own_unit_of_work
 from portfolio_core.units import Seconds
 
@@ -281,7 +281,7 @@ class PortfolioStore:
         )
         call.operation = "execute_versioned"
         result = self._run(call)
-        return Versioned(result, store_work.committed_version(call))
+        return Versioned(result, store_call.committed_version(call))
 
     def _run_coalesced(
         self,

@@ -42,7 +42,7 @@ from portfolio_core.persistence.isolation import (
 )
 from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository
 from portfolio_core.persistence.session import PortfolioSession
-from portfolio_core.store_work import StoreCall
+from portfolio_core.store_call import StoreCall
 
 T = TypeVar("T")
 EngineT = TypeVar("EngineT")

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from portfolio_core import store_work
+from portfolio_core import store_call, store_work
 from portfolio_core.coalescing.batch import Batch
 from portfolio_core.coalescing.tasks import TaskCoalescer
 from portfolio_core.coalescing.threads import ThreadCoalescer
@@ -107,7 +107,7 @@ def request(
         call,
         as_portfolio_id(portfolio_id),
         operation,
-        store_work.checked_expected(expected_version),
+        store_call.checked_expected(expected_version),
         timeout,
     )
 

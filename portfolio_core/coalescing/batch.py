@@ -55,7 +55,7 @@ from portfolio_core.persistence.errors import translate, translated
 from portfolio_core.persistence.repository import PostgreSQLPortfolioRepository
 from portfolio_core.persistence.session import write_events
 from portfolio_core.persistence.transaction_state import transaction_state
-from portfolio_core.store_work import check_version, load_for_change
+from portfolio_core.store_call import check_version, load_for_change
 from portfolio_core.units import Seconds
 
 T = TypeVar("T")

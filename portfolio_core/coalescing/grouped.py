@@ -49,7 +49,7 @@ from portfolio_core.persistence.row_flush import EVENT_COLUMNS, EVENT_ROWS
 from portfolio_core.persistence.schema import idempotency_keys, portfolio_events
 from portfolio_core.persistence.session import flush_with_batch_events
 from portfolio_core.persistence.transaction_state import transaction_state
-from portfolio_core.store_work import check_version
+from portfolio_core.store_call import check_version
 
 # The batch's N events in one statement of fixed text (compiled once, whatever
 # N), when the ORM flushed the rows (positions changed): see ``write``.

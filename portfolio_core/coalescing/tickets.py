@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 
 from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.errors import CommitOutcomeUnknownException, PessimisticLockException
-from portfolio_core.store_work import StoreCall
+from portfolio_core.store_call import StoreCall
 from portfolio_core.units import Seconds
 
 T = TypeVar("T")

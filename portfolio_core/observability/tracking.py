@@ -57,7 +57,7 @@ class URLParts(Protocol):
 
 
 class ObservedStoreCall(Protocol):
-    """What is read of a store call (``store_work.StoreCall``)."""
+    """What is read of a store call (``store_call.StoreCall``)."""
 
     @property
     def operation(self) -> str: ...

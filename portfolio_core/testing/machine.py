@@ -46,7 +46,7 @@ from portfolio_core.domain.portfolio import Portfolio
 from portfolio_core.domain.replay import reapply_operation, replay
 from portfolio_core.errors import ValidationError
 from portfolio_core.store import LOCK_MODES, PortfolioStore
-from portfolio_core.store_work import LockMode
+from portfolio_core.store_call import LockMode
 from portfolio_core.testing import strategies as pcst
 from portfolio_core.testing.operations import (
     REFUSALS,

@@ -11,7 +11,7 @@ from portfolio_core.domain.events import PortfolioOperation
 from portfolio_core.domain.replay import reapply_operation
 from portfolio_core.errors import InsufficientFundsError, PositionNotFoundError, ValidationError
 from portfolio_core.store import PortfolioStore
-from portfolio_core.store_work import LockMode
+from portfolio_core.store_call import LockMode
 
 __all__ = ["REFUSALS", "execute_operation", "money_moved"]
 

@@ -27,6 +27,22 @@ _POLLS = 2000
 _PAUSE = 0.01
 
 
+class Caller(threading.Thread):
+    """A thread making one call: its result or the error it raised, kept for the test."""
+
+    def __init__(self, run: Callable[[], Any], name: str | None = None) -> None:
+        super().__init__(name=name, daemon=True)
+        self.run_call = run
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.result = self.run_call()
+        except BaseException as error:
+            self.error = error
+
+
 def wait_for(condition: Callable[[], bool], what: str) -> None:
     """Return once ``condition()`` holds (bounded polls, paused by an Event nobody sets)."""
     pause = threading.Event()

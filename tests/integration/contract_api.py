@@ -50,7 +50,7 @@ from portfolio_core import (
 from portfolio_core.domain.money import AmountLike
 from portfolio_core.persistence.isolation import IsolationLevel
 from portfolio_core.persistence.session import write_events
-from portfolio_core.store_work import LockMode
+from portfolio_core.store_call import LockMode
 from portfolio_core.units import Seconds
 from tests.integration.contract_sync import SyncStore, SyncUnitOfWork, drive
 

@@ -32,7 +32,7 @@ from portfolio_core import (
     Versioned,
 )
 from portfolio_core.domain.money import AmountLike
-from portfolio_core.store_work import LockMode
+from portfolio_core.store_call import LockMode
 from portfolio_core.units import Seconds
 
 T = TypeVar("T")

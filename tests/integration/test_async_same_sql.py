@@ -11,7 +11,7 @@ from sqlalchemy import Engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portfolio_core import AsyncPortfolioStore, Portfolio, PortfolioStore, PositionRequest
-from portfolio_core.store_work import LOCK_MODES, LockMode
+from portfolio_core.store_call import LOCK_MODES, LockMode
 
 pytestmark = pytest.mark.asyncio
 

@@ -25,7 +25,7 @@ from portfolio_core import (
     PositionRequest,
     create_async_engine,
 )
-from portfolio_core.store_work import LOCK_MODES, LockMode
+from portfolio_core.store_call import LOCK_MODES, LockMode
 
 pytestmark = pytest.mark.asyncio
 

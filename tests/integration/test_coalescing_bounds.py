@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
 from uuid import UUID
 
 import pytest
@@ -26,7 +25,7 @@ from portfolio_core import (
 from portfolio_core.coalescing import threads
 from portfolio_core.concurrency import ConcurrencyService
 from portfolio_core.units import Seconds
-from tests.integration.coalescing_tools import committed_state, wait_for
+from tests.integration.coalescing_tools import Caller, committed_state, wait_for
 from tests.integration.helpers import wait_until_blocked
 
 
@@ -44,20 +43,6 @@ def _blocking(inside: threading.Event, go: threading.Event) -> Callable[[Portfol
     return operation
 
 
-class _Caller(threading.Thread):
-    def __init__(self, run: Callable[[], Any]) -> None:
-        super().__init__(daemon=True)
-        self.run_call = run
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self.result = self.run_call()
-        except BaseException as error:
-            self.error = error
-
-
 def _lock_row(engine: Engine, pid: UUID, release: threading.Event) -> None:
     with engine.connect() as connection, connection.begin():
         connection.execute(text("SELECT 1 FROM portfolios WHERE id = :p FOR UPDATE"), {"p": pid})
@@ -69,16 +54,16 @@ def test_a_short_lock_timeout_caller_is_not_taken_by_a_longer_batch(engine: Engi
     store = PortfolioStore(engine, service, coalesce=True, coalesce_max_batch=2)
     pid = store.create_portfolio("alpha", Decimal("100"))
     inside, go, release = threading.Event(), threading.Event(), threading.Event()
-    a = _Caller(lambda: store.execute(pid, _blocking(inside, go)))
+    a = Caller(lambda: store.execute(pid, _blocking(inside, go)))
     a.start()
     assert inside.wait(30)
-    f = _Caller(lambda: store.execute(pid, _one))  # the default: 30 s
+    f = Caller(lambda: store.execute(pid, _one))  # the default: 30 s
     f.start()
     wait_for(lambda: store.coalescing_queue(pid) == 1, "F queued")
-    b = _Caller(lambda: store.execute(pid, _one, lock_timeout=30))
+    b = Caller(lambda: store.execute(pid, _one, lock_timeout=30))
     b.start()
     wait_for(lambda: store.coalescing_queue(pid) == 2, "B queued")
-    c = _Caller(lambda: store.execute(pid, _one, lock_timeout=1))
+    c = Caller(lambda: store.execute(pid, _one, lock_timeout=1))
     c.start()
     wait_for(lambda: store.coalescing_queue(pid) == 3, "C queued")
     holder = threading.Thread(target=_lock_row, args=(engine, pid, release))
@@ -104,10 +89,10 @@ def test_a_taken_caller_gets_an_unknown_outcome_past_its_bound(engine: Engine) -
     pid = store.create_portfolio("alpha", Decimal("100"))
     l_inside, l_go = threading.Event(), threading.Event()
     f_inside, f_go = threading.Event(), threading.Event()
-    leader = _Caller(lambda: store.execute(pid, _blocking(l_inside, l_go), lock_timeout=1))
+    leader = Caller(lambda: store.execute(pid, _blocking(l_inside, l_go), lock_timeout=1))
     leader.start()
     assert l_inside.wait(30)
-    follower = _Caller(lambda: store.execute(pid, _blocking(f_inside, f_go), lock_timeout=1))
+    follower = Caller(lambda: store.execute(pid, _blocking(f_inside, f_go), lock_timeout=1))
     follower.start()
     wait_for(lambda: store.coalescing_queue(pid) == 1, "the follower queued")
     l_go.set()
@@ -149,14 +134,14 @@ def test_an_interrupted_waiter_leaves_no_stuck_queue_behind(
         return _Interrupting(interrupt) if name == "interrupted" else threading.Event()
 
     monkeypatch.setattr(threads, "new_signal", signal)
-    leader = _Caller(lambda: store.execute(pid, _blocking(inside, go)))
+    leader = Caller(lambda: store.execute(pid, _blocking(inside, go)))
     leader.start()
     assert inside.wait(30)
-    waiter = _Caller(lambda: store.execute(pid, _one))
+    waiter = Caller(lambda: store.execute(pid, _one))
     waiter.name = "interrupted"
     waiter.start()
     wait_for(lambda: store.coalescing_queue(pid) == 1, "the waiter queued")
-    last = _Caller(lambda: store.execute(pid, _one))
+    last = Caller(lambda: store.execute(pid, _one))
     last.start()
     wait_for(lambda: store.coalescing_queue(pid) == 2, "the last caller queued")
     if promoted:  # the leader (a batch of one) hands the lead to the waiter, then it is interrupted

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -28,27 +27,13 @@ from portfolio_core.concurrency import ConcurrencyService
 from portfolio_core.errors import CommitOutcomeUnknownException
 from portfolio_core.persistence.engine import create_engine
 from portfolio_core.persistence.isolation import IsolationLevel
-from tests.integration.coalescing_tools import committed_state, wait_for
+from tests.integration.coalescing_tools import Caller, committed_state, wait_for
 from tests.integration.helpers import row_locked, wait_until_blocked
 
 
 def _one(portfolio: Portfolio) -> Decimal:
     portfolio.deposit(Decimal("1"))
     return portfolio.cash_balance
-
-
-class _Caller(threading.Thread):
-    def __init__(self, name: str, run: Callable[[], Any]) -> None:
-        super().__init__(name=name, daemon=True)
-        self.run_call = run
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self.result = self.run_call()
-        except BaseException as error:
-            self.error = error
 
 
 @pytest.mark.parametrize("isolation", [None, "repeatable read"])
@@ -72,10 +57,10 @@ def test_the_next_batch_waits_on_the_row_during_the_commit(
     event.listen(engine, "commit", at_commit)
     try:
         with row_locked(engine, pid):
-            leader = _Caller("leader", lambda: store.execute(pid, _one))
+            leader = Caller(lambda: store.execute(pid, _one), "leader")
             leader.start()
             wait_until_blocked(engine)
-            follower = _Caller("follower", lambda: store.execute(pid, _one))
+            follower = Caller(lambda: store.execute(pid, _one), "follower")
             follower.start()
             wait_for(lambda: store.coalescing_queue(pid) == 1, "the follower queued")
         for caller in (leader, follower):
@@ -162,10 +147,10 @@ def test_a_commit_failing_after_the_hand_over_fails_only_its_own_batch(engine: E
     event.listen(engine, "commit", at_commit)
     try:
         with row_locked(engine, pid):
-            leader = _Caller("leader", lambda: store.execute(pid, _one))
+            leader = Caller(lambda: store.execute(pid, _one), "leader")
             leader.start()
             wait_until_blocked(engine)
-            follower = _Caller("follower", lambda: store.execute(pid, _one))
+            follower = Caller(lambda: store.execute(pid, _one), "follower")
             follower.start()
             wait_for(lambda: store.coalescing_queue(pid) == 1, "the follower queued")
         for caller in (leader, follower):

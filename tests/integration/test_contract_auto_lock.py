@@ -16,7 +16,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
 from portfolio_core import Portfolio
-from portfolio_core.store_work import LockMode
+from portfolio_core.store_call import LockMode
 from tests.integration.contract_api import Flavour
 from tests.integration.helpers import commit_deposit_behind_the_back
 

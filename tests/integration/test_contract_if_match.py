@@ -21,7 +21,7 @@ from portfolio_core import (
     ValidationError,
     VersionMismatchError,
 )
-from portfolio_core.store_work import LOCK_MODES, LockMode
+from portfolio_core.store_call import LOCK_MODES, LockMode
 from tests.integration.contract_api import Flavour
 from tests.integration.helpers import commit_deposit_behind_the_back
 

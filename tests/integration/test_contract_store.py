@@ -15,7 +15,7 @@ from portfolio_core import (
     Portfolio,
     PositionRequest,
 )
-from portfolio_core.store_work import LOCK_MODES, LockMode
+from portfolio_core.store_call import LOCK_MODES, LockMode
 from tests.integration.contract_api import Flavour
 
 pytestmark = pytest.mark.asyncio

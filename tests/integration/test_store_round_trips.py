@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import Engine, event, text
 
 from portfolio_core import Portfolio, PortfolioStore, StaleDataException
-from portfolio_core.store_work import LockMode
+from portfolio_core.store_call import LockMode
 from tests.integration.helpers import commit_deposit_behind_the_back
 
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import Phase, settings
 
 from portfolio_core import PortfolioStore
-from portfolio_core.store_work import LockMode
+from portfolio_core.store_call import LockMode
 from portfolio_core.testing.machine import DEFAULT_SETTINGS, PortfolioStoreMachine
 from portfolio_core.testing.operations import execute_operation
 

@@ -17,7 +17,7 @@ import pytest
 
 from portfolio_core.coalescing import tasks, threads
 from portfolio_core.coalescing.tickets import CoalescedCall, Lane, Ticket
-from portfolio_core.store_work import StoreCall
+from portfolio_core.store_call import StoreCall
 
 
 def _ticket() -> Ticket[Any]:
