@@ -223,7 +223,7 @@ class ThreadCoalescer:
         if self._lanes.get(pid) is lane:
             del self._lanes[pid]
 
-    def _hand_over(self, pid: UUID, lane: Lane[Wakeup], batch: Batch) -> Wakeup | None:
+    def _hand_over(self, pid: UUID, lane: Lane[Wakeup]) -> Wakeup | None:
         """At the COMMIT point: pass the lead to the first caller queued (or close the lane).
 
         Its batch starts now and waits on the row lock until this COMMIT ends,
@@ -250,7 +250,7 @@ class ThreadCoalescer:
             if not batch.committing or not self._overlap():
                 return False
             with self._lock:
-                successor = self._hand_over(pid, lane, batch)
+                successor = self._hand_over(pid, lane)
                 handed = True  # before waking it: an interrupt now must not promote another
             if successor is not None:
                 successor.set()
